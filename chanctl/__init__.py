@@ -1,0 +1,8 @@
+"""chanctl: run, inspect and talk to Phoenix Channels servers."""
+
+__version__ = "0.1.0"
+
+from chanctl.channel import Channel, Outcome, error, ok  # noqa: E402
+from chanctl.errors import ChanctlError, ConfigError, TokenError  # noqa: E402
+
+__all__ = ["Channel", "ChanctlError", "ConfigError", "Outcome", "TokenError", "__version__", "error", "ok"]

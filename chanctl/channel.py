@@ -1,0 +1,113 @@
+"""The Python channel API: subclass :class:`Channel` for logic the YAML cannot say.
+
+A handler has Phoenix's callbacks, async: ``join``, ``handle_in``, ``handle_info``, ``terminate``,
+and the four directions at hand: ``reply`` (answer the client message being handled), ``push``
+(to this client), ``broadcast`` (to every subscriber, this client included) and ``broadcast_from``
+(to every subscriber but this client). One instance serves one (connection, topic) incarnation.
+
+    class Counter(Channel):
+        async def join(self, params):
+            return ok({"count": 0})
+
+        async def handle_in(self, event, payload):
+            if event == "inc":
+                self.broadcast("count", {"by": self.user["id"]})
+                return ok()
+            return error({"reason": "unknown event", "event": event})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chanctl.protocol.socket import ChannelState, LeaveReason
+    from chanctl.server.connection import Connection
+
+__all__ = ["Channel", "Outcome", "error", "ok"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A reply status and response, returned by ``join`` and ``handle_in``."""
+
+    status: str
+    response: Any = None
+
+
+def ok(response: Any = None) -> Outcome:
+    """An ok reply; ``response`` defaults to ``{}``."""
+    return Outcome("ok", {} if response is None else response)
+
+
+def error(response: Any) -> Outcome:
+    """An error reply; say why, e.g. ``{"reason": "unauthorized"}`` or ``{"errors": {...}}``."""
+    return Outcome("error", response)
+
+
+class Channel:
+    """Base class of channel handlers. Override the callbacks you need."""
+
+    topic: str
+    """The joined topic, e.g. ``room:42``."""
+    captures: dict[str, str]
+    """The topic pattern's named captures, e.g. ``{"id": "42"}`` for ``room:{id}``."""
+    user: dict[str, Any]
+    """The connection's verified token claims; ``user["id"]`` is always set."""
+    assigns: dict[str, Any]
+    """Per-connection storage shared by every channel of the connection (Phoenix socket assigns)."""
+
+    _connection: Connection
+    _state: ChannelState | None = None
+    _ref: str | None = None
+
+    def _bind(self, connection: Connection, topic: str, captures: dict[str, str]) -> None:
+        self._connection = connection
+        self.topic = topic
+        self.captures = captures
+        self.user = connection.user
+        self.assigns = connection.assigns
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    async def join(self, params: Any) -> Outcome | None:
+        """Decide whether the client may join; None means ``ok({})``. Raising replies "join crashed"."""
+        return None
+
+    async def handle_in(self, event: str, payload: Any) -> Outcome | None:
+        """Handle a client event. Return the reply, or None to reply later with :meth:`reply`.
+
+        Raising stops the channel with ``phx_error`` (the client rejoins).
+        """
+        return error({"reason": "unknown event", "event": event})
+
+    async def handle_info(self, message: Any) -> None:
+        """Handle a message from elsewhere in the server (a timer, a server-side publish)."""
+
+    async def terminate(self, reason: LeaveReason) -> None:
+        """Clean up when the channel stops (left, closed, crashed). Not run on a duplicate join."""
+
+    # -- the four directions -----------------------------------------------------------------
+
+    def push(self, event: str, payload: dict[str, Any]) -> None:
+        """Send ``event`` to this channel's client only."""
+        if self._state is not None:
+            self._connection.push(self._state, event, payload)
+
+    def broadcast(self, event: str, payload: dict[str, Any]) -> None:
+        """Send ``event`` to every subscriber of the topic, this client included."""
+        self._connection.server.pubsub.broadcast(self.topic, event, payload)
+
+    def broadcast_from(self, event: str, payload: dict[str, Any]) -> None:
+        """Send ``event`` to every subscriber of the topic except this client."""
+        self._connection.server.pubsub.broadcast(self.topic, event, payload, exclude=self._connection)
+
+    def socket_ref(self) -> str | None:
+        """The ref of the client message being handled, for a later :meth:`reply`."""
+        return self._ref
+
+    def reply(self, ref: str | None, outcome: Outcome) -> None:
+        """Answer the client message ``ref`` (from :meth:`socket_ref`) after ``handle_in`` returned None."""
+        if self._state is not None:
+            self._connection.reply(self._state, ref, outcome)

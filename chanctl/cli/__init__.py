@@ -1,0 +1,1 @@
+"""The ``chanctl`` command line: one module per command group."""

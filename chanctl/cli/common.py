@@ -1,0 +1,57 @@
+"""What several commands share: the two consoles, finding the config, failing cleanly."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from chanctl.cli.exit_codes import ExitCode
+from chanctl.config.load import LoadedConfig, load_config
+from chanctl.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG", "die", "err", "find_config", "load_or_die", "out"]
+
+DEFAULT_CONFIG = "chanctl.yaml"
+
+
+def out(text: str) -> None:
+    """Data, for stdout."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def err(text: str) -> None:
+    """Diagnostics, for stderr."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def die(message: str, code: ExitCode) -> NoReturn:
+    err(f"chanctl: {message}")
+    raise typer.Exit(int(code))
+
+
+def find_config(explicit: str | None) -> Path | None:
+    """``--config FILE`` when given (it must exist), else ``./chanctl.yaml`` when present."""
+    if explicit:
+        path = Path(explicit)
+        if not path.exists():
+            die(f"config file not found: {explicit}", ExitCode.USAGE)
+        return path
+    default = Path(DEFAULT_CONFIG)
+    return default if default.exists() else None
+
+
+def load_or_die(path: str | os.PathLike[str]) -> LoadedConfig:
+    """Load a config; on problems print each one and exit 2."""
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err(str(problem))
+        die(f"{path} does not load ({len(exc.problems)} problem{'s' * (len(exc.problems) != 1)})", ExitCode.USAGE)
+    return loaded

@@ -1,0 +1,73 @@
+"""``chanctl serve FILE``: run the server a config declares."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from chanctl.cli.common import err, load_or_die
+from chanctl.config.load import LoadedConfig
+from chanctl.server.runtime import ChannelServer, build_server
+
+__all__ = ["serve"]
+
+
+def serve(
+    config: Annotated[str, typer.Argument(help="The server's YAML config.")],
+    host: Annotated[str | None, typer.Option("--host", help="Override server.host.")] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", envvar="CHANCTL_PORT", help="Override server.port; 0 picks a free one.")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the server described by CONFIG until Ctrl+C or SIGTERM."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loaded = load_or_die(config)
+    asyncio.run(_run(loaded, host, port))
+
+
+def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
+    """What the operator needs to see first: where, what, and how clients authenticate."""
+    auth = server.config.auth
+    lines = [f"chanctl serving {loaded.path} at {server.url}"]
+    for pattern, topic in server.config.topics.items():
+        join = topic.join if not isinstance(topic.join, bool) else ("anyone authenticated" if topic.join else "nobody")
+        events = ", ".join(f"{name}→{event.do}" for name, event in topic.events.items()) or "none"
+        lines.append(f"  topic {pattern:<28} join: {join}; events: {events}")
+    lines.append(f"  auth: signed tokens (salt {auth.salt!r}, max age {int(auth.max_age)}s); mint one with "
+                 f"`chanctl token --user ID --config {loaded.path}`")
+    for warning in loaded.warnings:
+        lines.append(f"  WARNING {warning}")
+    return lines
+
+
+async def _run(loaded: LoadedConfig, host: str | None, port: int | None) -> None:
+    server = build_server(loaded, host=host, port=port)
+    await server.start()
+    for line in banner(server, loaded):
+        err(line)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    presses = 0
+
+    def on_signal() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            err("chanctl: shutting down (press Ctrl+C again to force)")
+            stop.set()
+        else:
+            err("chanctl: forced exit")
+            raise SystemExit(130)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await stop.wait()
+        await server.shutdown()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    err("chanctl: stopped")

@@ -1,0 +1,103 @@
+"""``chanctl token``: mint a socket token; ``chanctl token verify TOKEN``: explain one."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from chanctl.cli.common import err, die, find_config, load_or_die, out
+from chanctl.cli.exit_codes import ExitCode
+from chanctl.durations import format_duration, parse_duration
+from chanctl.errors import TokenError
+from chanctl.tokens import DEFAULT_SALT, TokenSigner
+
+__all__ = ["app", "signer_from"]
+
+app = typer.Typer(help="Mint and verify signed socket tokens.", no_args_is_help=False)
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Config file holding auth.secret.")]
+
+
+def signer_from(config: str | None) -> TokenSigner:
+    """The signer of ``--config``, else ``./chanctl.yaml``, else ``CHANCTL_SECRET``; exit 2 if none."""
+    path = find_config(config)
+    if path is not None:
+        auth = load_or_die(path).config.auth
+        return TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age)
+    secret = os.environ.get("CHANCTL_SECRET")
+    if secret:
+        return TokenSigner(secret, salt=os.environ.get("CHANCTL_SALT", DEFAULT_SALT))
+    die("no token secret found: pass --config FILE, create ./chanctl.yaml, or set CHANCTL_SECRET", ExitCode.USAGE)
+
+
+def _claim_value(text: str) -> Any:
+    """Numbers stay numbers, true/false/null are JSON; anything else is a string."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return value if isinstance(value, (int, float, bool)) or value is None else text
+
+
+@app.callback(invoke_without_command=True)
+def mint(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="User id (numbers stay numbers).")] = None,
+    claim: Annotated[list[str] | None, typer.Option("--claim", help="Extra claim key=value; repeatable.")] = None,
+    ttl: Annotated[str | None, typer.Option("--ttl", help="Lifetime shorter than auth.max_age: 90s, 15m, 2h, 14d.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print a signed socket token for --user; only the token goes to stdout."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if user is None:
+        die("missing --user: e.g. `chanctl token --user 42`", ExitCode.USAGE)
+    claims: dict[str, Any] = {}
+    for item in claim or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            die(f"--claim takes key=value, got {item!r}", ExitCode.USAGE)
+        if key == "id":
+            die("--claim id=... is reserved; use --user", ExitCode.USAGE)
+        claims[key] = _claim_value(value)
+    seconds = None
+    if ttl is not None:
+        try:
+            seconds = parse_duration(ttl)
+        except ValueError as exc:
+            die(f"--ttl: {exc}", ExitCode.USAGE)
+    signer = signer_from(config)
+    out(signer.mint(_claim_value(user), claims, ttl=seconds))
+
+
+@app.command()
+def verify(
+    token: Annotated[str, typer.Argument(help="The token to check.")],
+    config: ConfigOpt = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Print the token's claims and age, or why it is invalid or expired (exit 1)."""
+    signer = signer_from(config)
+    try:
+        verified = signer.verify(token)
+    except TokenError as exc:
+        if json:
+            out(orjson.dumps({"valid": False, "reason": exc.reason, "detail": exc.detail}).decode())
+        err(f"chanctl: {exc}")
+        raise typer.Exit(int(ExitCode.ERROR)) from None
+    signed = datetime.fromtimestamp(verified.signed_at, UTC).isoformat().replace("+00:00", "Z")
+    if json:
+        out(orjson.dumps({
+            "valid": True, "claims": verified.claims, "signed_at": signed,
+            "age": verified.age, "expires_in": verified.max_age - verified.age,
+        }).decode())
+        return
+    out("valid token")
+    out(f"  claims:     {orjson.dumps(verified.claims).decode()}")
+    out(f"  signed at:  {signed}")
+    out(f"  age:        {format_duration(verified.age)}")
+    out(f"  expires in: {format_duration(verified.max_age - verified.age)}")

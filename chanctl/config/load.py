@@ -1,0 +1,286 @@
+"""YAML text → :class:`Config`, with every problem located at file:line:column and key path.
+
+PyYAML's node tree keeps the position of every key and value; we build plain data from it while
+recording those positions, interpolate ``${VAR}`` and ``${VAR:-default}``, let pydantic validate,
+and map each validation error's location back to the YAML. ``check`` wants every problem at once,
+so nothing stops at the first one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from chanctl.config.model import Config
+from chanctl.errors import ConfigError, Problem
+from chanctl.protocol.router import TopicPattern
+from chanctl.rules import RuleError, compile_rule
+
+__all__ = ["LoadedConfig", "SAMPLE_SECRET", "load_config", "load_config_text"]
+
+SAMPLE_SECRET = "dev-only-secret-change-me-0123456789abcdef"
+"""The secret the sample configs fall back to; the server warns loudly when it is used."""
+MIN_SECRET_BYTES = 32
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+Loc = tuple[str, ...]
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config and what was noticed on the way (warnings)."""
+
+    config: Config
+    path: str
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.path).resolve().parent if self.path != "<string>" else Path.cwd()
+
+
+@dataclass
+class _Reader:
+    file: str
+    env: Mapping[str, str]
+    marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem(self, loc: Loc, message: str, hint: str = "", severity: str = "error") -> None:
+        line, col = self.position(loc)
+        self.problems.append(Problem(message, _dotted(loc), self.file, line, col, hint, severity))
+
+    def position(self, loc: Loc) -> tuple[int | None, int | None]:
+        for end in range(len(loc), -1, -1):
+            mark = self.marks.get(tuple(loc[:end]))
+            if mark is not None:
+                return mark
+        return None, None
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.marks[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(yaml.safe_load(yaml.serialize(key_node))) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+                child = loc + (key,)
+                if key in result:
+                    self.marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                    self.problem(child, f"duplicate key {key!r}", "a later value would silently replace the first")
+                    continue
+                value = self.build(value_node, child)
+                self.marks[child + ("<key>",)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                result[key] = value
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, loc + (str(i),)) for i, item in enumerate(node.value)]
+        value = yaml.safe_load(yaml.serialize(node))
+        if isinstance(value, str) and "$" in value:
+            value = self.interpolate(value, loc)
+        return value
+
+    def interpolate(self, text: str, loc: Loc) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            value = self.env.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is None:
+                    self.problem(loc, f"environment variable {name} is not set", f"export {name}=..., or write ${{{name}:-default}}")
+                    return ""
+                return default
+            return value
+
+        return _VAR.sub(substitute, text)
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(part for part in loc if part != "<key>")
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Load and validate a config file.
+
+    Raises:
+        ConfigError: with every problem found, each located.
+    """
+    path = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(f"cannot read the config: {exc.strerror}", file=path)]) from None
+    return load_config_text(text, path, env)
+
+
+def load_config_text(text: str, file: str = "<string>", env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Load and validate config text; ``file`` is only used to name positions."""
+    reader = _Reader(file, os.environ if env is None else env)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        message = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(f"invalid YAML: {message}", "", file, line, col)]) from None
+    if node is None:
+        raise ConfigError([Problem("the config is empty", "", file, 1, 1, "run `chanctl init` for a starter config")])
+    data = reader.build(node, ())
+    if not isinstance(data, dict):
+        raise ConfigError([Problem("the config must be a mapping of keys (server, auth, topics, ...)", "", file, 1, 1)])
+    config = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            _report(reader, data, error)
+    if config is not None:
+        _check_semantics(reader, config)
+    errors = [p for p in reader.problems if p.severity == "error"]
+    if errors or config is None:
+        raise ConfigError(sorted(reader.problems, key=_order))
+    return LoadedConfig(config, file, [p for p in reader.problems if p.severity != "error"])
+
+
+def _order(problem: Problem) -> tuple[int, int]:
+    return (problem.line or 0, problem.column or 0)
+
+
+def _report(reader: _Reader, data: dict[str, Any], error: Any) -> None:
+    loc = tuple(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else (f"known keys: {', '.join(known)}" if known else "")
+        reader.marks.setdefault(loc, reader.marks.get(loc + ("<key>",), reader.position(loc)))
+        key_mark = reader.marks.get(loc + ("<key>",))
+        if key_mark:
+            reader.marks[loc] = key_mark
+        reader.problem(loc, f"unknown key {key!r}", hint)
+        return
+    if kind == "missing":
+        reader.problem(loc, "is required", _missing_hint(loc))
+        return
+    # Unions (join: bool | list) add the tried type to the location; keep the user's part of it.
+    loc = _user_loc(loc, data)
+    reader.problem(loc, _message(error))
+
+
+def _message(error: Any) -> str:
+    msg = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if error["type"] in ("bool_type", "bool_parsing", "list_type") and "join" in error["loc"]:
+        return "a join rule is true, false, a list of user ids, or a CEL expression"
+    return msg
+
+
+def _user_loc(loc: Loc, data: Any) -> Loc:
+    kept: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+def _missing_hint(loc: Loc) -> str:
+    hints = {
+        ("auth",): "every server needs auth.secret: write `auth: {secret: ${CHANCTL_SECRET}}`",
+        ("auth", "secret"): "write `secret: ${CHANCTL_SECRET}` and export a secret of 32+ bytes",
+        ("topics",): "declare at least one topic pattern, e.g. `topics: {\"room:{id}\": {join: true}}`",
+    }
+    if loc in hints:
+        return hints[loc]
+    if len(loc) == 3 and loc[0] == "topics" and loc[2] == "join":
+        return "every topic states who may join; write `join: true` to mean any authenticated user"
+    return ""
+
+
+def _known_keys(loc: Loc) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            fieldinfo = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+            if fieldinfo is None:
+                return []
+            model = fieldinfo.annotation
+        else:
+            # dict[str, Model]: the key is a user's name; step into the value type.
+            args = getattr(model, "__args__", ())
+            model = args[-1] if args else None
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def _check_semantics(reader: _Reader, config: Config) -> None:
+    secret = config.auth.secret
+    if secret == SAMPLE_SECRET:
+        reader.problem(
+            ("auth", "secret"),
+            "the sample's default secret is in use: anyone can mint tokens for this server",
+            "export CHANCTL_SECRET with 32+ random bytes, e.g. `openssl rand -hex 32`",
+            "warning",
+        )
+    elif len(secret.encode()) < MIN_SECRET_BYTES:
+        reader.problem(
+            ("auth", "secret"),
+            f"the secret is {len(secret.encode())} bytes; use at least {MIN_SECRET_BYTES}",
+            "e.g. `openssl rand -hex 32`",
+            "warning",
+        )
+    for source, topic in config.topics.items():
+        try:
+            TopicPattern.parse(source)
+        except ValueError as exc:
+            reader.marks[("topics", source)] = reader.marks.get(("topics", source, "<key>"), reader.position(("topics", source)))
+            reader.problem(("topics", source), f"bad topic pattern: {exc}")
+        try:
+            compile_rule(topic.join, JOIN_VARIABLES)
+        except RuleError as exc:
+            reader.problem(("topics", source, "join"), f"bad join rule: {exc.message}", _caret(topic.join, exc.column))
+        for name, event in topic.events.items():
+            if event.schema_ is not None:
+                try:
+                    jsonschema.Draft202012Validator.check_schema(expand_schema(event.schema_))
+                except jsonschema.SchemaError as exc:
+                    where = ("topics", source, "events", name, "schema") + tuple(str(p) for p in exc.path)
+                    reader.problem(where, f"invalid JSON Schema: {exc.message}")
+
+
+JOIN_VARIABLES = frozenset({"user", "topic", "params", "data"})
+
+
+def _caret(source: Any, column: int | None) -> str:
+    if not isinstance(source, str) or column is None:
+        return ""
+    return f"at column {column} of the rule:\n    {source}\n    {' ' * (column - 1)}^"
+
+
+def expand_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Expand the property-map shorthand: ``{body: {type: string}}`` → an object schema.
+
+    A mapping that already looks like a schema (has ``type``, ``properties``, ``$ref``, ...) is
+    returned as it is. In the shorthand every property is required and no others are allowed
+    to be missing; extra properties are allowed, as clients often send more than a server reads.
+    """
+    schema_words = {"type", "properties", "$ref", "anyOf", "oneOf", "allOf", "enum", "const", "not", "$schema"}
+    if schema_words & schema.keys():
+        return schema
+    return {"type": "object", "properties": schema, "required": list(schema)}

@@ -1,0 +1,116 @@
+"""The only declaration of the config format.
+
+Every model is frozen and rejects unknown keys; the field docstrings become the descriptions of
+the exported JSON Schema (``Config.model_json_schema()``), so the reference never drifts from what
+loads.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from chanctl.durations import parse_duration
+
+__all__ = ["AuthConfig", "Config", "EventConfig", "JoinRule", "ServerConfig", "TopicConfig"]
+
+
+def _duration(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+_UNITS = {"": 1, "b": 1, "kib": 1024, "kb": 1000, "mib": 1024**2, "mb": 1000**2}
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmib")
+    unit = text[len(number):]
+    if unit not in _UNITS or not number.isdigit():
+        raise ValueError(f"not a size: {value!r} (use bytes, or e.g. 64KiB, 1MiB)")
+    return int(number) * _UNITS[unit]
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+"""Seconds, written as a number or a human duration (``90s``, ``15m``, ``2h``, ``14d``, ``2w``)."""
+ByteSize = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+"""Bytes, written as a number or with a unit (``64KiB``, ``1MiB``)."""
+
+JoinRule = bool | list[int | str] | str
+"""``true`` (any authenticated user), ``false`` (nobody), a list of user ids, or a CEL expression
+over ``user``, ``topic``, ``params`` and ``data``."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
+
+
+class ServerConfig(_Model):
+    """Where and how the server listens."""
+
+    host: str = "127.0.0.1"
+    """Interface to bind; ``0.0.0.0`` for every interface."""
+    port: int = Field(4000, ge=0, le=65535)
+    """TCP port; 0 picks a free one (the banner prints the real URL)."""
+    path: str = Field("/socket", pattern=r"^/[^?#]*$")
+    """Socket mount point; the WebSocket lives at ``<path>/websocket`` as Phoenix has it."""
+    origins: list[str] | None = None
+    """Allowed ``Origin`` hosts, e.g. ``https://app.example.com`` or ``*.example.com``; unset: any."""
+    idle_timeout: Duration = 60.0
+    """Close a connection (1001) that sent no frame for this long; phoenix.js heartbeats every 30s."""
+    max_frame_size: ByteSize = 1024 * 1024
+    """Largest inbound frame; a larger one closes the connection with 1009."""
+    max_channels: int = Field(100, ge=1)
+    """Channels one connection may have joined at once."""
+    outbound_buffer: ByteSize = 4 * 1024 * 1024
+    """Bytes queued for one slow client before it is disconnected (1013, slow consumer)."""
+
+
+class AuthConfig(_Model):
+    """Socket tokens: every connection must present one, signed with ``secret``."""
+
+    secret: str = Field(min_length=1)
+    """Token secret; use ``${CHANCTL_SECRET}``. At least 32 bytes, or the server warns loudly."""
+    salt: str = "user socket"
+    """Token namespace, as Phoenix.Token's salt."""
+    max_age: Duration = 14 * 86400.0
+    """Longest a token is accepted after signing."""
+
+
+class EventConfig(_Model):
+    """What a client event on this topic does."""
+
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    """JSON Schema of the payload; a map of properties is shorthand for an object schema whose
+    properties are all required."""
+    do: Literal["broadcast", "reply", "noop"] = "reply"
+    """``broadcast``: to every subscriber, the sender included, with ``user_id``, ``id`` and
+    ``inserted_at`` added; ``reply``: answer ok with ``reply`` (or the payload); ``noop``: answer ok."""
+    reply: Any = None
+    """Fixed ok response for ``do: reply``; unset echoes the payload."""
+
+
+class TopicConfig(_Model):
+    """One topic pattern: who may join, and what its events do."""
+
+    join: JoinRule
+    """Who may join. Required: write ``true`` to mean any authenticated user, on purpose."""
+    events: dict[str, EventConfig] = {}
+    """Client events this topic accepts; any other event gets an ``unknown event`` error reply."""
+
+
+class Config(_Model):
+    """A chanctl server."""
+
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig
+    data: dict[str, Any] = {}
+    """Static facts the rules may read."""
+    topics: dict[str, TopicConfig] = Field(min_length=1)
+    """Topic patterns (``room:{id}``, ``updates:all``, ``room:*``) and their rules."""

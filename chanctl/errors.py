@@ -1,0 +1,129 @@
+"""The one exception tree of chanctl.
+
+    ChanctlError
+    ├── ConfigError            a config file that cannot be loaded (carries every Problem)
+    ├── TokenError
+    │   ├── TokenMissing       no token was given
+    │   ├── TokenInvalid       malformed, forged, wrong salt or wrong secret
+    │   └── TokenExpired       older than its allowed age
+    ├── ProtocolViolation      a frame a client should never send (closes the connection)
+    ├── PubSubError
+    └── ServerError
+
+Errors keep their data in attributes and build the message in ``__str__``, so the CLI,
+the server log and the tests all print the same words.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChanctlError",
+    "ConfigError",
+    "Problem",
+    "ProtocolViolation",
+    "PubSubError",
+    "ServerError",
+    "TokenError",
+    "TokenExpired",
+    "TokenInvalid",
+    "TokenMissing",
+]
+
+from dataclasses import dataclass
+
+
+class ChanctlError(Exception):
+    """Root of every error chanctl raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file, located as precisely as we can."""
+
+    message: str
+    path: str = ""
+    """Dotted key path, e.g. ``topics.room:{id}.events.new_msg.do``."""
+    file: str = ""
+    line: int | None = None
+    """1-based line, when the YAML position is known."""
+    column: int | None = None
+    hint: str = ""
+    severity: str = "error"
+    """``error`` refuses to load; ``warning`` is reported and loads."""
+
+    def __str__(self) -> str:
+        where = self.file or "<config>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        text = f"{where}: {self.severity}: "
+        if self.path:
+            text += f"{self.path}: "
+        text += self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class ConfigError(ChanctlError):
+    """A config that does not load; ``problems`` lists every error found."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__(problems)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class TokenError(ChanctlError):
+    """A socket token that cannot be used."""
+
+    reason = "invalid"
+
+    def __init__(self, detail: str = ""):
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"token {self.reason}" + (f": {self.detail}" if self.detail else "")
+
+
+class TokenMissing(TokenError):
+    reason = "missing"
+
+
+class TokenInvalid(TokenError):
+    reason = "invalid"
+
+
+class TokenExpired(TokenError):
+    reason = "expired"
+
+    def __init__(self, age: float, max_age: float):
+        from chanctl.durations import format_duration
+
+        super().__init__(f"age {format_duration(age)} exceeds the limit of {format_duration(max_age)}")
+        self.age = age
+        self.max_age = max_age
+
+
+class ProtocolViolation(ChanctlError):
+    """A frame that breaks the wire contract; the connection is closed with ``code``."""
+
+    def __init__(self, reason: str, code: int = 1007):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class PubSubError(ChanctlError):
+    """The pubsub backend failed."""
+
+
+class ServerError(ChanctlError):
+    """The server could not start or keep running."""

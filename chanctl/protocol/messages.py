@@ -1,0 +1,64 @@
+"""The three logical kinds of Phoenix frames (PROTOCOL.md §2).
+
+Reserved event names are spelled exactly as Phoenix spells them on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Broadcast",
+    "HEARTBEAT",
+    "Message",
+    "PHOENIX_TOPIC",
+    "PHX_CLOSE",
+    "PHX_ERROR",
+    "PHX_JOIN",
+    "PHX_LEAVE",
+    "PHX_REPLY",
+    "Reply",
+]
+
+PHX_JOIN = "phx_join"
+PHX_LEAVE = "phx_leave"
+PHX_REPLY = "phx_reply"
+PHX_ERROR = "phx_error"
+PHX_CLOSE = "phx_close"
+HEARTBEAT = "heartbeat"
+PHOENIX_TOPIC = "phoenix"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A client push, or a server push to one client (``ref`` is None then)."""
+
+    join_ref: str | None
+    ref: str | None
+    topic: str
+    event: str
+    payload: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to one client message; on the wire a ``phx_reply`` Message."""
+
+    join_ref: str | None
+    ref: str | None
+    topic: str
+    status: str
+    response: Any
+
+    def to_message(self) -> Message:
+        return Message(self.join_ref, self.ref, self.topic, PHX_REPLY, {"status": self.status, "response": self.response})
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """A fan-out to every subscriber of a topic; join_ref and ref are null on the wire."""
+
+    topic: str
+    event: str
+    payload: Any

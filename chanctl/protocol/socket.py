@@ -1,0 +1,250 @@
+"""SocketProtocol: one connection's channel table and the dispatch order of PROTOCOL.md §3.
+
+Feed it frames with :meth:`SocketProtocol.receive`; it answers what it can answer alone (heartbeat,
+unmatched topic, leave, stale join_ref, channel limit) by queueing frames, and returns the actions
+that need a channel handler (:class:`Join`, :class:`Deliver`, :class:`Leave`). The runtime runs the
+handler and reports the outcome back (:meth:`join_succeeded`, :meth:`reply`, :meth:`crash`, ...),
+which queues the frames Phoenix would send. :meth:`data_to_send` returns the queued frames and
+empties the queue.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from chanctl.protocol.messages import (
+    HEARTBEAT,
+    PHOENIX_TOPIC,
+    PHX_CLOSE,
+    PHX_ERROR,
+    PHX_JOIN,
+    PHX_LEAVE,
+    Message,
+    Reply,
+)
+from chanctl.protocol.router import Route, Router
+from chanctl.protocol.serializers import Serializer
+
+__all__ = ["ChannelState", "Deliver", "Join", "Leave", "LeaveReason", "SocketProtocol"]
+
+
+class LeaveReason(enum.Enum):
+    """Why a channel stops; handlers see it in ``terminate``."""
+
+    LEFT = "left"
+    """The client sent phx_leave."""
+    DUPLICATE_JOIN = "duplicate_join"
+    """The client joined the same topic again; the old channel's terminate does not run (§3.3)."""
+    CLOSED = "closed"
+    """The connection went away."""
+    CRASHED = "crashed"
+    """The handler raised."""
+    STOPPED = "stopped"
+    """The handler asked to stop."""
+
+
+@dataclass(eq=False)
+class ChannelState:
+    """One joined (socket, topic) incarnation, identified by its join_ref."""
+
+    topic: str
+    join_ref: str
+    route: Route[Any]
+    handler: Any = None
+    """Whatever the runtime runs for this channel; the core never looks inside."""
+    closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Run the route's join callback, then report back with join_succeeded/join_refused/join_crashed."""
+
+    topic: str
+    join_ref: str
+    ref: str | None
+    payload: Any
+    route: Route[Any]
+    replaced: ChannelState | None = None
+    """The channel this join replaces (duplicate join): already stopped, closed after the reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand a client event to a joined channel's handle_in."""
+
+    channel: ChannelState
+    ref: str | None
+    event: str
+    payload: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Stop a channel: terminate it (unless the reason says not), unsubscribe, untrack presence."""
+
+    channel: ChannelState
+    reason: LeaveReason
+
+
+@dataclass
+class Stats:
+    """Counters the runtime exports as metrics."""
+
+    stale_dropped: int = 0
+    unmatched: int = 0
+
+
+class SocketProtocol:
+    """The per-connection state machine.
+
+    Args:
+        serializer: the negotiated wire format.
+        router: maps a topic to its route; a topic without one is "unmatched".
+        max_channels: channels one socket may have joined at once.
+    """
+
+    def __init__(self, serializer: Serializer, router: Router[Any], *, max_channels: int = 100):
+        self.serializer = serializer
+        self.router = router
+        self.max_channels = max_channels
+        self.channels: dict[str, ChannelState] = {}
+        self.stats = Stats()
+        self._out: list[bytes] = []
+
+    # -- input -------------------------------------------------------------------------------
+
+    def receive(self, data: str | bytes) -> list[Join | Deliver | Leave]:
+        """Process one inbound frame.
+
+        Raises:
+            ProtocolViolation: the frame cannot be decoded; the runtime closes the connection.
+        """
+        return self.receive_message(self.serializer.decode(data))
+
+    def receive_message(self, msg: Message) -> list[Join | Deliver | Leave]:
+        """Dispatch a decoded message in Phoenix's precedence (PROTOCOL.md §3, rules 1-7)."""
+        topic, event = msg.topic, msg.event
+        if topic == PHOENIX_TOPIC and event == HEARTBEAT:
+            self._queue(Reply(None, msg.ref, topic, "ok", {}))
+            return []
+        channel = self.channels.get(topic)
+        if channel is not None:
+            if event == PHX_JOIN:
+                return self._join(msg, replacing=channel)
+            if msg.join_ref is not None and msg.join_ref != channel.join_ref:
+                # Stale incarnation (§3.5): its client already gave it up and ignores any answer.
+                self.stats.stale_dropped += 1
+                return []
+            if event == PHX_LEAVE:
+                return [self._leave(channel, msg.ref)]
+            return [Deliver(channel, msg.ref, event, msg.payload)]
+        if event == PHX_JOIN:
+            return self._join(msg, replacing=None)
+        if event == PHX_LEAVE:
+            self._queue(Reply(msg.join_ref, msg.ref, topic, "ok", {}))
+            return []
+        self._unmatched(msg)
+        return []
+
+    def _join(self, msg: Message, replacing: ChannelState | None) -> list[Join | Deliver | Leave]:
+        route = self.router.match(msg.topic)
+        if route is None:
+            self._unmatched(msg)
+            return []
+        join_ref = msg.join_ref if msg.join_ref is not None else msg.ref
+        if join_ref is None:
+            self._queue(Reply(None, msg.ref, msg.topic, "error", {"reason": "join requires a ref"}))
+            return []
+        actions: list[Join | Deliver | Leave] = []
+        if replacing is not None:
+            self._remove(replacing)
+            actions.append(Leave(replacing, LeaveReason.DUPLICATE_JOIN))
+        elif len(self.channels) >= self.max_channels:
+            self._queue(Reply(msg.join_ref, msg.ref, msg.topic, "error", {"reason": "too many channels joined"}))
+            return []
+        actions.append(Join(msg.topic, join_ref, msg.ref, msg.payload, route, replaced=replacing))
+        return actions
+
+    def _leave(self, channel: ChannelState, ref: str | None) -> Leave:
+        self._remove(channel)
+        self._queue(Reply(channel.join_ref, ref, channel.topic, "ok", {}))
+        self._queue(Message(channel.join_ref, channel.join_ref, channel.topic, PHX_CLOSE, {}))
+        return Leave(channel, LeaveReason.LEFT)
+
+    def _unmatched(self, msg: Message) -> None:
+        self.stats.unmatched += 1
+        self._queue(Reply(None, msg.ref, msg.topic, "error", {"reason": "unmatched topic"}))
+
+    # -- outcomes reported by the runtime ----------------------------------------------------
+
+    def join_succeeded(self, join: Join, response: Any = None, handler: Any = None) -> ChannelState:
+        """Record the channel and queue the ok reply (then the replaced channel's phx_close)."""
+        channel = ChannelState(join.topic, join.join_ref, join.route, handler)
+        self.channels[join.topic] = channel
+        self._queue(Reply(join.join_ref, join.ref, join.topic, "ok", {} if response is None else response))
+        self._close_replaced(join)
+        return channel
+
+    def join_refused(self, join: Join, response: Any) -> None:
+        """Queue the error reply; nothing is recorded and no phx_close is sent."""
+        self._queue(Reply(join.join_ref, join.ref, join.topic, "error", response))
+        self._close_replaced(join)
+
+    def join_crashed(self, join: Join) -> None:
+        self.join_refused(join, {"reason": "join crashed"})
+
+    def _close_replaced(self, join: Join) -> None:
+        if join.replaced is not None:
+            old = join.replaced
+            self._queue(Message(old.join_ref, old.join_ref, old.topic, PHX_CLOSE, {}))
+
+    def reply(self, channel: ChannelState, ref: str | None, status: str, response: Any) -> None:
+        """Answer a client message of ``channel``; dropped if the channel has stopped since."""
+        if not channel.closed:
+            self._queue(Reply(channel.join_ref, ref, channel.topic, status, response))
+
+    def push(self, channel: ChannelState, event: str, payload: Any) -> None:
+        """Send ``event`` to this channel's client only: ``[J, null, topic, event, payload]``."""
+        if not channel.closed:
+            self._queue(Message(channel.join_ref, None, channel.topic, event, payload))
+
+    def crash(self, channel: ChannelState) -> Leave | None:
+        """The handler raised: queue phx_error and drop the channel (the client may rejoin)."""
+        if channel.closed:
+            return None
+        self._remove(channel)
+        self._queue(Message(channel.join_ref, channel.join_ref, channel.topic, PHX_ERROR, {"reason": "channel_crash"}))
+        return Leave(channel, LeaveReason.CRASHED)
+
+    def stop(self, channel: ChannelState) -> Leave | None:
+        """The handler asked to stop normally: queue phx_close and drop the channel."""
+        if channel.closed:
+            return None
+        self._remove(channel)
+        self._queue(Message(channel.join_ref, channel.join_ref, channel.topic, PHX_CLOSE, {}))
+        return Leave(channel, LeaveReason.STOPPED)
+
+    def close_all(self) -> list[Leave]:
+        """The connection is gone: every channel stops, nothing is sent."""
+        leaves = [Leave(channel, LeaveReason.CLOSED) for channel in self.channels.values()]
+        for leave in leaves:
+            leave.channel.closed = True
+        self.channels.clear()
+        return leaves
+
+    # -- output ------------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        """The encoded frames queued since the last call; the queue empties."""
+        out, self._out = self._out, []
+        return out
+
+    def _queue(self, message: Message | Reply) -> None:
+        self._out.append(self.serializer.encode(message))
+
+    def _remove(self, channel: ChannelState) -> None:
+        channel.closed = True
+        if self.channels.get(channel.topic) is channel:
+            del self.channels[channel.topic]

@@ -1,0 +1,112 @@
+"""Signed, expiring socket tokens (Phoenix.Token's contract, on itsdangerous).
+
+A token is ``URLSafeTimedSerializer(secret, salt).dumps(claims)``: readable by the client, signed
+by the server, stamped with the signing time. ``claims["id"]`` is the user id; a ``ttl`` given at
+minting is stored in the claims as ``"ttl"`` so that one token can be shorter-lived than the
+server's ``max_age`` (PROTOCOL.md §7: itsdangerous has no max_age stored in the token).
+
+Verification tells apart the four outcomes a user needs to act on: missing, malformed, bad
+signature, expired (with the age and the limit).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadData, BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+
+from chanctl.errors import TokenExpired, TokenInvalid, TokenMissing
+
+__all__ = ["DEFAULT_SALT", "TokenSigner", "VerifiedToken"]
+
+DEFAULT_SALT = "user socket"
+_SHAPE = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
+_CLOCK_SKEW = 5  # seconds a token may be stamped ahead of our clock (another node's clock)
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    """A token that passed verification."""
+
+    claims: dict[str, Any]
+    signed_at: float
+    """Unix time of signing (whole seconds, as itsdangerous stamps them)."""
+    age: float
+    max_age: float
+
+    @property
+    def user_id(self) -> Any:
+        return self.claims.get("id")
+
+
+class TokenSigner:
+    """Mints and verifies socket tokens for one secret and salt.
+
+    Args:
+        secret: the server's token secret.
+        salt: namespace of the token; Phoenix's convention is ``"user socket"``.
+        max_age: the longest a token may live, in seconds (the config's ``auth.max_age``).
+        clock: ``() -> unix seconds``; injected by tests to expire tokens without sleeping.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        salt: str = DEFAULT_SALT,
+        max_age: float = 14 * 86400,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.max_age = max_age
+        self._clock = clock
+
+        class _Signer(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock())
+
+        self._serializer = URLSafeTimedSerializer(secret, salt=salt, signer=_Signer)
+
+    def mint(self, user_id: Any, claims: dict[str, Any] | None = None, *, ttl: float | None = None) -> str:
+        """A token for ``user_id`` with extra ``claims``; ``ttl`` shortens its life below ``max_age``."""
+        body = dict(claims or {})
+        body["id"] = user_id
+        if ttl is not None:
+            body["ttl"] = ttl
+        return self._serializer.dumps(body)
+
+    def verify(self, token: str | None) -> VerifiedToken:
+        """The token's claims, or the reason it cannot be used.
+
+        Raises:
+            TokenMissing, TokenInvalid, TokenExpired
+        """
+        if token is None or token == "":
+            raise TokenMissing("no token was given")
+        if not isinstance(token, str) or not _SHAPE.match(token):
+            raise TokenInvalid("malformed: not a chanctl token (expected three dot-separated parts)")
+        now = self._clock()
+        try:
+            claims, signed = self._serializer.loads(token, return_timestamp=True)
+        except SignatureExpired as exc:  # pragma: no cover - we pass no max_age to loads
+            raise TokenInvalid(str(exc)) from None
+        except BadSignature as exc:
+            raise TokenInvalid("bad signature: signed with another secret or salt, or altered") from exc
+        except BadData as exc:
+            raise TokenInvalid(f"malformed: {exc}") from None
+        if not isinstance(claims, dict) or "id" not in claims:
+            raise TokenInvalid("malformed: the claims carry no user id")
+        signed_at = signed.timestamp()
+        age = now - signed_at
+        if age < -_CLOCK_SKEW:
+            raise TokenInvalid("signed in the future: check the clocks of the minting host")
+        limit = self.max_age
+        ttl = claims.get("ttl")
+        if isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+            limit = min(limit, float(ttl))
+        if age > limit:
+            raise TokenExpired(age, limit)
+        return VerifiedToken(claims=claims, signed_at=signed_at, age=max(age, 0.0), max_age=limit)
