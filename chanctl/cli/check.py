@@ -29,7 +29,7 @@ def check(config: Annotated[str, typer.Argument(help="The YAML config to validat
     cfg = loaded.config
     out(f"{config}: ok — {len(cfg.topics)} topic pattern{'s' * (len(cfg.topics) != 1)}")
     for pattern, topic in cfg.topics.items():
-        rule = topic.join if not isinstance(topic.join, bool) else str(topic.join).lower()
+        rule = " ".join(str(topic.join).split()) if not isinstance(topic.join, bool) else str(topic.join).lower()
         out(f"  {pattern}")
         out(f"    join: {rule}")
         for name, event in topic.events.items():

@@ -33,7 +33,7 @@ def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
     auth = server.config.auth
     lines = [f"chanctl serving {loaded.path} at {server.url}"]
     for pattern, topic in server.config.topics.items():
-        join = topic.join if not isinstance(topic.join, bool) else ("anyone authenticated" if topic.join else "nobody")
+        join = " ".join(str(topic.join).split()) if not isinstance(topic.join, bool) else ("anyone authenticated" if topic.join else "nobody")
         events = ", ".join(f"{name}→{event.do}" for name, event in topic.events.items()) or "none"
         lines.append(f"  topic {pattern:<28} join: {join}; events: {events}")
     lines.append(f"  auth: signed tokens (salt {auth.salt!r}, max age {int(auth.max_age)}s); mint one with "

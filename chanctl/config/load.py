@@ -56,8 +56,11 @@ class _Reader:
     problems: list[Problem] = field(default_factory=list)
 
     def problem(self, loc: Loc, message: str, hint: str = "", severity: str = "error") -> None:
+        path = _dotted(loc)
+        if severity == "error" and any(p.path == path and p.severity == "error" for p in self.problems):
+            return  # one error per key: a union type or an unset variable would otherwise echo
         line, col = self.position(loc)
-        self.problems.append(Problem(message, _dotted(loc), self.file, line, col, hint, severity))
+        self.problems.append(Problem(message, path, self.file, line, col, hint, severity))
 
     def position(self, loc: Loc) -> tuple[int | None, int | None]:
         for end in range(len(loc), -1, -1):
@@ -141,8 +144,7 @@ def load_config_text(text: str, file: str = "<string>", env: Mapping[str, str] |
     except ValidationError as exc:
         for error in exc.errors():
             _report(reader, data, error)
-    if config is not None:
-        _check_semantics(reader, config)
+    _check_semantics(reader, data)
     errors = [p for p in reader.problems if p.severity == "error"]
     if errors or config is None:
         raise ConfigError(sorted(reader.problems, key=_order))
@@ -168,6 +170,10 @@ def _report(reader: _Reader, data: dict[str, Any], error: Any) -> None:
         reader.problem(loc, f"unknown key {key!r}", hint)
         return
     if kind == "missing":
+        # Point at the key that lacks the field, not at its first child.
+        key_mark = reader.marks.get(loc[:-1] + ("<key>",))
+        if key_mark:
+            reader.marks[loc] = key_mark
         reader.problem(loc, "is required", _missing_hint(loc))
         return
     # Unions (join: bool | list) add the tried type to the location; keep the user's part of it.
@@ -229,36 +235,48 @@ def _known_keys(loc: Loc) -> list[str]:
     return []
 
 
-def _check_semantics(reader: _Reader, config: Config) -> None:
-    secret = config.auth.secret
-    if secret == SAMPLE_SECRET:
-        reader.problem(
-            ("auth", "secret"),
-            "the sample's default secret is in use: anyone can mint tokens for this server",
-            "export CHANCTL_SECRET with 32+ random bytes, e.g. `openssl rand -hex 32`",
-            "warning",
-        )
-    elif len(secret.encode()) < MIN_SECRET_BYTES:
-        reader.problem(
-            ("auth", "secret"),
-            f"the secret is {len(secret.encode())} bytes; use at least {MIN_SECRET_BYTES}",
-            "e.g. `openssl rand -hex 32`",
-            "warning",
-        )
-    for source, topic in config.topics.items():
+def _check_semantics(reader: _Reader, data: dict[str, Any]) -> None:
+    """Checks beyond types, run on the raw data so that they report even when types fail."""
+    auth = data.get("auth")
+    secret = auth.get("secret") if isinstance(auth, dict) else None
+    if isinstance(secret, str) and secret:
+        if secret == SAMPLE_SECRET:
+            reader.problem(
+                ("auth", "secret"),
+                "the sample's default secret is in use: anyone can mint tokens for this server",
+                "export CHANCTL_SECRET with 32+ random bytes, e.g. `openssl rand -hex 32`",
+                "warning",
+            )
+        elif len(secret.encode()) < MIN_SECRET_BYTES:
+            reader.problem(
+                ("auth", "secret"),
+                f"the secret is {len(secret.encode())} bytes; use at least {MIN_SECRET_BYTES}",
+                "e.g. `openssl rand -hex 32`",
+                "warning",
+            )
+    topics = data.get("topics")
+    if not isinstance(topics, dict):
+        return
+    for source, topic in topics.items():
         try:
             TopicPattern.parse(source)
         except ValueError as exc:
             reader.marks[("topics", source)] = reader.marks.get(("topics", source, "<key>"), reader.position(("topics", source)))
             reader.problem(("topics", source), f"bad topic pattern: {exc}")
-        try:
-            compile_rule(topic.join, JOIN_VARIABLES)
-        except RuleError as exc:
-            reader.problem(("topics", source, "join"), f"bad join rule: {exc.message}", _caret(topic.join, exc.column))
-        for name, event in topic.events.items():
-            if event.schema_ is not None:
+        if not isinstance(topic, dict):
+            continue
+        join = topic.get("join")
+        if isinstance(join, str):
+            try:
+                compile_rule(join, JOIN_VARIABLES)
+            except RuleError as exc:
+                reader.problem(("topics", source, "join"), f"bad join rule: {exc.message}", _caret(join, exc.column))
+        events = topic.get("events")
+        for name, event in (events.items() if isinstance(events, dict) else ()):
+            schema = event.get("schema") if isinstance(event, dict) else None
+            if isinstance(schema, dict):
                 try:
-                    jsonschema.Draft202012Validator.check_schema(expand_schema(event.schema_))
+                    jsonschema.Draft202012Validator.check_schema(expand_schema(schema))
                 except jsonschema.SchemaError as exc:
                     where = ("topics", source, "events", name, "schema") + tuple(str(p) for p in exc.path)
                     reader.problem(where, f"invalid JSON Schema: {exc.message}")

@@ -1,0 +1,5 @@
+"""``python -m chanctl``: the same as the ``chanctl`` command."""
+
+from chanctl.cli.main import main
+
+main()

@@ -1,0 +1,110 @@
+"""Shared test tools: timeouts, a raw frame client, the phoenix.js runner, tool requirements."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+JS_DIR = ROOT / "tests" / "js"
+SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+
+TIMEOUT = 5.0 * float(os.environ.get("CHANCTL_TEST_TIMEOUT_SCALE", "1"))
+"""Every wait in the suite derives from this; scale it on a slow machine."""
+QUIET = 0.3 * float(os.environ.get("CHANCTL_TEST_TIMEOUT_SCALE", "1"))
+"""How long 'nothing arrives' is watched for (PROTOCOL.md §10's '(none)' window)."""
+
+
+def require(tool: str, reason: str) -> None:
+    """Skip when ``tool`` is missing on a developer machine; fail in CI, where it must be there."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: CI must install it (.ci/run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        require("node", "Node.js is not installed")
+    if not (JS_DIR / "node_modules" / "phoenix").is_dir():
+        require("npm", "phoenix.js is not installed: run `npm ci --prefix tests/js`")
+    return node  # type: ignore[return-value]
+
+
+class RawClient:
+    """A WebSocket speaking raw Phoenix frames, for conformance tests."""
+
+    def __init__(self, ws: websockets.ClientConnection):
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, url: str, token: str | None, vsn: str | None = "2.0.0", **kwargs: Any) -> "RawClient":
+        query = []
+        if token is not None:
+            query.append(f"token={token}")
+        if vsn is not None:
+            query.append(f"vsn={vsn}")
+        ws = await websockets.connect(url + ("?" + "&".join(query) if query else ""), **kwargs)
+        return cls(ws)
+
+    async def send(self, frame: Any) -> None:
+        await self.ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
+
+    async def recv(self, timeout: float = TIMEOUT) -> Any:
+        return orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def recv_until(self, predicate: Any, timeout: float = TIMEOUT) -> Any:
+        """The first frame matching ``predicate``, skipping others."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if predicate(frame):
+                    return frame
+
+    async def nothing(self, window: float = QUIET) -> None:
+        """Assert that no frame arrives within ``window``."""
+        try:
+            frame = await asyncio.wait_for(self.ws.recv(), window)
+        except TimeoutError:
+            return
+        raise AssertionError(f"expected no frame, got {frame!r}")
+
+    async def call(self, frame: list[Any]) -> Any:
+        """Send a frame and return the reply with its ref, skipping pushes and broadcasts."""
+        await self.send(frame)
+        return await self.recv_until(lambda f: f[3] == "phx_reply" and f[1] == frame[1])
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    async def __aenter__(self) -> "RawClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def run_js(script: str, timeout: float = 4 * TIMEOUT, **env: str) -> list[dict[str, Any]]:
+    """Run a phoenix.js scenario (see tests/js/harness.mjs); returns its emitted JSON lines.
+
+    Fails the test with the scenario's output when it errors or times out.
+    """
+    node = require_node()
+    proc = await asyncio.create_subprocess_exec(
+        node, str(JS_DIR / "harness.mjs"),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "HARNESS_TIMEOUT_MS": str(int(timeout * 1000)), **env},
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(script.encode()), timeout + 5)
+    lines = [json.loads(line) for line in stdout.decode().splitlines() if line.strip()]
+    if proc.returncode != 0:
+        pytest.fail(f"phoenix.js scenario failed (exit {proc.returncode}):\n{stdout.decode()}\n{stderr.decode()}")
+    return lines

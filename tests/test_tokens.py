@@ -1,0 +1,91 @@
+import pytest
+
+from chanctl.errors import TokenExpired, TokenInvalid, TokenMissing
+from chanctl.tokens import TokenSigner
+
+SECRET = "s" * 40
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_round_trip_carries_user_and_claims():
+    signer = TokenSigner(SECRET)
+    token = signer.mint(42, {"role": "admin", "level": 3})
+    verified = signer.verify(token)
+    assert verified.user_id == 42
+    assert verified.claims == {"id": 42, "role": "admin", "level": 3}
+
+
+def test_string_user_ids_stay_strings():
+    signer = TokenSigner(SECRET)
+    assert signer.verify(signer.mint("ann")).user_id == "ann"
+
+
+@pytest.mark.parametrize("position", [0, 10, -3])
+def test_tampering_is_a_bad_signature(position):
+    signer = TokenSigner(SECRET)
+    token = signer.mint(42)
+    i = position % len(token)
+    forged = token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1 :]
+    with pytest.raises(TokenInvalid):
+        signer.verify(forged)
+
+
+def test_wrong_salt_and_wrong_secret_are_bad_signatures():
+    token = TokenSigner(SECRET, salt="user socket").mint(42)
+    with pytest.raises(TokenInvalid, match="bad signature"):
+        TokenSigner(SECRET, salt="admin socket").verify(token)
+    with pytest.raises(TokenInvalid, match="bad signature"):
+        TokenSigner("t" * 40).verify(token)
+
+
+@pytest.mark.parametrize("token", [None, ""])
+def test_missing(token):
+    with pytest.raises(TokenMissing):
+        TokenSigner(SECRET).verify(token)
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b", "a b.c.d", "x" * 10 + ".." + "y"])
+def test_malformed(token):
+    with pytest.raises(TokenInvalid, match="malformed"):
+        TokenSigner(SECRET).verify(token)
+
+
+def test_expiry_through_an_injected_clock_reports_age_and_limit():
+    clock = Clock()
+    signer = TokenSigner(SECRET, max_age=3600, clock=clock)
+    token = signer.mint(42)
+    clock.now += 3600
+    assert signer.verify(token).age == 3600
+    clock.now += 61
+    with pytest.raises(TokenExpired) as info:
+        signer.verify(token)
+    assert info.value.age == 3661 and info.value.max_age == 3600
+    assert "1h 1m exceeds the limit of 1h" in str(info.value)
+
+
+def test_ttl_shortens_but_never_extends_the_life():
+    clock = Clock()
+    signer = TokenSigner(SECRET, max_age=3600, clock=clock)
+    short = signer.mint(1, ttl=60)
+    long = signer.mint(1, ttl=10 * 3600)
+    clock.now += 61
+    with pytest.raises(TokenExpired):
+        signer.verify(short)
+    clock.now += 3600
+    with pytest.raises(TokenExpired):
+        signer.verify(long)
+
+
+def test_a_token_from_the_future_is_invalid():
+    clock = Clock()
+    token = TokenSigner(SECRET, clock=clock).mint(1)
+    clock.now -= 3600
+    with pytest.raises(TokenInvalid, match="future"):
+        TokenSigner(SECRET, clock=clock).verify(token)
