@@ -23,7 +23,7 @@ from websockets.http11 import Request, Response
 
 from chanctl import __version__
 from chanctl.config.load import LoadedConfig
-from chanctl.errors import TokenError
+from chanctl.errors import ServerError, TokenError
 from chanctl.protocol.router import Router
 from chanctl.protocol.serializers import Serializer, negotiate
 from chanctl.pubsub.local import LocalPubSub
@@ -79,7 +79,22 @@ class ChannelServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._server = await serve(
+        """Bind and listen.
+
+        Raises:
+            ServerError: the address cannot be bound (in use, not ours, bad host).
+        """
+        try:
+            self._server = await self._listen()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ServerError(f"cannot listen on {self.host}:{self.port}: {reason}") from None
+        sock = next(iter(self._server.sockets))
+        self.port = sock.getsockname()[1]
+        self.started_at = time.time()
+
+    async def _listen(self) -> Server:
+        return await serve(
             self._handle,
             self.host,
             self.port,
@@ -90,9 +105,6 @@ class ChannelServer:
             ping_interval=None,  # Phoenix liveness is the client's heartbeat plus our idle timeout.
             server_header=f"chanctl/{__version__}",
         )
-        sock = next(iter(self._server.sockets))
-        self.port = sock.getsockname()[1]
-        self.started_at = time.time()
 
     @property
     def url(self) -> str:

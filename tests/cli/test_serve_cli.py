@@ -1,0 +1,48 @@
+"""`chanctl serve` as a process: banner, clean stops, refusals without tracebacks."""
+
+import os
+import signal
+import subprocess
+import sys
+
+from tests.support import TIMEOUT
+
+
+def test_banner_names_url_topics_and_auth(serve_process):
+    served = serve_process()
+    banner = "".join(served.banner)
+    assert served.url.startswith("ws://127.0.0.1:") and served.url.endswith("/socket/websocket")
+    assert "topic room:{id}" in banner and "topic updates:all" in banner
+    assert "auth: signed tokens" in banner
+
+
+def test_sigint_and_sigterm_stop_cleanly_with_exit_0(serve_process):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        served = serve_process()
+        served.proc.send_signal(sig)
+        assert served.proc.wait(TIMEOUT) == 0
+
+
+def test_a_broken_config_refuses_to_start_with_every_problem(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("auth:\n  secret: ${NO_SUCH_VAR}\ntopics:\n  room:\n    evnts: {}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "chanctl", "serve", str(config)], capture_output=True, text=True, timeout=TIMEOUT * 4,
+        env={k: v for k, v in os.environ.items() if k != "NO_SUCH_VAR"},
+    )
+    assert result.returncode == 2
+    assert "NO_SUCH_VAR is not set" in result.stderr
+    assert "unknown key 'evnts'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_busy_port_is_a_clear_error(serve_process, tmp_path):
+    served = serve_process()
+    port = served.url.split(":")[2].split("/")[0]
+    result = subprocess.run(
+        [sys.executable, "-m", "chanctl", "serve", "sample_configs/chat.yaml", "--port", port],
+        capture_output=True, text=True, timeout=TIMEOUT * 4,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert port in result.stderr
