@@ -4,6 +4,9 @@ A handler has Phoenix's callbacks, async: ``join``, ``handle_in``, ``handle_info
 and the four directions at hand: ``reply`` (answer the client message being handled), ``push``
 (to this client), ``broadcast`` (to every subscriber, this client included) and ``broadcast_from``
 (to every subscriber but this client). One instance serves one (connection, topic) incarnation.
+Messages from elsewhere in the server reach ``handle_info``: timers set with :meth:`send_after`
+(cancelled when the channel stops) and :meth:`send_info` publishes to a topic's channels. They run
+in order with the connection's client events, never concurrently with another callback of it.
 
     class Counter(Channel):
         async def join(self, params):
@@ -18,11 +21,13 @@ and the four directions at hand: ``reply`` (answer the client message being hand
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from chanctl.protocol.socket import ChannelState, LeaveReason
+    from chanctl.server.behaviours import CompiledTopic
     from chanctl.server.connection import Connection
 
 __all__ = ["Channel", "Outcome", "error", "ok"]
@@ -61,6 +66,9 @@ class Channel:
     _connection: Connection
     _state: ChannelState | None = None
     _ref: str | None = None
+    _join_gate: CompiledTopic | None = None
+    """The topic's YAML join rule, checked before this handler's ``join`` when both are given."""
+    _timers: set[asyncio.TimerHandle] | None = None
 
     def _bind(self, connection: Connection, topic: str, captures: dict[str, str]) -> None:
         self._connection = connection
@@ -68,6 +76,19 @@ class Channel:
         self.captures = captures
         self.user = connection.user
         self.assigns = connection.assigns
+
+    async def _run_join(self, params: Any) -> Outcome | None:
+        if self._join_gate is not None:
+            refused = self._join_gate.authorize_join(self.user, self.topic, self.captures, params)
+            if refused is not None:
+                return refused
+        return await self.join(params)
+
+    def _stop(self) -> None:
+        """The channel stopped: cancel its timers."""
+        for timer in self._timers or ():
+            timer.cancel()
+        self._timers = None
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -102,6 +123,36 @@ class Channel:
     def broadcast_from(self, event: str, payload: dict[str, Any]) -> None:
         """Send ``event`` to every subscriber of the topic except this client."""
         self._connection.server.pubsub.broadcast(self.topic, event, payload, exclude=self._connection)
+
+    def publish(self, topic: str, event: str, payload: dict[str, Any]) -> None:
+        """Send ``event`` to every subscriber of another ``topic`` (Phoenix's ``Endpoint.broadcast``)."""
+        self._connection.server.pubsub.broadcast(topic, event, payload)
+
+    # -- messages from the server ------------------------------------------------------------
+
+    def send_after(self, seconds: float, message: Any) -> asyncio.TimerHandle:
+        """Deliver ``message`` to this channel's :meth:`handle_info` in ``seconds``.
+
+        Callable from ``join`` too (Phoenix's ``send(self(), :after_join)``). The timer is cancelled
+        when the channel stops; cancel it earlier with the returned handle's ``cancel()``.
+        """
+        if self._timers is None:
+            self._timers = set()
+        timers = self._timers
+
+        def fire() -> None:
+            timers.discard(timer)
+            if self._state is not None and not self._state.closed:
+                self._connection.send_info(self._state, message)
+
+        timer = asyncio.get_running_loop().call_later(seconds, fire)
+        timers.add(timer)
+        return timer
+
+    def send_info(self, topic: str, message: Any) -> int:
+        """Deliver ``message`` to :meth:`handle_info` of every channel joined to ``topic`` on this
+        server (this one included, if joined); returns how many."""
+        return self._connection.server.send_info(topic, message)
 
     def socket_ref(self) -> str | None:
         """The ref of the client message being handled, for a later :meth:`reply`."""

@@ -50,6 +50,8 @@ class Problem:
     hint: str = ""
     severity: str = "error"
     """``error`` refuses to load; ``warning`` is reported and loads."""
+    excerpt: str = ""
+    """Source lines to print under the message, e.g. a rule's line with a caret under the column."""
 
     def __str__(self) -> str:
         where = self.file or "<config>"
@@ -63,6 +65,8 @@ class Problem:
         text += self.message
         if self.hint:
             text += f" ({self.hint})"
+        if self.excerpt:
+            text += "\n" + "\n".join("    " + line for line in self.excerpt.splitlines())
         return text
 
 

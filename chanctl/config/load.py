@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import orjson
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from chanctl.config.model import Config
 from chanctl.errors import ConfigError, Problem
+from chanctl.handlers import HandlerError, import_handler
 from chanctl.protocol.router import TopicPattern
-from chanctl.rules import RuleError, compile_rule
+from chanctl.rules import EVENT_VARIABLES, JOIN_VARIABLES, RuleError, compile_expression, compile_rule
 
 __all__ = ["LoadedConfig", "SAMPLE_SECRET", "load_config", "load_config_text"]
 
@@ -45,7 +47,12 @@ class LoadedConfig:
 
     @property
     def base_dir(self) -> Path:
-        return Path(self.path).resolve().parent if self.path != "<string>" else Path.cwd()
+        return _base_dir(self.path)
+
+
+def _base_dir(file: str) -> Path:
+    """The directory relative paths in a config resolve against (cwd for a config given as text)."""
+    return Path(file).resolve().parent if not file.startswith("<") else Path.cwd()
 
 
 @dataclass
@@ -53,14 +60,21 @@ class _Reader:
     file: str
     env: Mapping[str, str]
     marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    scalars: dict[Loc, yaml.ScalarNode] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
-    def problem(self, loc: Loc, message: str, hint: str = "", severity: str = "error") -> None:
+    def problem(self, loc: Loc, message: str, hint: str = "", severity: str = "error", column: int | None = None) -> None:
+        """Record a problem at ``loc``; ``column`` (1-based, within the string value) points inside it."""
         path = _dotted(loc)
         if severity == "error" and any(p.path == path and p.severity == "error" for p in self.problems):
             return  # one error per key: a union type or an unset variable would otherwise echo
         line, col = self.position(loc)
-        self.problems.append(Problem(message, path, self.file, line, col, hint, severity))
+        excerpt = ""
+        node = self.scalars.get(loc)
+        if column is not None and node is not None:
+            line, col, text = _position_in_scalar(node, column - 1)
+            excerpt = f"{text}\n{' ' * (col - 1)}^"
+        self.problems.append(Problem(message, path, self.file, line, col, hint, severity, excerpt))
 
     def position(self, loc: Loc) -> tuple[int | None, int | None]:
         for end in range(len(loc), -1, -1):
@@ -86,6 +100,7 @@ class _Reader:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, loc + (str(i),)) for i, item in enumerate(node.value)]
+        self.scalars[loc] = node
         value = yaml.safe_load(yaml.serialize(node))
         if isinstance(value, str) and "$" in value:
             value = self.interpolate(value, loc)
@@ -103,6 +118,37 @@ class _Reader:
             return value
 
         return _VAR.sub(substitute, text)
+
+
+def _position_in_scalar(node: yaml.ScalarNode, offset: int) -> tuple[int, int, str]:
+    """File line, column and line text of character ``offset`` of a scalar's value.
+
+    YAML folds and unindents multi-line scalars (``>-``, ``|``, plain or quoted over several lines),
+    so the value's offsets are not the file's. We walk the source and the value together: a run of
+    whitespace in the value matches a run of whitespace (line breaks, indentation) in the source;
+    any other character skips ahead to its next occurrence (past quotes and block indicators).
+    """
+    buffer = node.start_mark.buffer.rstrip("\0")
+    value = node.value
+    pos = node.start_mark.index
+    if node.style in ("|", ">"):
+        pos = buffer.find("\n", pos) + 1 or len(buffer)  # content starts on the next line
+    elif node.style in ("'", '"'):
+        pos += 1
+    end = max(node.end_mark.index, pos)
+    for i, char in enumerate(value[: offset + 1]):
+        if char.isspace():
+            while i < offset and pos < end and buffer[pos].isspace():
+                pos += 1
+            continue
+        found = buffer.find(char, pos, end)
+        if found < 0:
+            break
+        pos = found if i == offset else found + 1
+    line_start = buffer.rfind("\n", 0, pos) + 1
+    line_end = buffer.find("\n", pos)
+    text = buffer[line_start : line_end if line_end >= 0 else len(buffer)]
+    return buffer.count("\n", 0, pos) + 1, pos - line_start + 1, text
 
 
 def _dotted(loc: Loc) -> str:
@@ -144,11 +190,38 @@ def load_config_text(text: str, file: str = "<string>", env: Mapping[str, str] |
     except ValidationError as exc:
         for error in exc.errors():
             _report(reader, data, error)
-    _check_semantics(reader, data)
+    _check_semantics(reader, data, _base_dir(file))
+    if config is not None and config.data_file is not None:
+        extra = _read_data_file(reader, config.data_file, _base_dir(file), config.data)
+        if extra:
+            config = config.model_copy(update={"data": {**config.data, **extra}})
     errors = [p for p in reader.problems if p.severity == "error"]
     if errors or config is None:
         raise ConfigError(sorted(reader.problems, key=_order))
     return LoadedConfig(config, file, [p for p in reader.problems if p.severity != "error"])
+
+
+def _read_data_file(reader: _Reader, name: str, base_dir: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The mapping in ``data_file`` (YAML, or JSON by its ``.json`` suffix), or {} after a problem."""
+    path = base_dir / name
+    loc = ("data_file",)
+    try:
+        text = path.read_text(encoding="utf-8")
+        extra = orjson.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except OSError as exc:
+        reader.problem(loc, f"cannot read {path}: {exc.strerror}")
+        return {}
+    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        reader.problem(loc, f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}")
+        return {}
+    if not isinstance(extra, dict):
+        reader.problem(loc, f"{path} must hold a mapping of keys, like `data:`")
+        return {}
+    both = sorted(set(map(str, extra)) & set(data))
+    if both:
+        reader.problem(loc, f"{path} repeats data key {both[0]!r}", "a key lives in `data:` or in the file, not both")
+        return {}
+    return {str(key): value for key, value in extra.items()}
 
 
 def _order(problem: Problem) -> tuple[int, int]:
@@ -186,8 +259,9 @@ def _message(error: Any) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
-    if error["type"] in ("bool_type", "bool_parsing", "list_type") and "join" in error["loc"]:
-        return "a join rule is true, false, a list of user ids, or a CEL expression"
+    rule = next((part for part in error["loc"] if part in ("join", "allow")), None)
+    if error["type"] in ("bool_type", "bool_parsing", "list_type", "string_type") and rule is not None:
+        return f"a{'n' * (rule == 'allow')} {rule} rule is true, false, a list of user ids, or a CEL expression"
     return msg
 
 
@@ -235,7 +309,7 @@ def _known_keys(loc: Loc) -> list[str]:
     return []
 
 
-def _check_semantics(reader: _Reader, data: dict[str, Any]) -> None:
+def _check_semantics(reader: _Reader, data: dict[str, Any], base_dir: Path) -> None:
     """Checks beyond types, run on the raw data so that they report even when types fail."""
     auth = data.get("auth")
     secret = auth.get("secret") if isinstance(auth, dict) else None
@@ -258,37 +332,61 @@ def _check_semantics(reader: _Reader, data: dict[str, Any]) -> None:
     if not isinstance(topics, dict):
         return
     for source, topic in topics.items():
+        captures: frozenset[str] | None = None
         try:
-            TopicPattern.parse(source)
+            captures = frozenset(TopicPattern.parse(source).captures)
         except ValueError as exc:
             reader.marks[("topics", source)] = reader.marks.get(("topics", source, "<key>"), reader.position(("topics", source)))
             reader.problem(("topics", source), f"bad topic pattern: {exc}")
-        if not isinstance(topic, dict):
+        if isinstance(topic, dict):
+            _check_topic(reader, ("topics", source), topic, captures, base_dir)
+
+
+def _check_topic(reader: _Reader, loc: Loc, topic: dict[str, Any], captures: frozenset[str] | None, base_dir: Path) -> None:
+    handler = topic.get("handler")
+    if "join" not in topic and handler is None:
+        reader.marks.setdefault(loc + ("join",), reader.marks.get(loc + ("<key>",), reader.position(loc)))
+        reader.problem(loc + ("join",), "is required", _missing_hint(loc + ("join",)))
+    _check_rule(reader, loc + ("join",), topic.get("join"), JOIN_VARIABLES, captures)
+    if isinstance(handler, str):
+        try:
+            import_handler(handler, base_dir)
+        except HandlerError as exc:
+            reader.problem(loc + ("handler",), f"bad handler: {exc.message}", column=exc.column)
+        if topic.get("events"):
+            reader.problem(loc + ("events",), "a topic with a handler handles its own events", "drop `events:` or `handler:`")
+    events = topic.get("events")
+    for name, event in (events.items() if isinstance(events, dict) else ()):
+        if not isinstance(event, dict):
             continue
-        join = topic.get("join")
-        if isinstance(join, str):
+        where = loc + ("events", name)
+        schema = event.get("schema")
+        if isinstance(schema, dict):
             try:
-                compile_rule(join, JOIN_VARIABLES)
+                jsonschema.Draft202012Validator.check_schema(expand_schema(schema))
+            except jsonschema.SchemaError as exc:
+                reader.problem(where + ("schema",) + tuple(str(p) for p in exc.path), f"invalid JSON Schema: {exc.message}")
+        _check_rule(reader, where + ("allow",), event.get("allow"), EVENT_VARIABLES, captures)
+        do, to = event.get("do", "reply"), event.get("to")
+        if do == "push_to" and to is None:
+            reader.problem(where + ("do",), "push_to needs `to:`, the destination topic", 'e.g. to: \'"notifications:user_" + string(payload.to)\'')
+        elif to is not None and do != "push_to":
+            reader.problem(where + ("to",), "`to:` is only read by `do: push_to`")
+        if isinstance(to, str):
+            try:
+                compile_expression(to, EVENT_VARIABLES, captures, "string")
             except RuleError as exc:
-                reader.problem(("topics", source, "join"), f"bad join rule: {exc.message}", _caret(join, exc.column))
-        events = topic.get("events")
-        for name, event in (events.items() if isinstance(events, dict) else ()):
-            schema = event.get("schema") if isinstance(event, dict) else None
-            if isinstance(schema, dict):
-                try:
-                    jsonschema.Draft202012Validator.check_schema(expand_schema(schema))
-                except jsonschema.SchemaError as exc:
-                    where = ("topics", source, "events", name, "schema") + tuple(str(p) for p in exc.path)
-                    reader.problem(where, f"invalid JSON Schema: {exc.message}")
+                reader.problem(where + ("to",), f"bad push_to expression: {exc.message}", column=exc.column)
+        if event.get("reply") is not None and do != "reply":
+            reader.problem(where + ("reply",), "`reply:` is only read by `do: reply`")
 
 
-JOIN_VARIABLES = frozenset({"user", "topic", "params", "data"})
-
-
-def _caret(source: Any, column: int | None) -> str:
-    if not isinstance(source, str) or column is None:
-        return ""
-    return f"at column {column} of the rule:\n    {source}\n    {' ' * (column - 1)}^"
+def _check_rule(reader: _Reader, loc: Loc, rule: Any, variables: frozenset[str], captures: frozenset[str] | None) -> None:
+    if isinstance(rule, str):
+        try:
+            compile_rule(rule, variables, captures)
+        except RuleError as exc:
+            reader.problem(loc, f"bad {loc[-1]} rule: {exc.message}", column=exc.column)
 
 
 def expand_schema(schema: dict[str, Any]) -> dict[str, Any]:

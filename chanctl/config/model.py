@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from chanctl.durations import parse_duration
 
-__all__ = ["AuthConfig", "Config", "EventConfig", "JoinRule", "ServerConfig", "TopicConfig"]
+__all__ = ["AuthConfig", "Config", "EventConfig", "JoinRule", "PolicyTest", "ServerConfig", "TopicConfig"]
 
 
 def _duration(value: Any) -> float:
@@ -44,7 +44,7 @@ ByteSize = Annotated[int, BeforeValidator(_size), Field(gt=0)]
 
 JoinRule = bool | list[int | str] | str
 """``true`` (any authenticated user), ``false`` (nobody), a list of user ids, or a CEL expression
-over ``user``, ``topic``, ``params`` and ``data``."""
+over ``user``, ``topic``, ``params`` and ``data`` (and ``payload`` in an event's ``allow``)."""
 
 
 class _Model(BaseModel):
@@ -84,25 +84,68 @@ class AuthConfig(_Model):
 
 
 class EventConfig(_Model):
-    """What a client event on this topic does."""
+    """What a client event on this topic does: validate, authorize, then act.
+
+    Behaviours (``do``), each with an example:
+
+    - ``broadcast``: ``new_msg: {schema: {body: {type: string}}, do: broadcast}`` sends
+      ``{body, user_id, id, inserted_at}`` to every subscriber, the sender included.
+    - ``broadcast_from``: ``cursor: {do: broadcast_from}`` the same, to every subscriber but the sender.
+    - ``reply``: ``ping: {do: reply, reply: {pong: true}}`` answers ok with that response;
+      without ``reply:`` it echoes the payload.
+    - ``push_to``: ``dm: {do: push_to, to: '"notifications:user_" + string(payload.to)'}`` forwards the
+      stamped payload, as the same event, to the subscribers of the topic the expression computes.
+    - ``noop``: ``typing: {do: noop}`` answers ok and does nothing else.
+    """
 
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     """JSON Schema of the payload; a map of properties is shorthand for an object schema whose
-    properties are all required."""
-    do: Literal["broadcast", "reply", "noop"] = "reply"
-    """``broadcast``: to every subscriber, the sender included, with ``user_id``, ``id`` and
-    ``inserted_at`` added; ``reply``: answer ok with ``reply`` (or the payload); ``noop``: answer ok."""
+    properties are all required. A failure replies ``{"errors": {"field": ["message", ...]}}``."""
+    allow: JoinRule = True
+    """Who may send this event (checked after ``schema``): true, false, a list of user ids, or CEL over
+    ``user``, ``topic``, ``params``, ``payload`` and ``data``. A denial replies
+    ``{"reason": "unauthorized"}``; a rule that fails at run time denies and is logged."""
+    do: Literal["broadcast", "broadcast_from", "reply", "push_to", "noop"] = "reply"
+    """What happens once the payload is valid and allowed; see the behaviours above."""
     reply: Any = None
     """Fixed ok response for ``do: reply``; unset echoes the payload."""
+    to: str | None = None
+    """For ``do: push_to``: a CEL expression giving the destination topic, e.g.
+    ``'"notifications:user_" + string(payload.to)'``. A failure replies ``{"reason": ...}``."""
 
 
 class TopicConfig(_Model):
-    """One topic pattern: who may join, and what its events do."""
+    """One topic pattern: who may join, and what its events do (in YAML, or in a Python handler)."""
 
-    join: JoinRule
-    """Who may join. Required: write ``true`` to mean any authenticated user, on purpose."""
+    join: JoinRule | None = None
+    """Who may join. Required unless a ``handler`` decides: write ``true`` to mean any authenticated
+    user, on purpose. With a handler too, the rule is checked first, then the handler's ``join``."""
     events: dict[str, EventConfig] = {}
     """Client events this topic accepts; any other event gets an ``unknown event`` error reply."""
+    handler: str | None = None
+    """A Python channel class, ``package.module:Class`` (a subclass of ``chanctl.Channel``), imported
+    at load with the config's directory on ``sys.path``. It replaces ``events``."""
+
+
+class PolicyTest(_Model):
+    """One authorization case that ``chanctl check`` runs: a join, or an event on a joined topic."""
+
+    user: int | str
+    """The user id the token would carry."""
+    claims: dict[str, Any] = {}
+    """Other token claims, e.g. ``{role: admin}``."""
+    join: str | None = None
+    """Test joining this topic."""
+    params: Any = {}
+    """The join payload."""
+    topic: str | None = None
+    """With ``event``: test sending an event on this topic (its join is checked first)."""
+    event: str | None = None
+    """The event to send on ``topic``."""
+    payload: Any = {}
+    """The event payload."""
+    expect: Literal["allow", "deny"]
+    """What the rules must decide."""
 
 
 class Config(_Model):
@@ -111,6 +154,12 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig
     data: dict[str, Any] = {}
-    """Static facts the rules may read."""
+    """Static facts the rules may read as ``data``."""
+    data_file: str | None = None
+    """A YAML or JSON file of more facts (a mapping), relative to this config; its keys join ``data``
+    (a key in both is an error)."""
     topics: dict[str, TopicConfig] = Field(min_length=1)
-    """Topic patterns (``room:{id}``, ``updates:all``, ``room:*``) and their rules."""
+    """Topic patterns (``room:{id}``, ``updates:all``, ``room:*``) and their rules. When patterns
+    overlap the most specific wins: literal topics, then more literal characters, then ``*``."""
+    tests: list[PolicyTest] = []
+    """Authorization cases ``chanctl check`` runs, e.g. ``{user: 99, join: "room:42", expect: deny}``."""

@@ -43,6 +43,10 @@ class LocalPubSub:
     def subscriber_count(self, topic: str) -> int:
         return len(self._topics.get(topic, ()))
 
+    def subscriptions(self, topic: str) -> list[tuple[Subscriber, Any]]:
+        """``(subscriber, tag)`` for each subscription to ``topic``, e.g. to reach its channels."""
+        return list(self._topics.get(topic, {}).items())
+
     def topics(self) -> dict[str, int]:
         return {topic: len(subs) for topic, subs in self._topics.items()}
 

@@ -7,20 +7,25 @@ per-message path is a dict lookup, a validation and one fan-out.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 
 from chanctl.channel import Channel, Outcome, error, ok
-from chanctl.config.load import JOIN_VARIABLES, expand_schema
+from chanctl.config.load import LoadedConfig, expand_schema
 from chanctl.config.model import EventConfig, TopicConfig
-from chanctl.rules import Rule, compile_rule
+from chanctl.handlers import import_handler
+from chanctl.protocol.router import Router, TopicPattern
+from chanctl.rules import EVENT_VARIABLES, JOIN_VARIABLES, Expression, Rule, compile_expression, compile_rule
 
-__all__ = ["CompiledEvent", "DeclarativeChannel", "compile_topic", "schema_errors"]
+__all__ = ["CompiledEvent", "CompiledTopic", "DeclarativeChannel", "build_router", "compile_topic", "schema_errors", "stamp"]
+
+log = logging.getLogger("chanctl.behaviours")
 
 _UNAUTHORIZED = error({"reason": "unauthorized"})
 _ids = itertools.count(1)
@@ -80,30 +85,41 @@ class CompiledEvent:
 
     config: EventConfig
     validator: jsonschema.protocols.Validator | None
+    allow: Rule
+    to: Expression | None
 
     @classmethod
-    def compile(cls, config: EventConfig) -> "CompiledEvent":
+    def compile(cls, config: EventConfig, captures: frozenset[str]) -> "CompiledEvent":
         validator = None
         if config.schema_ is not None:
             validator = jsonschema.Draft202012Validator(expand_schema(config.schema_))
-        return cls(config, validator)
+        allow = compile_rule(config.allow, EVENT_VARIABLES, captures)
+        to = None if config.to is None else compile_expression(config.to, EVENT_VARIABLES, captures, "string")
+        return cls(config, validator, allow, to)
+
+
+def stamp(user: dict[str, Any], payload: Any) -> dict[str, Any]:
+    """A broadcast body: the payload plus the sender's ``user_id``, an ``id`` and ``inserted_at``."""
+    body = dict(payload) if isinstance(payload, dict) else {"payload": payload}
+    body["user_id"] = user.get("id")
+    body["id"] = _message_id()
+    body["inserted_at"] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return body
 
 
 class DeclarativeChannel(Channel):
     """A channel whose join rule and events come from a topic's YAML."""
 
-    def __init__(self, join_rule: Rule, events: dict[str, CompiledEvent], data: dict[str, Any]):
-        self._join_rule = join_rule
-        self._events = events
-        self._data = data
+    def __init__(self, topic: CompiledTopic):
+        self._spec = topic
+        self._params: Any = {}
 
     async def join(self, params: Any) -> Outcome | None:
-        topic = {**self.captures, "name": self.topic}
-        variables = {"user": self.user, "topic": topic, "params": params, "data": self._data}
-        return None if self._join_rule.allows(variables) else _UNAUTHORIZED
+        self._params = params
+        return self._spec.authorize_join(self.user, self.topic, self.captures, params)
 
     async def handle_in(self, event: str, payload: Any) -> Outcome | None:
-        spec = self._events.get(event)
+        spec = self._spec.events.get(event)
         if spec is None:
             return error({"reason": "unknown event", "event": event})
         if spec.validator is not None:
@@ -111,20 +127,76 @@ class DeclarativeChannel(Channel):
             if errors is not None:
                 return error({"errors": errors})
         do = spec.config.do
+        if spec.allow.constant is not True:
+            variables = self._spec.variables(self.user, self.topic, self.captures, self._params, payload)
+            if not spec.allow.allows(variables):
+                return _UNAUTHORIZED
         if do == "broadcast":
-            body = dict(payload) if isinstance(payload, dict) else {"payload": payload}
-            body["user_id"] = self.user.get("id")
-            body["id"] = _message_id()
-            body["inserted_at"] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-            self.broadcast(event, body)
-            return ok()
-        if do == "reply":
+            self.broadcast(event, stamp(self.user, payload))
+        elif do == "broadcast_from":
+            self.broadcast_from(event, stamp(self.user, payload))
+        elif do == "reply":
             return ok(payload if spec.config.reply is None else spec.config.reply)
+        elif do == "push_to":
+            assert spec.to is not None
+            variables = self._spec.variables(self.user, self.topic, self.captures, self._params, payload)
+            try:
+                target = spec.to.evaluate(variables)
+            except Exception as exc:  # the CEL runtime raises KeyError, TypeError, RuntimeError...
+                log.info("push_to %r failed on %s: %s: %s", spec.to.source, self.topic, type(exc).__name__, exc)
+                return error({"reason": "no destination topic", "detail": str(exc)})
+            if not isinstance(target, str):
+                log.info("push_to %r gave %r, not a topic", spec.to.source, target)
+                return error({"reason": "no destination topic", "detail": f"got {target!r}, not a string"})
+            self.publish(target, event, stamp(self.user, payload))
         return ok()
 
 
-def compile_topic(config: TopicConfig, data: dict[str, Any]) -> Callable[[], Channel]:
-    """A factory of channels for one topic pattern, with its rules compiled now."""
-    join_rule = compile_rule(config.join, JOIN_VARIABLES)
-    events = {name: CompiledEvent.compile(event) for name, event in config.events.items()}
-    return lambda: DeclarativeChannel(join_rule, events, data)
+@dataclass(frozen=True)
+class CompiledTopic:
+    """One topic pattern with its rules compiled; calling it makes the channel for one join."""
+
+    pattern: str
+    join_rule: Rule | None
+    events: dict[str, CompiledEvent]
+    data: dict[str, Any]
+    handler: type[Channel] | None = None
+
+    def __call__(self) -> Channel:
+        if self.handler is None:
+            return DeclarativeChannel(self)
+        channel = self.handler()
+        if self.join_rule is not None:
+            channel._join_gate = self
+        return channel
+
+    def variables(self, user: dict[str, Any], topic: str, captures: dict[str, str], params: Any, payload: Any = None) -> dict[str, Any]:
+        """What a rule of this topic reads."""
+        variables = {"user": user, "topic": {**captures, "name": topic}, "params": params, "data": self.data}
+        if payload is not None:
+            variables["payload"] = payload
+        return variables
+
+    def authorize_join(self, user: dict[str, Any], topic: str, captures: dict[str, str], params: Any) -> Outcome | None:
+        """None when the join rule allows (or there is none), else the unauthorized reply."""
+        rule = self.join_rule
+        if rule is None or rule.constant is True:
+            return None
+        return None if rule.allows(self.variables(user, topic, captures, params)) else _UNAUTHORIZED
+
+
+def compile_topic(pattern: str, config: TopicConfig, data: dict[str, Any], base_dir: Path | None = None) -> CompiledTopic:
+    """A topic pattern with its rules compiled and its handler imported, now rather than per join."""
+    captures = frozenset(TopicPattern.parse(pattern).captures)
+    join_rule = None if config.join is None else compile_rule(config.join, JOIN_VARIABLES, captures)
+    events = {name: CompiledEvent.compile(event, captures) for name, event in config.events.items()}
+    handler = None if config.handler is None else import_handler(config.handler, base_dir)
+    return CompiledTopic(pattern, join_rule, events, data, handler)
+
+
+def build_router(loaded: LoadedConfig) -> Router[CompiledTopic]:
+    """Every topic pattern of a config, compiled, in a router (most specific pattern first)."""
+    router: Router[CompiledTopic] = Router()
+    for pattern, topic in loaded.config.topics.items():
+        router.add(pattern, compile_topic(pattern, topic, loaded.config.data, loaded.base_dir))
+    return router

@@ -45,6 +45,8 @@ class Connection:
         self._max_queued = limits.outbound_buffer
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._dispatch = asyncio.Lock()
+        """Held while a handler callback runs: client events and handle_info never interleave."""
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -114,9 +116,10 @@ class Connection:
                         self.flush()
                         self.close(exc.code, exc.reason[:120])
                         break
-                    for action in actions:
-                        await self._apply(action)
-                    self.flush()
+                    async with self._dispatch:
+                        for action in actions:
+                            await self._apply(action)
+                        self.flush()
         except TimeoutError:
             self.close(1001, "idle timeout")
         except ConnectionClosed:
@@ -144,7 +147,7 @@ class Connection:
         handler: Channel = join.route.target()
         handler._bind(self, join.topic, join.route.captures)
         try:
-            outcome = await handler.join(join.payload)
+            outcome = await handler._run_join(join.payload)
         except Exception:
             log.exception("join crashed on %s", join.topic)
             self.proto.join_crashed(join)
@@ -164,17 +167,36 @@ class Connection:
             outcome = await handler.handle_in(action.event, action.payload)
         except Exception:
             log.exception("channel crashed on %s handling %r", channel.topic, action.event)
-            leave = self.proto.crash(channel)
-            if leave is not None:
-                await self._leave(leave)
+            await self._crash(channel)
             return
         finally:
             handler._ref = None
         if outcome is not None:
             self.proto.reply(channel, action.ref, outcome.status, outcome.response)
 
+    def send_info(self, channel: ChannelState, message: Any) -> None:
+        """Queue ``message`` for the channel's ``handle_info``, after the callback running now."""
+        self.server.spawn(self._info(channel, message))
+
+    async def _info(self, channel: ChannelState, message: Any) -> None:
+        async with self._dispatch:
+            if channel.closed:
+                return
+            try:
+                await channel.handler.handle_info(message)
+            except Exception:
+                log.exception("channel crashed on %s handling info %r", channel.topic, message)
+                await self._crash(channel)
+            self.flush()
+
+    async def _crash(self, channel: ChannelState) -> None:
+        leave = self.proto.crash(channel)
+        if leave is not None:
+            await self._leave(leave)
+
     async def _leave(self, leave: Leave) -> None:
         channel = leave.channel
+        channel.handler._stop()
         self.server.pubsub.unsubscribe(channel.topic, self, channel)
         if leave.reason is LeaveReason.DUPLICATE_JOIN:
             return  # Phoenix kills the old channel without running terminate (§3.3).

@@ -27,7 +27,7 @@ from chanctl.errors import ServerError, TokenError
 from chanctl.protocol.router import Router
 from chanctl.protocol.serializers import Serializer, negotiate
 from chanctl.pubsub.local import LocalPubSub
-from chanctl.server.behaviours import compile_topic
+from chanctl.server.behaviours import build_router
 from chanctl.server.connection import Connection
 from chanctl.tokens import TokenSigner
 
@@ -63,9 +63,7 @@ class ChannelServer:
         self.config = loaded.config
         self.host = host if host is not None else self.config.server.host
         self.port = port if port is not None else self.config.server.port
-        self.router: Router[Any] = Router()
-        for pattern, topic in self.config.topics.items():
-            self.router.add(pattern, compile_topic(topic, self.config.data))
+        self.router: Router[Any] = build_router(loaded)
         auth = self.config.auth
         self.signer = TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age)
         self.pubsub = LocalPubSub()
@@ -142,6 +140,13 @@ class ChannelServer:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def send_info(self, topic: str, message: Any) -> int:
+        """Deliver ``message`` to ``handle_info`` of every channel joined to ``topic`` on this node."""
+        subscriptions = self.pubsub.subscriptions(topic)
+        for connection, channel in subscriptions:
+            connection.send_info(channel, message)
+        return len(subscriptions)
 
     # -- handshake ---------------------------------------------------------------------------
 

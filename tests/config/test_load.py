@@ -94,7 +94,8 @@ def test_bad_rule_points_at_the_column():
     [problem] = problems(GOOD.replace("join: true", "join: user.idd == 1 && frob.x"))
     assert problem.path == "topics.room:{id}.join" and problem.line == 5
     assert "unknown variable 'frob'" in problem.message
-    assert "^" in problem.hint
+    assert problem.column == 28
+    assert problem.excerpt.splitlines() == ["    join: user.idd == 1 && frob.x", " " * 27 + "^"]
 
 
 def test_bad_schema_is_reported():

@@ -1,0 +1,308 @@
+"""A small CEL syntax tree, for the checks the CEL library does not make.
+
+``cel.compile`` parses and evaluates but has no type checker, and its ``variables()`` cannot tell a
+free variable from a macro's bound one (the ``m`` in ``list.exists(m, m > 1)``). This module parses an
+expression the library has already accepted into nodes that keep their offsets, so the loader can
+say *where* a rule names an unknown variable or topic capture, whether its result can be boolean at
+all, and the explainer can show the value of each path a rule read (``data.rooms[topic.id]``).
+
+It is not a second evaluator: evaluation always goes through the compiled ``cel`` program.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+__all__ = ["Node", "parse", "free_variables", "selections", "paths", "result_kind"]
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<string>[rRbB]{0,2}(?:\"\"\"(?:\\.|[^\\])*?\"\"\"|'''(?:\\.|[^\\])*?'''|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'))
+  | (?P<number>0[xX][0-9a-fA-F]+[uU]?|(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?[uU]?)
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>\|\||&&|==|!=|<=|>=|[-+*/%!<>?:.,\[\](){}])
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_MACROS = {"all", "exists", "exists_one", "map", "filter"}
+_BOOL_FUNCTIONS = {"has", "startsWith", "endsWith", "contains", "matches", "all", "exists", "exists_one", "in"}
+_KIND_OF_FUNCTION = {"size": "number", "int": "number", "uint": "number", "double": "number",
+                     "string": "string", "bytes": "bytes", "map": "list", "filter": "list",
+                     "timestamp": "timestamp", "duration": "duration", "type": "type"}
+
+
+@dataclass
+class Node:
+    """One expression: ``kind`` is ident, select, index, call, literal, list, map, unary, binary or
+    ternary; ``start``/``end`` are offsets into the source."""
+
+    kind: str
+    start: int
+    end: int
+    value: object = None
+    """Identifier, field or function name, operator, or literal kind (bool, number, string, ...)."""
+    value_at: int = 0
+    """Offset of the name (a select's field, a call's function)."""
+    children: list[Node] = field(default_factory=list)
+    text: str = ""
+    """A string literal's text between its quotes (escapes left as written)."""
+
+
+@dataclass
+class _Token:
+    kind: str
+    text: str
+    start: int
+    end: int
+
+
+class _Parser:
+    def __init__(self, source: str):
+        self.tokens = [
+            _Token(m.lastgroup or "", m.group(), m.start(), m.end())
+            for m in _TOKEN.finditer(source)
+            if m.lastgroup != "space"
+        ]
+        covered = sum(len(m.group()) for m in _TOKEN.finditer(source))
+        if covered != len(source):
+            raise ValueError("unrecognised characters")
+        self.tokens.append(_Token("end", "", len(source), len(source)))
+        self.pos = 0
+
+    def peek(self, *texts: str) -> bool:
+        token = self.tokens[self.pos]
+        return token.kind in ("op", "ident") and token.text in texts
+
+    def take(self) -> _Token:
+        token = self.tokens[self.pos]
+        self.pos += 1
+        return token
+
+    def expect(self, text: str) -> _Token:
+        token = self.take()
+        if token.text != text:
+            raise ValueError(f"expected {text!r} at {token.start}")
+        return token
+
+    def expr(self) -> Node:
+        cond = self.binary(0)
+        if self.peek("?"):
+            self.take()
+            then = self.binary(0)
+            self.expect(":")
+            other = self.expr()
+            return Node("ternary", cond.start, other.end, "?:", children=[cond, then, other])
+        return cond
+
+    _LEVELS = (("||",), ("&&",), ("==", "!=", "<", "<=", ">", ">=", "in"), ("+", "-"), ("*", "/", "%"))
+
+    def binary(self, level: int) -> Node:
+        if level == len(self._LEVELS):
+            return self.unary()
+        left = self.binary(level + 1)
+        while self.peek(*self._LEVELS[level]):
+            op = self.take().text
+            right = self.binary(level + 1)
+            left = Node("binary", left.start, right.end, op, children=[left, right])
+        return left
+
+    def unary(self) -> Node:
+        if self.peek("!", "-"):
+            token = self.take()
+            operand = self.unary()
+            return Node("unary", token.start, operand.end, token.text, children=[operand])
+        return self.member()
+
+    def member(self) -> Node:
+        node = self.primary()
+        while True:
+            if self.peek("."):
+                self.take()
+                if self.peek("?"):
+                    self.take()
+                name = self.take()
+                if self.peek("("):
+                    args = self.args("(", ")")
+                    node = Node("call", node.start, self.tokens[self.pos - 1].end, name.text, name.start, [node, *args])
+                else:
+                    node = Node("select", node.start, name.end, name.text, name.start, [node])
+            elif self.peek("["):
+                self.take()
+                if self.peek("?"):
+                    self.take()
+                index = self.expr()
+                close = self.expect("]")
+                node = Node("index", node.start, close.end, None, children=[node, index])
+            else:
+                return node
+
+    def args(self, open_: str, close: str) -> list[Node]:
+        self.expect(open_)
+        items: list[Node] = []
+        while not self.peek(close):
+            items.append(self.expr())
+            if self.peek(":"):  # a map entry: key, then value
+                self.take()
+                items.append(self.expr())
+            if not self.peek(","):
+                break
+            self.take()
+        self.expect(close)
+        return items
+
+    def primary(self) -> Node:
+        token = self.tokens[self.pos]
+        if token.kind == "op" and token.text == ".":
+            self.take()  # a leading dot names the root scope
+            token = self.tokens[self.pos]
+        if token.kind == "ident":
+            self.take()
+            if token.text in ("true", "false"):
+                return Node("literal", token.start, token.end, "bool")
+            if token.text == "null":
+                return Node("literal", token.start, token.end, "null")
+            if self.peek("("):
+                args = self.args("(", ")")
+                return Node("call", token.start, self.tokens[self.pos - 1].end, token.text, token.start, args)
+            if self.peek("{"):  # a message literal, Type{field: value}
+                fields = self.args("{", "}")
+                return Node("map", token.start, self.tokens[self.pos - 1].end, "message", children=fields[1::2])
+            return Node("ident", token.start, token.end, token.text, token.start)
+        if token.kind == "number":
+            self.take()
+            return Node("literal", token.start, token.end, "number")
+        if token.kind == "string":
+            self.take()
+            prefix = len(token.text) - len(token.text.lstrip("rRbB"))
+            kind = "bytes" if "b" in token.text[:prefix].lower() else "string"
+            quote = 3 if token.text[prefix : prefix + 3] in ('"""', "'''") else 1
+            text = token.text[prefix + quote : len(token.text) - quote]
+            return Node("literal", token.start, token.end, kind, token.start + prefix + quote, text=text)
+        if token.text == "(":
+            self.take()
+            inner = self.expr()
+            self.expect(")")
+            return inner
+        if token.text == "[":
+            items = self.args("[", "]")
+            return Node("list", token.start, self.tokens[self.pos - 1].end, "list", children=items)
+        if token.text == "{":
+            items = self.args("{", "}")
+            return Node("map", token.start, self.tokens[self.pos - 1].end, "map", children=items)
+        raise ValueError(f"unexpected {token.text!r} at {token.start}")
+
+
+def parse(source: str) -> Node | None:
+    """The tree of an expression ``cel.compile`` accepted, or None where this parser falls short."""
+    try:
+        parser = _Parser(source)
+        node = parser.expr()
+        if parser.tokens[parser.pos].kind != "end":
+            return None
+        return node
+    except (ValueError, IndexError):
+        return None
+
+
+def _walk(node: Node, bound: frozenset[str]) -> Iterator[tuple[Node, frozenset[str]]]:
+    yield node, bound
+    if node.kind == "call" and node.value in _MACROS and len(node.children) >= 3 and node.children[1].kind == "ident":
+        target, var, *rest = node.children
+        yield from _walk(target, bound)
+        inner = bound | {str(var.value)}
+        for child in rest:
+            yield from _walk(child, inner)
+        return
+    for child in node.children:
+        yield from _walk(child, bound)
+
+
+def free_variables(node: Node) -> list[Node]:
+    """Identifiers that name a variable (not one bound by a macro), in source order."""
+    return [n for n, bound in _walk(node, frozenset()) if n.kind == "ident" and n.value not in bound]
+
+
+def selections(node: Node, variable: str) -> list[tuple[str, int]]:
+    """``(field, offset)`` for each ``variable.field`` or ``variable["field"]`` in the expression."""
+    found = []
+    for n, bound in _walk(node, frozenset()):
+        if not n.children or variable in bound:
+            continue
+        base = n.children[0]
+        if base.kind != "ident" or base.value != variable:
+            continue
+        if n.kind == "select":
+            found.append((str(n.value), n.value_at))
+        elif n.kind == "index" and n.children[1].kind == "literal" and n.children[1].value == "string":
+            found.append((n.children[1].text, n.children[1].value_at))
+    return found
+
+
+def paths(node: Node) -> list[Node]:
+    """The outermost variable paths (``user.id``, ``data.rooms[topic.id].members``), in source order,
+    for the explainer to evaluate one by one; paths inside an index are listed too."""
+    found: list[Node] = []
+
+    def root_is_variable(n: Node) -> bool:
+        while n.kind in ("select", "index"):
+            n = n.children[0]
+        return n.kind == "ident"
+
+    def visit(n: Node, bound: frozenset[str]) -> None:
+        if n.kind in ("select", "index", "ident") and root_is_variable(n):
+            root = n
+            while root.kind in ("select", "index"):
+                root = root.children[0]
+            if root.value not in bound:
+                found.append(n)
+            for part in _indexes(n):
+                visit(part, bound)
+            return
+        if n.kind == "call" and n.value in _MACROS and len(n.children) >= 3 and n.children[1].kind == "ident":
+            visit(n.children[0], bound)
+            for child in n.children[2:]:
+                visit(child, bound | {str(n.children[1].value)})
+            return
+        for child in n.children:
+            visit(child, bound)
+
+    visit(node, frozenset())
+    return found
+
+
+def _indexes(n: Node) -> Iterator[Node]:
+    while n.kind in ("select", "index"):
+        if n.kind == "index":
+            yield n.children[1]
+        n = n.children[0]
+
+
+def result_kind(node: Node) -> str | None:
+    """What an expression yields when that is clear from its shape: ``bool``, ``number``, ``string``,
+    ``list``, ``map``, ``null``...; None when it depends on the data (a variable, an index)."""
+    if node.kind == "literal":
+        return str(node.value)
+    if node.kind in ("list", "map"):
+        return "list" if node.kind == "list" else "map"
+    if node.kind == "unary":
+        return "bool" if node.value == "!" else "number"
+    if node.kind == "binary":
+        if node.value in ("||", "&&", "==", "!=", "<", "<=", ">", ">=", "in"):
+            return "bool"
+        if node.value == "+":
+            kinds = {result_kind(child) for child in node.children} - {None}
+            return kinds.pop() if len(kinds) == 1 else None
+        return "number"
+    if node.kind == "ternary":
+        kinds = {result_kind(node.children[1]), result_kind(node.children[2])}
+        if None in kinds or "bool" in kinds:
+            return "bool" if kinds == {"bool"} else None
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+    if node.kind == "call":
+        if node.value in _BOOL_FUNCTIONS:
+            return "bool"
+        return _KIND_OF_FUNCTION.get(str(node.value))
+    return None
