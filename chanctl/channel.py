@@ -21,11 +21,12 @@ in order with the connection's client events, never concurrently with another ca
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     from chanctl.protocol.socket import ChannelState, LeaveReason
     from chanctl.server.behaviours import CompiledTopic
     from chanctl.server.connection import Connection
@@ -136,6 +137,8 @@ class Channel:
         Callable from ``join`` too (Phoenix's ``send(self(), :after_join)``). The timer is cancelled
         when the channel stops; cancel it earlier with the returned handle's ``cancel()``.
         """
+        import asyncio  # here, not at the top: `import chanctl` must not pull in asyncio (test_package)
+
         if self._timers is None:
             self._timers = set()
         timers = self._timers
