@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from typing import Annotated
 
 import typer
@@ -60,7 +62,9 @@ async def _run(loaded: LoadedConfig, host: str | None, port: int | None) -> None
             stop.set()
         else:
             err("chanctl: forced exit")
-            raise SystemExit(130)
+            # Not SystemExit: asyncio.run would then wait for the very tasks being forced away.
+            sys.stderr.flush()
+            os._exit(130)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)

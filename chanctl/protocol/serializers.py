@@ -1,7 +1,9 @@
 """Wire serializers and vsn negotiation (PROTOCOL.md §1 "vsn negotiation", §2).
 
 Encoders return ``bytes`` holding UTF-8 JSON, sent as text frames: orjson encodes straight to
-bytes, and a broadcast encoded once can be written to every subscriber unchanged.
+bytes, and a broadcast encoded once can be written to every subscriber unchanged. A payload of
+``bytes`` is Phoenix's ``{:binary, data}``: V2 encodes it as a binary frame (§2.3) and returns a
+:class:`BinaryFrame`, the one marker the runtime needs to pick the WebSocket opcode.
 """
 
 from __future__ import annotations
@@ -14,15 +16,23 @@ import orjson
 from chanctl.errors import ProtocolViolation
 from chanctl.protocol.messages import Broadcast, Message, Reply
 
-__all__ = ["Serializer", "V1Json", "V2Json", "negotiate"]
+__all__ = ["BinaryFrame", "Serializer", "V1Json", "V2Json", "negotiate"]
 
 _VSN = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
+
+
+class BinaryFrame(bytes):
+    """Encoded bytes that go out in a binary WebSocket frame (every other frame is text)."""
+
+    __slots__ = ()
 
 
 class Serializer(Protocol):
     vsn: str
 
-    def decode(self, data: str | bytes) -> Message: ...
+    def decode(self, data: str | bytes) -> Message:
+        """Decode one frame: ``str`` came in a text frame, ``bytes`` in a binary frame."""
+        ...
 
     def encode(self, message: Message | Reply | Broadcast) -> bytes: ...
 
@@ -46,12 +56,31 @@ def _name(value: Any, name: str) -> str:
     raise ProtocolViolation(f"{name} must be a string, got {type(value).__name__}", 1007)
 
 
+# V2 binary kinds (PROTOCOL.md §2.3): byte 0 of a binary frame.
+_PUSH, _REPLY, _BROADCAST = 0, 1, 2
+
+
+def _field(value: str | None, name: str) -> bytes:
+    data = b"" if value is None else value.encode()
+    if len(data) > 255:
+        raise ProtocolViolation(f"{name} is {len(data)} bytes; a binary frame carries at most 255", 1011)
+    return data
+
+
+def _binary(kind: int, *fields: tuple[str | None, str], payload: bytes) -> BinaryFrame:
+    encoded = [_field(value, name) for value, name in fields]
+    return BinaryFrame(bytes([kind, *map(len, encoded)]) + b"".join(encoded) + payload)
+
+
 class V2Json:
-    """``[join_ref, ref, topic, event, payload]`` arrays (vsn 2.0.x, what phoenix.js speaks)."""
+    """``[join_ref, ref, topic, event, payload]`` arrays (vsn 2.0.x, what phoenix.js speaks), plus
+    the binary frames of §2.3 for ``bytes`` payloads."""
 
     vsn = "2.0.0"
 
     def decode(self, data: str | bytes) -> Message:
+        if not isinstance(data, str):  # the binary opcode: §2.3 layout, never JSON (as in Phoenix)
+            return self._decode_binary(bytes(data))
         frame = _loads(data)
         if not isinstance(frame, list) or len(frame) < 5:
             raise ProtocolViolation("frame must be a JSON array [join_ref, ref, topic, event, payload]", 1007)
@@ -59,11 +88,44 @@ class V2Json:
             _ref(frame[0], "join_ref"), _ref(frame[1], "ref"), _name(frame[2], "topic"), _name(frame[3], "event"), frame[4]
         )
 
+    @staticmethod
+    def _decode_binary(data: bytes) -> Message:
+        # Only kind 0 (push) travels client to server: 00 len(J) len(R) len(topic) len(event) J R topic event payload.
+        if not data or data[0] != _PUSH:
+            kind = data[0] if data else "(empty)"
+            raise ProtocolViolation(f"binary frame of kind {kind}; clients only send kind 0 (push)", 1007)
+        if len(data) < 5:
+            raise ProtocolViolation("binary push shorter than its 5-byte header", 1007)
+        sizes, pos, fields = data[1:5], 5, []
+        for size, name in zip(sizes, ("join_ref", "ref", "topic", "event")):
+            if pos + size > len(data):
+                raise ProtocolViolation(f"binary push ends inside its {name}", 1007)
+            try:
+                fields.append(data[pos : pos + size].decode())
+            except UnicodeDecodeError:
+                raise ProtocolViolation(f"binary push {name} is not UTF-8", 1007) from None
+            pos += size
+        join_ref, ref, topic, event = fields
+        # The JS client writes a null join_ref/ref as the empty string.
+        return Message(join_ref or None, ref or None, topic, event, data[pos:])
+
     def encode(self, message: Message | Reply | Broadcast) -> bytes:
         if isinstance(message, Broadcast):
+            if isinstance(message.payload, bytes):
+                return _binary(_BROADCAST, (message.topic, "topic"), (message.event, "event"), payload=message.payload)
             return orjson.dumps([None, None, message.topic, message.event, message.payload])
         if isinstance(message, Reply):
+            if isinstance(message.response, bytes):
+                return _binary(
+                    _REPLY, (message.join_ref, "join_ref"), (message.ref, "ref"), (message.topic, "topic"),
+                    (message.status, "status"), payload=message.response,
+                )
             message = message.to_message()
+        elif isinstance(message.payload, bytes):
+            # A server push carries no ref in the binary layout.
+            return _binary(
+                _PUSH, (message.join_ref, "join_ref"), (message.topic, "topic"), (message.event, "event"), payload=message.payload
+            )
         return orjson.dumps([message.join_ref, message.ref, message.topic, message.event, message.payload])
 
 

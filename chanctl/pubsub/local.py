@@ -1,6 +1,8 @@
-"""In-process fan-out with Phoenix's fastlane: one encode per serializer per broadcast.
+"""In-process fan-out with Phoenix's fastlane: one encode per encoder per broadcast.
 
-Each subscriber is a connection; its ``deliver`` takes the encoded frame and must not block, so a
+Each subscriber is a connection; its ``encoder`` turns a broadcast into the bytes it writes (for a
+WebSocket connection, the whole frame) and is shared by every connection of the same serializer,
+so the encoding is cached per encoder. ``deliver`` takes those bytes and must not block, so a
 broadcast to N subscribers is one loop with no task and no await per subscriber.
 """
 
@@ -9,13 +11,17 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from chanctl.protocol.messages import Broadcast
-from chanctl.protocol.serializers import Serializer
 
-__all__ = ["LocalPubSub", "Subscriber"]
+__all__ = ["Encoder", "LocalPubSub", "Subscriber"]
+
+
+class Encoder(Protocol):
+    def encode(self, message: Broadcast) -> bytes: ...
 
 
 class Subscriber(Protocol):
-    serializer: Serializer
+    encoder: Encoder
+    """Shared by subscribers that want the same bytes (the fastlane cache key)."""
 
     def deliver(self, frame: bytes) -> None: ...
 
@@ -56,15 +62,15 @@ class LocalPubSub:
         if not subscribers:
             return 0
         message = Broadcast(topic, event, payload)
-        frames: dict[Serializer, bytes] = {}
+        frames: dict[Encoder, bytes] = {}
         sent = 0
         for subscriber in list(subscribers):
             if subscriber is exclude:
                 continue
-            serializer = subscriber.serializer
-            frame = frames.get(serializer)
+            encoder = subscriber.encoder
+            frame = frames.get(encoder)
             if frame is None:
-                frame = frames[serializer] = serializer.encode(message)
+                frame = frames[encoder] = encoder.encode(message)
             subscriber.deliver(frame)
             sent += 1
         return sent

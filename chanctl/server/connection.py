@@ -1,25 +1,29 @@
-"""Connection: one live WebSocket, its SocketProtocol, a reader and a bounded writer.
+"""Connection: one live WebSocket, its SocketProtocol, a reader, and a bounded outbound path.
 
 Frames are read and dispatched strictly in order (a join blocks the socket until its callback
-returns, as in Phoenix). Outbound frames go to a byte-bounded queue drained by one writer task, so
-``deliver`` never blocks a broadcast; a client that stops reading is closed once its queue passes
-``outbound_buffer`` (1013, "slow consumer") instead of growing server memory.
+returns, as in Phoenix). Outbound frames are complete WebSocket frames (see
+:mod:`chanctl.server.wire`): ``deliver`` appends them to a pending list and the server's
+:class:`~chanctl.server.wire.Flusher` writes the list to the transport once per loop tick, so a
+broadcast costs no task and no await per subscriber. What a client has not read stays in its
+transport's buffer; past ``outbound_buffer`` bytes the connection is closed (1013, "slow
+consumer") and counted, instead of growing server memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from chanctl.channel import Channel, Outcome
 from chanctl.errors import ProtocolViolation
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, SocketProtocol
+from chanctl.server.wire import FrameEncoder, ws_frame
 
 if TYPE_CHECKING:
     from chanctl.server.runtime import ChannelServer
@@ -28,45 +32,83 @@ __all__ = ["Connection"]
 
 log = logging.getLogger("chanctl.connection")
 
+_OPEN = State.OPEN
+SLOW_CONSUMER_GRACE = 1.0
+"""Seconds a slow consumer gets to take its close frame before the TCP connection is aborted."""
+
 
 class Connection:
     """One client connection. ``deliver`` is the fan-out entry point; the rest is the read loop."""
 
-    def __init__(self, server: ChannelServer, ws: ServerConnection, user: dict[str, Any], serializer: Serializer):
+    def __init__(
+        self, server: ChannelServer, ws: ServerConnection, user: dict[str, Any], serializer: Serializer,
+        socket_id: str | None = None,
+    ):
         self.server = server
         self.ws = ws
         self.user = user
+        self.socket_id = socket_id
+        """The socket id (PROTOCOL.md §4); ``server.disconnect(socket_id)`` closes every socket of it."""
         self.assigns: dict[str, Any] = {}
         self.serializer = serializer
+        self.encoder = FrameEncoder.of(serializer)
+        """Whole WebSocket frames for this connection's serializer; the pubsub's fastlane key."""
         limits = server.config.server
         self.proto = SocketProtocol(serializer, server.router, max_channels=limits.max_channels)
-        self._outbox: deque[bytes] = deque()
-        self._queued_bytes = 0
-        self._max_queued = limits.outbound_buffer
-        self._wakeup = asyncio.Event()
+        self._transport = ws.transport
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._max_buffered = limits.outbound_buffer
         self._closing = False
         self._dispatch = asyncio.Lock()
         """Held while a handler callback runs: client events and handle_info never interleave."""
+        self._closed: asyncio.Task[None] | None = None
+        self._last_seen = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- outbound ----------------------------------------------------------------------------
 
     def deliver(self, frame: bytes) -> None:
-        """Queue one encoded frame for this client; never blocks."""
+        """Queue one complete WebSocket frame for this client; never blocks, never awaits."""
         if self._closing:
             return
-        self._outbox.append(frame)
-        self._queued_bytes += len(frame)
-        if self._queued_bytes > self._max_queued:
-            self.server.stats.slow_consumers += 1
-            log.warning("closing slow consumer %s: %d bytes queued", self.ws.remote_address, self._queued_bytes)
-            self.close(1013, "slow consumer")
+        if not self._pending:
+            self.server.flusher.mark(self._write_pending)
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        if self._pending_bytes > self._max_buffered:
+            self._slow_consumer()
+
+    def _write_pending(self) -> None:
+        """Write this tick's frames with one ``transport.write`` (called by the Flusher)."""
+        pending, self._pending = self._pending, []
+        self._pending_bytes = 0
+        # Frames go straight to the transport: websockets' sans-I/O protocol keeps no record of
+        # sent data frames, so this is safe while it is OPEN and nothing else sends data frames.
+        if self._closing or not pending or self.ws.protocol.state is not _OPEN:
             return
-        self._wakeup.set()
+        transport = self._transport
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if transport.get_write_buffer_size() > self._max_buffered:
+            self._slow_consumer()
+
+    def _slow_consumer(self) -> None:
+        self.server.stats.slow_consumers += 1
+        log.warning("closing slow consumer %s: more than %d bytes unread", self.ws.remote_address, self._max_buffered)
+        self._drop_pending()
+        self.close(1013, "slow consumer")
+        # It is not reading, so it will not answer the close handshake either: do not hold its
+        # buffer for websockets' whole close timeout.
+        asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, self._transport.abort)
+
+    def _drop_pending(self) -> None:
+        self._pending = []
+        self._pending_bytes = 0
 
     def flush(self) -> None:
-        """Move the frames the protocol produced into the outbox."""
+        """Move the frames the protocol produced into the outbound path."""
         for frame in self.proto.data_to_send():
-            self.deliver(frame)
+            self.deliver(ws_frame(frame))
 
     def push(self, channel: ChannelState, event: str, payload: Any) -> None:
         self.proto.push(channel, event, payload)
@@ -77,63 +119,60 @@ class Connection:
         self.flush()
 
     def close(self, code: int, reason: str) -> None:
-        """Close from anywhere without awaiting: queued frames are dropped."""
+        """Close from anywhere without awaiting; frames already queued are written first."""
         if self._closing:
             return
+        self._write_pending()
         self._closing = True
-        self._outbox.clear()
-        self._queued_bytes = 0
-        self._wakeup.set()
-        self.server.spawn(self.ws.close(code, reason))
+        self._closed = self.server.spawn(self.ws.close(code, reason))
 
-    async def _writer(self) -> None:
-        ws, outbox = self.ws, self._outbox
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while outbox:
-                frame = outbox.popleft()
-                self._queued_bytes -= len(frame)
-                await ws.send(frame, text=True)
-            if self._closing:
-                return
+    # -- idle timeout (the runtime owns time; a lazy timer costs one float store per frame) ---
+
+    def _arm_idle(self, loop: asyncio.AbstractEventLoop, idle: float) -> None:
+        self._last_seen = loop.time()
+        self._idle_timer = loop.call_at(self._last_seen + idle, self._check_idle, loop, idle)
+
+    def _check_idle(self, loop: asyncio.AbstractEventLoop, idle: float) -> None:
+        due = self._last_seen + idle
+        if due > loop.time():
+            self._idle_timer = loop.call_at(due, self._check_idle, loop, idle)
+        else:
+            self._idle_timer = None
+            self.close(1001, f"idle timeout: no frame for {idle:g}s")
 
     # -- inbound -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        writer = asyncio.create_task(self._writer())
-        idle = self.server.config.server.idle_timeout
         loop = asyncio.get_running_loop()
+        self._arm_idle(loop, self.server.config.server.idle_timeout)
+        proto = self.proto
         try:
-            async with asyncio.timeout(idle) as deadline:
-                async for data in self.ws:
-                    deadline.reschedule(loop.time() + idle)
-                    try:
-                        actions = self.proto.receive(data)
-                    except ProtocolViolation as exc:
-                        log.info("closing %s: %s", self.ws.remote_address, exc.reason)
-                        self.server.stats.protocol_violations += 1
-                        self.flush()
-                        self.close(exc.code, exc.reason[:120])
-                        break
-                    async with self._dispatch:
-                        for action in actions:
-                            await self._apply(action)
-                        self.flush()
-        except TimeoutError:
-            self.close(1001, "idle timeout")
+            async for data in self.ws:
+                self._last_seen = loop.time()
+                try:
+                    actions = proto.receive(data)
+                except ProtocolViolation as exc:
+                    log.info("closing %s: %s", self.ws.remote_address, exc.reason)
+                    self.server.stats.protocol_violations += 1
+                    self.flush()
+                    self.close(exc.code, exc.reason[:120])
+                    break
+                async with self._dispatch:
+                    for action in actions:
+                        await self._apply(action)
+                    self.flush()
         except ConnectionClosed:
             pass
         finally:
-            for leave in self.proto.close_all():
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            self._closing = True
+            self._drop_pending()
+            for leave in proto.close_all():
                 await self._leave(leave)
-            if not self._closing:
-                self._closing = True
-                self._wakeup.set()
-            try:
-                await asyncio.wait_for(writer, timeout=1)
-            except (TimeoutError, ConnectionClosed):
-                writer.cancel()
+            if self._closed is not None:
+                # Returning would let websockets close with 1000 before our code goes out.
+                await asyncio.shield(self._closed)
 
     async def _apply(self, action: Join | Deliver | Leave) -> None:
         if isinstance(action, Deliver):

@@ -1,8 +1,9 @@
 """ChannelServer: the listener, the handshake, and the set of live connections.
 
-The handshake authenticates (PROTOCOL.md §1): the vsn must be negotiable and the token valid, or
-the upgrade is refused with 403 before any WebSocket exists. Everything after the upgrade belongs
-to :class:`~chanctl.server.connection.Connection`.
+The handshake authenticates (PROTOCOL.md §1): the Origin must be allowed, the vsn negotiable and
+the token (``?token=`` or phoenix.js ``authToken`` in ``Sec-WebSocket-Protocol``) valid, or the
+upgrade is refused with 403 before any WebSocket exists. Everything after the upgrade belongs to
+:class:`~chanctl.server.connection.Connection`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from chanctl import __version__
 from chanctl.config.load import LoadedConfig
@@ -29,6 +32,8 @@ from chanctl.protocol.serializers import Serializer, negotiate
 from chanctl.pubsub.local import LocalPubSub
 from chanctl.server.behaviours import build_router
 from chanctl.server.connection import Connection
+from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, token_from_subprotocols
+from chanctl.server.wire import Flusher
 from chanctl.tokens import TokenSigner
 
 __all__ = ["ChannelServer", "ServerStats", "build_server"]
@@ -42,12 +47,25 @@ class _WebSocket(ServerConnection):
     session: tuple[dict[str, Any], Serializer] | None = None
 
 
+def _select_subprotocol(ws: ServerConnection, offered: list[Subprotocol]) -> Subprotocol | None:
+    # phoenix.js offers ["phoenix", "base64url.bearer.phx.<token>"] and browsers fail the
+    # handshake unless one offered protocol is echoed; clients that offer none get none.
+    return Subprotocol(PHOENIX_PROTOCOL) if PHOENIX_PROTOCOL in offered else None
+
+
+SOCKET_ID = "user_socket:{id}"
+"""A socket's id from its token claims (PROTOCOL.md §4), as Phoenix apps conventionally name it."""
+SHUTDOWN_BATCH = 1000
+"""Connections closed per loop iteration while draining, so a big drain never stalls the loop."""
+
+
 @dataclass
 class ServerStats:
     connections: int = 0
     refused: int = 0
     slow_consumers: int = 0
     protocol_violations: int = 0
+    disconnected: int = 0
 
 
 class ChannelServer:
@@ -69,6 +87,9 @@ class ChannelServer:
         self.pubsub = LocalPubSub()
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
+        self.flusher = Flusher()
+        self.origins = OriginPolicy(self.config.server.origins) if self.config.server.origins else None
+        self._by_socket_id: dict[str, set[Connection]] = {}
         self.started_at = time.time()
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -98,6 +119,7 @@ class ChannelServer:
             self.port,
             process_request=self._process_request,
             create_connection=_WebSocket,
+            select_subprotocol=_select_subprotocol,
             max_size=self.config.server.max_frame_size,
             compression=None,
             ping_interval=None,  # Phoenix liveness is the client's heartbeat plus our idle timeout.
@@ -117,29 +139,47 @@ class ChannelServer:
         await self.shutdown()
 
     async def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop accepting, close every connection with 1012 (Service Restart), wait with a bound."""
+        """Stop accepting, close every connection with 1012 (Service Restart) in batches, wait
+        at most ``timeout`` seconds for them to go, then drop the rest."""
         if self._server is None:
             return
-        self._server.close(close_connections=False)
-        for connection in list(self.connections):
-            connection.close(1012, "server shutting down")
+        server, self._server = self._server, None
+        server.close(close_connections=False)
+        remaining = list(self.connections)
+        log.info("draining %d connections", len(remaining))
+        for start in range(0, len(remaining), SHUTDOWN_BATCH):
+            for connection in remaining[start : start + SHUTDOWN_BATCH]:
+                connection.close(1012, "server restarting")
+            await asyncio.sleep(0)  # let the batch's close frames go out before the next
         try:
-            await asyncio.wait_for(self._server.wait_closed(), timeout)
+            await asyncio.wait_for(server.wait_closed(), timeout)
         except TimeoutError:
-            log.warning("shutdown timed out after %.0fs; dropping the remaining connections", timeout)
+            log.warning("shutdown timed out after %gs; dropping the remaining connections", timeout)
         for task in list(self._tasks):
             task.cancel()
-        self._server = None
+
+    def disconnect(self, socket_id: str) -> int:
+        """Close every connection whose socket id is ``socket_id`` with 1001 (PROTOCOL.md §4).
+
+        No frame is sent before the close; phoenix.js reconnects, which re-runs authentication.
+        Returns how many connections were closed.
+        """
+        targets = list(self._by_socket_id.get(socket_id, ()))
+        for connection in targets:
+            connection.close(1001, "disconnected by the server")
+        self.stats.disconnected += len(targets)
+        return len(targets)
 
     async def serve_forever(self) -> None:
         assert self._server is not None
         await self._server.serve_forever()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, keeping a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def send_info(self, topic: str, message: Any) -> int:
         """Deliver ``message`` to ``handle_info`` of every channel joined to ``topic`` on this node."""
@@ -152,16 +192,26 @@ class ChannelServer:
 
     def _process_request(self, ws: _WebSocket, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        if request.method != "GET":  # a WebSocket upgrade is always a GET (RFC 6455 §4.1)
+            response = ws.respond(HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method} is not allowed; use GET\n")
+            response.headers["Allow"] = "GET"
+            return response
         if url.path == "/healthz":
             return _json(HTTPStatus.OK, self.health())
         if url.path != self._ws_path:
             return ws.respond(HTTPStatus.NOT_FOUND, f"not found; the socket is at {self._ws_path}\n")
+        origin = request.headers.get("Origin")
+        if self.origins is not None and not self.origins.allows(origin):
+            return self._refuse(ws, f"origin {origin!r} is not allowed")
         query = parse_qs(url.query)
         vsn = query.get("vsn", [None])[-1]
         serializer = negotiate(vsn)
         if serializer is None:
             return self._refuse(ws, f"unsupported vsn {vsn!r}; this server speaks 1.0.x and 2.0.x")
         token = query.get("token", [None])[-1]
+        if token is None:
+            offered = [p for value in request.headers.get_all("Sec-WebSocket-Protocol") for p in parse_subprotocol(value)]
+            token = token_from_subprotocols(offered)
         try:
             verified = self.signer.verify(token)
         except TokenError as exc:
@@ -180,13 +230,20 @@ class ChannelServer:
     async def _handle(self, ws: _WebSocket) -> None:
         assert ws.session is not None
         user, serializer = ws.session
-        connection = Connection(self, ws, user, serializer)
+        socket_id = SOCKET_ID.format(id=user.get("id"))
+        connection = Connection(self, ws, user, serializer, socket_id)
         self.connections.add(connection)
+        self._by_socket_id.setdefault(socket_id, set()).add(connection)
         self.stats.connections += 1
         try:
             await connection.run()
         finally:
             self.connections.discard(connection)
+            same_id = self._by_socket_id.get(socket_id)
+            if same_id is not None:
+                same_id.discard(connection)
+                if not same_id:
+                    del self._by_socket_id[socket_id]
 
 
 def _json(status: HTTPStatus, body: Any) -> Response:

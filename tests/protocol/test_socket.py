@@ -1,0 +1,205 @@
+"""SocketProtocol, sans-I/O: raw frames in, frames and actions out (PROTOCOL.md §3, §10).
+
+Each test plays the runtime: it feeds frames, runs the "handler" by reporting outcomes back, and
+reads the frames the protocol queued.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from chanctl.protocol import Deliver, Join, Leave, Router, SocketProtocol, V1Json, V2Json
+from chanctl.protocol.socket import LeaveReason
+
+UNMATCHED = {"status": "error", "response": {"reason": "unmatched topic"}}
+OK = {"status": "ok", "response": {}}
+
+
+def make(max_channels: int = 100, serializer=None) -> SocketProtocol:
+    router: Router[str] = Router()
+    router.add("room:*", "room")
+    return SocketProtocol(serializer or V2Json(), router, max_channels=max_channels)
+
+
+def feed(proto: SocketProtocol, frame) -> list:
+    return proto.receive(frame if isinstance(frame, (str, bytes)) else orjson.dumps(frame).decode())
+
+
+def sent(proto: SocketProtocol) -> list:
+    return [orjson.loads(f) for f in proto.data_to_send()]
+
+
+def joined(proto: SocketProtocol, join_ref: str = "1", topic: str = "room:lobby"):
+    (join,) = feed(proto, [join_ref, join_ref, topic, "phx_join", {}])
+    channel = proto.join_succeeded(join)
+    assert sent(proto) == [[join_ref, join_ref, topic, "phx_reply", OK]]
+    return channel
+
+
+def test_9_heartbeat_before_any_join():
+    proto = make()
+    assert feed(proto, [None, "1", "phoenix", "heartbeat", {}]) == []
+    assert sent(proto) == [[None, "1", "phoenix", "phx_reply", OK]]
+
+
+def test_11_12_join_ok_and_ok_with_reply():
+    proto = make()
+    (join,) = feed(proto, ["1", "1", "room:x", "phx_join", {"p": 1}])
+    assert isinstance(join, Join) and join.payload == {"p": 1} and join.join_ref == "1"
+    proto.join_succeeded(join, {"n": 1})
+    assert sent(proto) == [["1", "1", "room:x", "phx_reply", {"status": "ok", "response": {"n": 1}}]]
+
+
+def test_13_refused_join_records_nothing():
+    proto = make()
+    (join,) = feed(proto, ["1", "1", "room:x", "phx_join", {}])
+    proto.join_refused(join, {"reason": "unauthorized"})
+    assert feed(proto, ["1", "2", "room:x", "ping", {}]) == []
+    assert sent(proto) == [
+        ["1", "1", "room:x", "phx_reply", {"status": "error", "response": {"reason": "unauthorized"}}],
+        [None, "2", "room:x", "phx_reply", UNMATCHED],
+    ]
+
+
+def test_14_join_crashed():
+    proto = make()
+    (join,) = feed(proto, ["1", "1", "room:x", "phx_join", {}])
+    proto.join_crashed(join)
+    assert sent(proto) == [["1", "1", "room:x", "phx_reply", {"status": "error", "response": {"reason": "join crashed"}}]]
+
+
+def test_15_16_unmatched_topic_has_null_join_ref():
+    proto = make()
+    assert feed(proto, ["1", "1", "nope:1", "phx_join", {}]) == []
+    assert feed(proto, [None, "5", "room:lobby", "ping", {}]) == []
+    assert sent(proto) == [[None, "1", "nope:1", "phx_reply", UNMATCHED], [None, "5", "room:lobby", "phx_reply", UNMATCHED]]
+    assert proto.stats.unmatched == 2
+
+
+@pytest.mark.parametrize("join_ref", ["1", None])
+def test_17_18_deliver_with_matching_or_null_join_ref(join_ref):
+    proto = make()
+    channel = joined(proto)
+    (deliver,) = feed(proto, [join_ref, "2", "room:lobby", "ping", {"a": 1}])
+    assert deliver == Deliver(channel, "2", "ping", {"a": 1})
+    proto.reply(channel, deliver.ref, "ok", deliver.payload)
+    assert sent(proto) == [["1", "2", "room:lobby", "phx_reply", {"status": "ok", "response": {"a": 1}}]]
+
+
+def test_19_21_stale_join_ref_is_dropped_and_counted():
+    proto = make()
+    joined(proto)
+    assert feed(proto, ["99", "2", "room:lobby", "ping", {}]) == []
+    assert feed(proto, ["99", "3", "room:lobby", "phx_leave", {}]) == []
+    assert sent(proto) == [] and proto.stats.stale_dropped == 2
+    assert "room:lobby" in proto.channels
+
+
+def test_20_leave_replies_then_closes():
+    proto = make()
+    channel = joined(proto)
+    (leave,) = feed(proto, ["1", "3", "room:lobby", "phx_leave", {}])
+    assert leave == Leave(channel, LeaveReason.LEFT)
+    feed(proto, ["1", "4", "room:lobby", "ping", {}])
+    assert sent(proto) == [
+        ["1", "3", "room:lobby", "phx_reply", OK],
+        ["1", "1", "room:lobby", "phx_close", {}],
+        [None, "4", "room:lobby", "phx_reply", UNMATCHED],
+    ]
+
+
+def test_22_leave_of_an_unjoined_topic():
+    proto = make()
+    assert feed(proto, ["7", "8", "room:never", "phx_leave", {}]) == []
+    assert sent(proto) == [["7", "8", "room:never", "phx_reply", OK]]
+
+
+def test_23_duplicate_join_replaces_the_channel():
+    proto = make()
+    old = joined(proto)
+    leave, join = feed(proto, ["5", "5", "room:lobby", "phx_join", {}])
+    assert leave == Leave(old, LeaveReason.DUPLICATE_JOIN) and join.replaced is old
+    new = proto.join_succeeded(join)
+    assert sent(proto) == [["5", "5", "room:lobby", "phx_reply", OK], ["1", "1", "room:lobby", "phx_close", {}]]
+    assert feed(proto, ["1", "6", "room:lobby", "ping", {}]) == []
+    assert feed(proto, ["5", "7", "room:lobby", "ping", {}]) == [Deliver(new, "7", "ping", {})]
+
+
+def test_24_crash_sends_phx_error_and_frees_the_topic():
+    proto = make()
+    channel = joined(proto)
+    assert proto.crash(channel) == Leave(channel, LeaveReason.CRASHED)
+    proto.reply(channel, "2", "ok", {})  # a late reply of the dead channel is dropped
+    assert sent(proto) == [["1", "1", "room:lobby", "phx_error", {"reason": "channel_crash"}]]
+    joined(proto, "9")
+
+
+def test_25_stop_sends_the_reply_first_then_phx_close():
+    proto = make()
+    channel = joined(proto)
+    proto.reply(channel, "2", "ok", {"bye": True})
+    assert proto.stop(channel) == Leave(channel, LeaveReason.STOPPED)
+    assert sent(proto) == [
+        ["1", "2", "room:lobby", "phx_reply", {"status": "ok", "response": {"bye": True}}],
+        ["1", "1", "room:lobby", "phx_close", {}],
+    ]
+
+
+def test_26_too_many_channels():
+    proto = make(max_channels=3)
+    for n in range(3):
+        joined(proto, str(n), f"room:{n}")
+    assert feed(proto, ["9", "9", "room:9", "phx_join", {}]) == []
+    assert sent(proto) == [["9", "9", "room:9", "phx_reply", {"status": "error", "response": {"reason": "too many channels joined"}}]]
+    # A duplicate join of a joined topic is not a new channel.
+    assert len(feed(proto, ["10", "10", "room:0", "phx_join", {}])) == 2
+
+
+def test_27_close_all_stops_every_channel_silently():
+    proto = make()
+    a, b = joined(proto, "1", "room:a"), joined(proto, "2", "room:b")
+    assert proto.close_all() == [Leave(a, LeaveReason.CLOSED), Leave(b, LeaveReason.CLOSED)]
+    assert sent(proto) == [] and proto.channels == {}
+
+
+def test_28_frames_are_processed_in_order():
+    proto = make()
+    (join,) = feed(proto, ["1", "1", "room:lobby", "phx_join", {}])
+    channel = proto.join_succeeded(join)
+    (deliver,) = feed(proto, ["1", "2", "room:lobby", "ping", {}])
+    proto.reply(channel, deliver.ref, "ok", {})
+    assert [f[1] for f in sent(proto)] == ["1", "2"]
+
+
+def test_29_push_carries_the_join_ref():
+    proto = make()
+    channel = joined(proto)
+    proto.push(channel, "joined", {"status": "connected"})
+    assert sent(proto) == [["1", None, "room:lobby", "joined", {"status": "connected"}]]
+
+
+def test_35_binary_push_is_delivered_with_bytes_and_replied_in_binary():
+    proto = make()
+    channel = joined(proto, "1")
+    frame = bytes([0, 1, 1, 10, 3]) + b"1" + b"2" + b"room:lobby" + b"bin" + b"\x01\x02"
+    (deliver,) = proto.receive(frame)
+    assert deliver == Deliver(channel, "2", "bin", b"\x01\x02")
+    proto.reply(channel, "2", "ok", deliver.payload + b"\x03\x04")
+    proto.push(channel, "blob", b"\x05")
+    assert proto.data_to_send() == [
+        bytes([1, 1, 1, 10, 2]) + b"1" + b"2" + b"room:lobby" + b"ok" + b"\x01\x02\x03\x04",
+        bytes([0, 1, 10, 4]) + b"1" + b"room:lobby" + b"blob" + b"\x05",
+    ]
+
+
+def test_36_37_v1_join_uses_the_ref_as_join_ref_and_replies_without_it():
+    proto = make(serializer=V1Json())
+    (join,) = feed(proto, '{"topic":"room:lobby","event":"phx_join","payload":{},"ref":"1"}')
+    assert join.join_ref == "1"
+    proto.join_succeeded(join)
+    feed(proto, '{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"2"}')
+    assert sent(proto) == [
+        {"topic": "room:lobby", "event": "phx_reply", "payload": OK, "ref": "1"},
+        {"topic": "phoenix", "event": "phx_reply", "payload": OK, "ref": "2"},
+    ]

@@ -1,0 +1,87 @@
+"""Memory bound per connection, graceful shutdown, second Ctrl+C (DESIGN.md §4, issue 3 items 3-4)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+
+import pytest
+import websockets
+
+from tests.support import TIMEOUT, RawClient
+
+BOUND = 64 * 1024
+
+
+async def test_slow_reader_is_closed_at_the_bound_and_fast_readers_lose_nothing(conformance_server, mint):
+    async with conformance_server(outbound_buffer=BOUND) as server:
+        # The slow client stops reading after its join: websockets stops draining the socket
+        # once max_queue messages wait, so the server's buffer for it can only grow.
+        slow = await RawClient.connect(server.url, mint(1), max_queue=1)
+        fast = await RawClient.connect(server.url, mint(2))
+        await slow.call(["1", "1", "room:lobby", "phx_join", {}])
+        await fast.call(["1", "1", "room:lobby", "phx_join", {}])
+        slow_conn = next(c for c in server.connections if c.user["id"] == 1)
+        got: list[int] = []
+        progress = asyncio.Condition()
+
+        async def read_fast(total: int) -> None:
+            while len(got) < total:
+                got.append((await fast.recv())[4]["n"])
+                async with progress:
+                    progress.notify_all()
+
+        body = "x" * 4096
+        total = 4000  # 16 MB: far past the kernel's socket buffers and the bound
+        window = 8  # the producer stays this close to the fast reader: 32 KiB in flight at most
+        reader = asyncio.create_task(read_fast(total))
+        peak = 0
+        for n in range(total):
+            server.pubsub.broadcast("room:lobby", "bulk", {"n": n, "body": body})
+            await asyncio.sleep(0)  # one tick: the flusher writes
+            if not slow_conn._closing:
+                peak = max(peak, slow_conn.ws.transport.get_write_buffer_size())
+            async with progress:
+                await asyncio.wait_for(progress.wait_for(lambda: len(got) > n - window), TIMEOUT)
+        await asyncio.wait_for(reader, TIMEOUT)
+        assert got == list(range(total))
+        assert server.stats.slow_consumers == 1
+        assert peak <= BOUND
+        await asyncio.wait_for(slow_conn.ws.wait_closed(), TIMEOUT)
+        assert slow_conn not in server.connections or slow_conn.ws.state is websockets.protocol.State.CLOSED
+        await fast.close()
+        slow.ws.transport.abort()
+
+
+async def test_sigterm_drains_with_1012_and_exits_0(serve_process, mint):
+    served = serve_process()
+    clients = [await RawClient.connect(served.url, mint(42)) for _ in range(3)]
+    for c in clients:
+        await c.call(["1", "1", "room:42", "phx_join", {}])
+    served.proc.send_signal(signal.SIGTERM)
+    for c in clients:
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await asyncio.wait_for(c.ws.recv(), TIMEOUT)
+        assert info.value.rcvd.code == 1012
+    assert await asyncio.to_thread(served.proc.wait, TIMEOUT) == 0
+
+
+async def test_a_second_ctrl_c_forces_exit_while_draining(serve_process, mint):
+    served = serve_process()
+    # A client that finishes the handshake and never answers the close handshake, so the
+    # graceful drain would wait out its whole bound. (Two signals sent back to back would merge
+    # into one, so the second is sent once the first is seen to work.)
+    host, port = served.url.split("//")[1].split("/")[0].split(":")
+    stuck = socket.create_connection((host, int(port)))
+    stuck.sendall(
+        f"GET /socket/websocket?vsn=2.0.0&token={mint(42)} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert stuck.recv(4096).startswith(b"HTTP/1.1 101")
+    served.proc.send_signal(signal.SIGINT)
+    stuck.settimeout(TIMEOUT)
+    assert stuck.recv(2)[0] == 0x88  # the drain's close frame: the first Ctrl+C was handled
+    served.proc.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(served.proc.wait, TIMEOUT) == 130
+    stuck.close()
