@@ -63,6 +63,8 @@ class Channel:
     """The connection's verified token claims; ``user["id"]`` is always set."""
     assigns: dict[str, Any]
     """Per-connection storage shared by every channel of the connection (Phoenix socket assigns)."""
+    data: dict[str, Any] = {}
+    """The config's static facts (``data:`` and ``data_file:``), as the rules see them."""
 
     _connection: Connection
     _state: ChannelState | None = None

@@ -166,6 +166,7 @@ class CompiledTopic:
         if self.handler is None:
             return DeclarativeChannel(self)
         channel = self.handler()
+        channel.data = self.data
         if self.join_rule is not None:
             channel._join_gate = self
         return channel

@@ -1,0 +1,1 @@
+"""The countdown sample's channel code (see ../countdown.yaml)."""
