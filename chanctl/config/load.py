@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from chanctl.config.model import Config
 from chanctl.errors import ConfigError, Problem
 from chanctl.handlers import HandlerError, import_handler
-from chanctl.protocol.router import TopicPattern
+from chanctl.protocol.router import Router, TopicPattern
 from chanctl.rules import EVENT_VARIABLES, JOIN_VARIABLES, RuleError, compile_expression, compile_rule
 
 __all__ = ["LoadedConfig", "SAMPLE_SECRET", "load_config", "load_config_text"]
@@ -331,15 +331,29 @@ def _check_semantics(reader: _Reader, data: dict[str, Any], base_dir: Path) -> N
     topics = data.get("topics")
     if not isinstance(topics, dict):
         return
+    router: Router[None] = Router()
     for source, topic in topics.items():
         captures: frozenset[str] | None = None
+        reader.marks[("topics", source)] = reader.marks.get(("topics", source, "<key>"), reader.position(("topics", source)))
         try:
-            captures = frozenset(TopicPattern.parse(source).captures)
+            pattern = TopicPattern.parse(source)
         except ValueError as exc:
-            reader.marks[("topics", source)] = reader.marks.get(("topics", source, "<key>"), reader.position(("topics", source)))
             reader.problem(("topics", source), f"bad topic pattern: {exc}")
+        else:
+            captures = frozenset(pattern.captures)
+            router.add(pattern, None)
         if isinstance(topic, dict):
             _check_topic(reader, ("topics", source), topic, captures, base_dir)
+    for earlier, later in router.shadowed():
+        reader.problem(("topics", later.source), f"never used: every topic it matches goes to {earlier.source!r} first",
+                       "patterns are tried most specific first; drop one or make them disjoint", "warning")
+    tests = data.get("tests")
+    for index, test in enumerate(tests if isinstance(tests, list) else ()):
+        if isinstance(test, dict) and ("join" in test) == ("event" in test or "topic" in test):
+            reader.problem(("tests", str(index)), "a policy test has `join: TOPIC`, or `topic:` and `event:`",
+                           'e.g. {user: 99, join: "room:42", expect: deny}')
+        elif isinstance(test, dict) and "join" not in test and ("topic" not in test or "event" not in test):
+            reader.problem(("tests", str(index)), "an event test needs both `topic:` and `event:`")
 
 
 def _check_topic(reader: _Reader, loc: Loc, topic: dict[str, Any], captures: frozenset[str] | None, base_dir: Path) -> None:

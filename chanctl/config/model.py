@@ -152,7 +152,9 @@ class Config(_Model):
     """A chanctl server."""
 
     server: ServerConfig = ServerConfig()
+    """Where and how the server listens."""
     auth: AuthConfig
+    """Socket tokens; required."""
     data: dict[str, Any] = {}
     """Static facts the rules may read as ``data``."""
     data_file: str | None = None

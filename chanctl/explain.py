@@ -1,0 +1,186 @@
+"""Why a user may or may not join a topic or send an event: the authorization explainer.
+
+It runs the same compiled topics the server runs (:func:`~chanctl.server.behaviours.build_router`),
+in the same order (pattern, join rule, then the event's declaration, schema and ``allow`` rule), and
+records what decided and the value of every path the deciding rule read. ``chanctl check --explain``
+prints it; the config's ``tests:`` run through it, so a policy test and the server cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+import orjson
+
+from chanctl import rules_syntax
+from chanctl.config.load import LoadedConfig
+from chanctl.config.model import PolicyTest
+from chanctl.protocol.router import Router
+from chanctl.rules import Rule
+from chanctl.server.behaviours import CompiledTopic, build_router, schema_errors
+
+__all__ = ["Explanation", "Explainer", "PolicyResult"]
+
+
+@dataclass
+class Explanation:
+    """The decision for one join or event, and what it rested on."""
+
+    allowed: bool | None
+    """True or False; None when a Python handler decides at run time."""
+    action: str
+    """``join room:42`` or ``new_msg on room:42``."""
+    pattern: str | None = None
+    decided_by: str = ""
+    """The key that decided, e.g. ``topics.room:{id}.join``, or what did (``no pattern matches``)."""
+    rule: str = ""
+    """The deciding rule's source, when a rule decided."""
+    values: list[tuple[str, str]] = field(default_factory=list)
+    """``(path, value)`` for each variable path the rule read, in the order it reads them."""
+    note: str = ""
+    before: str = ""
+    """What had to pass first, e.g. the join before an event."""
+
+    @property
+    def verdict(self) -> str:
+        return {True: "allow", False: "deny", None: "handler decides"}[self.allowed]
+
+    def lines(self) -> list[str]:
+        """The explanation as ``chanctl check --explain`` prints it."""
+        out = [f"{self.verdict}: {self.action}"]
+        if self.before:
+            out.append(f"  after: {self.before}")
+        if self.pattern is not None:
+            out.append(f"  pattern: {self.pattern}")
+        if self.decided_by:
+            out.append(f"  decided by: {self.decided_by}")
+        if self.rule:
+            out.append(f"  rule: {' '.join(self.rule.split())}")
+        if self.values:
+            out.append("  the rule saw:")
+            out.extend(f"    {path} = {value}" for path, value in self.values)
+        if self.note:
+            out.append(f"  {self.note}")
+        return out
+
+
+@dataclass
+class PolicyResult:
+    """One policy test and its outcome."""
+
+    index: int
+    test: PolicyTest
+    explanation: Explanation
+
+    @property
+    def passed(self) -> bool:
+        return self.explanation.verdict == self.test.expect
+
+
+class Explainer:
+    """Decisions against one loaded config."""
+
+    def __init__(self, loaded: LoadedConfig):
+        self.loaded = loaded
+        self.router: Router[CompiledTopic] = build_router(loaded)
+
+    def join(self, user: dict[str, Any], topic: str, params: Any = None) -> Explanation:
+        """May ``user`` (token claims with ``id``) join ``topic`` with ``params``?"""
+        params = {} if params is None else params
+        action = f"join {topic}"
+        route = self.router.match(topic)
+        if route is None:
+            return Explanation(False, action, decided_by="no topic pattern matches (the reply is 'unmatched topic')")
+        spec = route.target
+        where = f"topics.{spec.pattern}.join"
+        variables = spec.variables(user, topic, route.captures, params)
+        if spec.join_rule is None:
+            return Explanation(None, action, spec.pattern, f"topics.{spec.pattern}.handler",
+                               note=f"{self._handler(spec)}.join decides at run time")
+        explanation = self._rule(spec.join_rule, variables, action, spec.pattern, where)
+        if explanation.allowed and spec.handler is not None:
+            explanation.note = f"then {self._handler(spec)}.join runs, and may still refuse"
+        return explanation
+
+    def event(self, user: dict[str, Any], topic: str, event: str, payload: Any = None, params: Any = None) -> Explanation:
+        """May ``user`` send ``event`` with ``payload`` on ``topic`` (joined with ``params``)?"""
+        joined = self.join(user, topic, params)
+        if joined.allowed is False:
+            joined.note = f"so {event} on {topic} is denied: the join is"
+            return joined
+        route = self.router.match(topic)
+        assert route is not None
+        spec = route.target
+        action = f"{event} on {topic}"
+        before = f"join {topic}: {joined.verdict} ({joined.decided_by})"
+        if spec.handler is not None:
+            return Explanation(None, action, spec.pattern, f"topics.{spec.pattern}.handler",
+                               note=f"{self._handler(spec)}.handle_in decides at run time", before=before)
+        compiled = spec.events.get(event)
+        if compiled is None:
+            declared = ", ".join(spec.events) or "none"
+            return Explanation(False, action, spec.pattern, f"topics.{spec.pattern}.events",
+                               note=f"{event!r} is not declared (declared: {declared}); the reply is 'unknown event'", before=before)
+        payload = {} if payload is None else payload
+        where = f"topics.{spec.pattern}.events.{event}"
+        if compiled.validator is not None:
+            errors = schema_errors(compiled.validator, payload)
+            if errors is not None:
+                return Explanation(False, action, spec.pattern, where + ".schema",
+                                   note=f"the payload is invalid: {_json(errors)}", before=before)
+        variables = spec.variables(user, topic, route.captures, params or {}, payload)
+        explanation = self._rule(compiled.allow, variables, action, spec.pattern, where + ".allow")
+        explanation.before = before
+        if explanation.allowed:
+            explanation.note = f"then: do {compiled.config.do}"
+        return explanation
+
+    def run_tests(self) -> list[PolicyResult]:
+        """Every ``tests:`` case of the config."""
+        results = []
+        for index, test in enumerate(self.loaded.config.tests):
+            user = {**test.claims, "id": test.user}
+            if test.join is not None:
+                explanation = self.join(user, test.join, test.params)
+            else:
+                assert test.topic is not None and test.event is not None
+                explanation = self.event(user, test.topic, test.event, test.payload, test.params)
+            results.append(PolicyResult(index, test, explanation))
+        return results
+
+    def _rule(self, rule: Rule, variables: dict[str, Any], action: str, pattern: str, where: str) -> Explanation:
+        allowed, why = rule.decide(variables)
+        values: list[tuple[str, str]] = []
+        if rule.expression is not None and rule.expression.tree is not None:
+            source = rule.expression.source
+            seen = set()
+            for node in rules_syntax.paths(rule.expression.tree):
+                path = source[node.start : node.end]
+                if path not in seen:
+                    seen.add(path)
+                    values.append((" ".join(path.split()), _value_of(path, variables)))
+        elif rule.user_ids is not None:
+            values.append(("user.id", _json(variables["user"].get("id"))))
+        explanation = Explanation(allowed, action, pattern, where, rule.source, values)
+        if why:
+            explanation.note = f"the rule failed ({why}), and a failing rule denies"
+        return explanation
+
+    @staticmethod
+    def _handler(spec: CompiledTopic) -> str:
+        assert spec.handler is not None
+        return f"{spec.handler.__module__}:{spec.handler.__qualname__}"
+
+
+def _value_of(path: str, variables: dict[str, Any]) -> str:
+    try:
+        return _json(cel.compile(path).execute(variables))
+    except Exception as exc:  # a missing key is exactly what an explanation should show
+        return f"<error: {type(exc).__name__}: {exc}>"
+
+
+def _json(value: Any, limit: int = 160) -> str:
+    text = orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
