@@ -21,8 +21,11 @@ in order with the connection's client events, never concurrently with another ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from chanctl.errors import PresenceError
 
 if TYPE_CHECKING:
     import asyncio
@@ -65,6 +68,9 @@ class Channel:
     """Per-connection storage shared by every channel of the connection (Phoenix socket assigns)."""
     data: dict[str, Any] = {}
     """The config's static facts (``data:`` and ``data_file:``), as the rules see them."""
+
+    presence_key: str | None = None
+    """The key this channel was tracked under on join (topics with ``presence:``), else None."""
 
     _connection: Connection
     _state: ChannelState | None = None
@@ -167,3 +173,37 @@ class Channel:
         """Answer the client message ``ref`` (from :meth:`socket_ref`) after ``handle_in`` returned None."""
         if self._state is not None:
             self._connection.reply(self._state, ref, outcome)
+
+    # -- presence (PROTOCOL.md §6) -----------------------------------------------------------
+
+    def track(self, key: str | int, meta: dict[str, Any]) -> str:
+        """Track this channel under ``key`` with ``meta``; returns the ``phx_ref``.
+
+        Every member gets a ``presence_diff``; the presence goes when the channel stops.
+
+        Raises:
+            PresenceError: ``already_tracked`` (this channel tracks ``key``), ``not joined``.
+        """
+        return self._connection.server.presence.track(self._connection, self._joined(), str(key), meta)
+
+    def update(self, key: str | int, meta: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+        """Replace this channel's meta under ``key``, or transform it with a function; returns the new ``phx_ref``.
+
+        Raises:
+            PresenceError: ``nopresence``, ``not joined``, or ``too many presence updates`` past the
+                topic's ``presence.max_updates``. Raised out of ``handle_in`` it becomes an error reply.
+        """
+        return self._connection.server.presence.update(self._connection, self._joined(), str(key), meta)
+
+    def untrack(self, key: str | int | None = None) -> None:
+        """Stop tracking ``key`` (every key of this channel when None); a no-op if not tracked."""
+        self._connection.server.presence.untrack(self._joined(), None if key is None else str(key))
+
+    def presence_list(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """Who is on this topic: ``{key: {"metas": [...]}}``, Phoenix's ``Presence.list``."""
+        return self._connection.server.presence.list(self.topic)
+
+    def _joined(self) -> ChannelState:
+        if self._state is None:
+            raise PresenceError("not joined")
+        return self._state

@@ -7,6 +7,7 @@
     │   ├── TokenInvalid       malformed, forged, wrong salt or wrong secret
     │   └── TokenExpired       older than its allowed age
     ├── ProtocolViolation      a frame a client should never send (closes the connection)
+    ├── PresenceError          a presence operation that cannot be done (already_tracked, nopresence, ...)
     ├── PubSubError
     └── ServerError
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "ChanctlError",
     "ConfigError",
+    "PresenceError",
     "Problem",
     "ProtocolViolation",
     "PubSubError",
@@ -123,6 +125,23 @@ class ProtocolViolation(ChanctlError):
 
     def __str__(self) -> str:
         return self.reason
+
+
+class PresenceError(ChanctlError):
+    """A presence track/update/untrack that cannot be done; ``reason`` is Phoenix's word for it.
+
+    ``already_tracked`` (the channel already tracks that key), ``nopresence`` (it does not),
+    ``not joined`` (called before the channel joined) or ``too many presence updates`` (the
+    connection passed its update cap). Raised out of ``handle_in`` it becomes an error reply.
+    """
+
+    def __init__(self, reason: str, key: str | None = None):
+        super().__init__(reason, key)
+        self.reason = reason
+        self.key = key
+
+    def __str__(self) -> str:
+        return self.reason if self.key is None else f"{self.reason} (key {self.key!r})"
 
 
 class PubSubError(ChanctlError):

@@ -16,6 +16,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "tests" / "js"
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+PRESENCE_EVENTS = frozenset({"presence_state", "presence_diff", "presence_count"})
 
 TIMEOUT = 5.0 * float(os.environ.get("CHANCTL_TEST_TIMEOUT_SCALE", "1"))
 """Every wait in the suite derives from this; scale it on a slow machine."""
@@ -42,24 +43,36 @@ def require_node() -> str:
 class RawClient:
     """A WebSocket speaking raw Phoenix frames, for conformance tests."""
 
-    def __init__(self, ws: websockets.ClientConnection):
+    def __init__(self, ws: websockets.ClientConnection, ignore: frozenset[str] = frozenset()):
         self.ws = ws
+        self.ignore = ignore
+        """Events whose frames ``recv`` and ``nothing`` skip, e.g. presence frames in tests not about presence."""
 
     @classmethod
-    async def connect(cls, url: str, token: str | None, vsn: str | None = "2.0.0", **kwargs: Any) -> "RawClient":
+    async def connect(
+        cls, url: str, token: str | None, vsn: str | None = "2.0.0", ignore: frozenset[str] = frozenset(), **kwargs: Any
+    ) -> "RawClient":
         query = []
         if token is not None:
             query.append(f"token={token}")
         if vsn is not None:
             query.append(f"vsn={vsn}")
         ws = await websockets.connect(url + ("?" + "&".join(query) if query else ""), **kwargs)
-        return cls(ws)
+        return cls(ws, ignore)
 
     async def send(self, frame: Any) -> None:
         await self.ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
 
     async def recv(self, timeout: float = TIMEOUT) -> Any:
-        return orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = orjson.loads(await self.ws.recv())
+                if not self._ignored(frame):
+                    return frame
+
+    def _ignored(self, frame: Any) -> bool:
+        event = frame[3] if isinstance(frame, list) else frame.get("event") if isinstance(frame, dict) else None
+        return event in self.ignore
 
     async def recv_until(self, predicate: Any, timeout: float = TIMEOUT) -> Any:
         """The first frame matching ``predicate``, skipping others."""
@@ -70,9 +83,9 @@ class RawClient:
                     return frame
 
     async def nothing(self, window: float = QUIET) -> None:
-        """Assert that no frame arrives within ``window``."""
+        """Assert that no frame (but ignored ones) arrives within ``window``."""
         try:
-            frame = await asyncio.wait_for(self.ws.recv(), window)
+            frame = await self.recv(window)
         except TimeoutError:
             return
         raise AssertionError(f"expected no frame, got {frame!r}")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from chanctl.durations import parse_duration
+from chanctl.rules import RuleError, compile_expression
 
-__all__ = ["AuthConfig", "Config", "EventConfig", "JoinRule", "PolicyTest", "ServerConfig", "TopicConfig"]
+__all__ = ["AuthConfig", "Config", "EventConfig", "JoinRule", "PolicyTest", "PresenceConfig", "PresenceLimit", "ServerConfig", "TopicConfig"]
 
 
 def _duration(value: Any) -> float:
@@ -96,6 +97,8 @@ class EventConfig(_Model):
     - ``push_to``: ``dm: {do: push_to, to: '"notifications:user_" + string(payload.to)'}`` forwards the
       stamped payload, as the same event, to the subscribers of the topic the expression computes.
     - ``noop``: ``typing: {do: noop}`` answers ok and does nothing else.
+    - ``presence``: ``typing: {do: presence}`` merges the payload into the sender's presence meta
+      (only keys the topic's ``presence.meta`` declares); every member gets the ``presence_diff``.
     """
 
     schema_: dict[str, Any] | None = Field(None, alias="schema")
@@ -105,13 +108,71 @@ class EventConfig(_Model):
     """Who may send this event (checked after ``schema``): true, false, a list of user ids, or CEL over
     ``user``, ``topic``, ``params``, ``payload`` and ``data``. A denial replies
     ``{"reason": "unauthorized"}``; a rule that fails at run time denies and is logged."""
-    do: Literal["broadcast", "broadcast_from", "reply", "push_to", "noop"] = "reply"
+    do: Literal["broadcast", "broadcast_from", "reply", "push_to", "noop", "presence"] = "reply"
     """What happens once the payload is valid and allowed; see the behaviours above."""
     reply: Any = None
     """Fixed ok response for ``do: reply``; unset echoes the payload."""
     to: str | None = None
     """For ``do: push_to``: a CEL expression giving the destination topic, e.g.
     ``'"notifications:user_" + string(payload.to)'``. A failure replies ``{"reason": ...}``."""
+
+
+def _window(value: Any) -> float:
+    """A duration that may also be 0 (off)."""
+    if not isinstance(value, bool) and str(value).strip() in ("0", "0.0", "0s", "0ms"):
+        return 0.0
+    return _duration(value)
+
+
+class PresenceLimit(_Model):
+    """At most ``updates`` presence updates per ``per`` seconds for one connection's channel."""
+
+    updates: int = Field(20, ge=1)
+    """Updates allowed in a burst (and per window)."""
+    per: Duration = 5.0
+    """The window; the allowance refills evenly over it."""
+
+
+class PresenceConfig(_Model):
+    """Track who is on the topic, in the format phoenix.js ``Presence`` consumes."""
+
+    key: str = "user.id"
+    """The presence key, a CEL expression over ``user``, ``topic`` and ``params`` (the join
+    payload); several sessions with one key are several metas under it."""
+    meta: dict[str, Any] = {}
+    """Meta fields every presence starts with; ``online_at`` (unix seconds) is always added.
+    A ``do: presence`` event may set only these keys."""
+    mode: Literal["list", "count"] = "list"
+    """``list``: ``presence_state`` and ``presence_diff`` with every member (Phoenix's events);
+    ``count``: only ``presence_count`` ``{count, sessions}``, for topics too big to list."""
+    batch: Annotated[float, BeforeValidator(_window)] = 0.05
+    """Coalesce the diffs of one topic over this window: the first change after a quiet window
+    goes out at once, later ones together at its end; 0 sends every diff at once as Phoenix does."""
+    max_updates: PresenceLimit = PresenceLimit()
+    """Cap on presence updates per connection; past it an update gets an error reply."""
+
+    @field_validator("key")
+    @classmethod
+    def _key_compiles(cls, key: str) -> str:
+        try:
+            compile_expression(key, PRESENCE_KEY_VARIABLES, None, "string")
+        except RuleError as exc:
+            where = f" at column {exc.column}" if exc.column else ""
+            raise ValueError(f"bad presence key expression{where}: {exc.message}") from None
+        return key
+
+
+PRESENCE_KEY_VARIABLES = frozenset({"user", "topic", "params", "data"})
+"""What a presence ``key`` expression may read."""
+
+
+def _presence_switch(value: Any) -> Any:
+    """``presence: true`` means the defaults, ``false`` (or nothing) means off."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
 
 
 class TopicConfig(_Model):
@@ -125,6 +186,16 @@ class TopicConfig(_Model):
     handler: str | None = None
     """A Python channel class, ``package.module:Class`` (a subclass of ``chanctl.Channel``), imported
     at load with the config's directory on ``sys.path``. It replaces ``events``."""
+    presence: Annotated[PresenceConfig | None, BeforeValidator(_presence_switch)] = None
+    """Track presence on join (``true`` for the defaults); each joiner gets ``presence_state``,
+    every member a ``presence_diff``."""
+
+    @model_validator(mode="after")
+    def _presence_events_need_presence(self) -> "TopicConfig":
+        for name, event in self.events.items():
+            if event.do == "presence" and self.presence is None:
+                raise ValueError(f"event {name!r} does `do: presence`, but the topic has no `presence:`")
+        return self
 
 
 class PolicyTest(_Model):

@@ -149,6 +149,21 @@ class DeclarativeChannel(Channel):
                 log.info("push_to %r gave %r, not a topic", spec.to.source, target)
                 return error({"reason": "no destination topic", "detail": f"got {target!r}, not a string"})
             self.publish(target, event, stamp(self.user, payload))
+        elif do == "presence":
+            return self._merge_presence(payload)
+        return ok()
+
+    def _merge_presence(self, payload: Any) -> Outcome:
+        """``do: presence``: merge the payload into the sender's meta; only declared fields, so that
+        a client cannot grow what every joiner downloads."""
+        if not isinstance(payload, dict):
+            return error({"errors": {"payload": ["must be of type object"]}})
+        unknown = sorted(set(payload) - self._spec.presence_fields)
+        if unknown:
+            return error({"errors": {name: ["is not a presence field of this topic"] for name in unknown}})
+        if self.presence_key is None:
+            return error({"reason": "nopresence"})
+        self.update(self.presence_key, lambda meta: {**meta, **payload})
         return ok()
 
 
@@ -161,6 +176,8 @@ class CompiledTopic:
     events: dict[str, CompiledEvent]
     data: dict[str, Any]
     handler: type[Channel] | None = None
+    presence_fields: frozenset[str] = frozenset()
+    """The meta keys a ``do: presence`` event may set (the topic's ``presence.meta``)."""
 
     def __call__(self) -> Channel:
         if self.handler is None:
@@ -192,7 +209,8 @@ def compile_topic(pattern: str, config: TopicConfig, data: dict[str, Any], base_
     join_rule = None if config.join is None else compile_rule(config.join, JOIN_VARIABLES, captures)
     events = {name: CompiledEvent.compile(event, captures) for name, event in config.events.items()}
     handler = None if config.handler is None else import_handler(config.handler, base_dir)
-    return CompiledTopic(pattern, join_rule, events, data, handler)
+    fields = frozenset(config.presence.meta) if config.presence is not None else frozenset()
+    return CompiledTopic(pattern, join_rule, events, data, handler, fields)
 
 
 def build_router(loaded: LoadedConfig) -> Router[CompiledTopic]:

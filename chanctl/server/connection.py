@@ -19,8 +19,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from chanctl.channel import Channel, Outcome
-from chanctl.errors import ProtocolViolation
+from chanctl.channel import Channel, Outcome, error
+from chanctl.errors import PresenceError, ProtocolViolation
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, SocketProtocol
 from chanctl.server.wire import FrameEncoder, ws_frame
@@ -195,6 +195,8 @@ class Connection:
             channel = self.proto.join_succeeded(join, None if outcome is None else outcome.response, handler)
             handler._state = channel
             self.server.pubsub.subscribe(join.topic, self, channel)
+            self.flush()  # the join reply goes before the presence frames (reply, diff, state)
+            handler.presence_key = self.server.presence.joined(self, channel, self.user, join.payload)
         else:
             self.proto.join_refused(join, outcome.response)
 
@@ -204,6 +206,8 @@ class Connection:
         handler._ref = action.ref
         try:
             outcome = await handler.handle_in(action.event, action.payload)
+        except PresenceError as exc:  # already_tracked, nopresence, the update cap: say so, keep the channel
+            outcome = error({"reason": exc.reason})
         except Exception:
             log.exception("channel crashed on %s handling %r", channel.topic, action.event)
             await self._crash(channel)
@@ -237,6 +241,7 @@ class Connection:
         channel = leave.channel
         channel.handler._stop()
         self.server.pubsub.unsubscribe(channel.topic, self, channel)
+        self.server.presence.left(channel)
         if leave.reason is LeaveReason.DUPLICATE_JOIN:
             return  # Phoenix kills the old channel without running terminate (§3.3).
         try:

@@ -27,6 +27,7 @@ from websockets.typing import Subprotocol
 from chanctl import __version__
 from chanctl.config.load import LoadedConfig
 from chanctl.errors import ServerError, TokenError
+from chanctl.presence.tracker import PresenceTracker
 from chanctl.protocol.router import Router
 from chanctl.protocol.serializers import Serializer, negotiate
 from chanctl.pubsub.local import LocalPubSub
@@ -85,6 +86,7 @@ class ChannelServer:
         auth = self.config.auth
         self.signer = TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age)
         self.pubsub = LocalPubSub()
+        self.presence = PresenceTracker(self.pubsub, self.config)
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self.flusher = Flusher()
@@ -157,6 +159,7 @@ class ChannelServer:
             log.warning("shutdown timed out after %gs; dropping the remaining connections", timeout)
         for task in list(self._tasks):
             task.cancel()
+        self.presence.close()
 
     def disconnect(self, socket_id: str) -> int:
         """Close every connection whose socket id is ``socket_id`` with 1001 (PROTOCOL.md §4).

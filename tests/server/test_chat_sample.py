@@ -3,7 +3,7 @@
 import pytest
 import websockets
 
-from tests.support import RawClient
+from tests.support import PRESENCE_EVENTS, RawClient
 
 
 def status_of(exc: websockets.InvalidStatus) -> int:
@@ -46,7 +46,7 @@ async def test_join_rules(chat_server, mint, user, topic, allowed):
 
 
 async def test_new_msg_is_broadcast_to_every_member_with_server_fields(chat_server, mint):
-    async with await RawClient.connect(chat_server.url, mint(42)) as ann, await RawClient.connect(chat_server.url, mint(7)) as bob:
+    async with await RawClient.connect(chat_server.url, mint(42), ignore=PRESENCE_EVENTS) as ann, await RawClient.connect(chat_server.url, mint(7), ignore=PRESENCE_EVENTS) as bob:
         await ann.call(["1", "1", "room:42", "phx_join", {}])
         await bob.call(["4", "4", "room:42", "phx_join", {}])
         await ann.send(["1", "2", "room:42", "new_msg", {"body": "hi"}])
@@ -70,7 +70,7 @@ async def test_new_msg_is_broadcast_to_every_member_with_server_fields(chat_serv
     ],
 )
 async def test_invalid_new_msg_replies_field_errors(chat_server, mint, payload, errors):
-    async with await RawClient.connect(chat_server.url, mint(42)) as c:
+    async with await RawClient.connect(chat_server.url, mint(42), ignore=PRESENCE_EVENTS) as c:
         await c.call(["1", "1", "room:42", "phx_join", {}])
         reply = await c.call(["1", "2", "room:42", "new_msg", payload])
         assert reply[4] == {"status": "error", "response": {"errors": errors}}
@@ -78,7 +78,7 @@ async def test_invalid_new_msg_replies_field_errors(chat_server, mint, payload, 
 
 
 async def test_typing_replies_ok_and_unknown_events_say_so(chat_server, mint):
-    async with await RawClient.connect(chat_server.url, mint(42)) as c:
+    async with await RawClient.connect(chat_server.url, mint(42), ignore=PRESENCE_EVENTS) as c:
         await c.call(["1", "1", "room:42", "phx_join", {}])
         assert (await c.call(["1", "2", "room:42", "typing", {"typing": True}]))[4] == {"status": "ok", "response": {}}
         assert (await c.call(["1", "3", "room:42", "dance", {}]))[4] == {
@@ -95,7 +95,7 @@ async def test_updates_all_is_server_to_client_only(chat_server, mint):
 
 
 async def test_malformed_frame_closes_only_that_connection(chat_server, mint):
-    async with await RawClient.connect(chat_server.url, mint(42)) as bad, await RawClient.connect(chat_server.url, mint(7)) as good:
+    async with await RawClient.connect(chat_server.url, mint(42), ignore=PRESENCE_EVENTS) as bad, await RawClient.connect(chat_server.url, mint(7), ignore=PRESENCE_EVENTS) as good:
         await good.call(["1", "1", "room:42", "phx_join", {}])
         await bad.send("this is not json")
         with pytest.raises(websockets.ConnectionClosedError) as info:

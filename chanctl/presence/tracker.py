@@ -1,0 +1,354 @@
+"""PresenceTracker: presence of every topic on this node, sent the way phoenix.js ``Presence`` wants it.
+
+What it does per topic with ``presence:`` in the config (PROTOCOL.md §6):
+
+- after every successful join (and rejoin) it tracks the channel under its key and sends the
+  joiner ``presence_state``, and every member a ``presence_diff``;
+- it untracks everything a channel tracked when the channel stops, whatever the reason (leave,
+  disconnect, crash, duplicate join, idle timeout, forced disconnect): the connection calls
+  :meth:`PresenceTracker.left` from its one leave path;
+- it serves the handler API (``Channel.track/update/untrack/presence_list``).
+
+**Why batching.** Phoenix sends one diff to every member per join, so N joins cost O(N²) frames.
+Here the diffs of a topic are coalesced over ``batch`` seconds (a throttle: the first change after
+a quiet window goes out at once, in Phoenix's order reply, diff, state; changes inside the window go
+out together at its end). Joiners inside a window get their ``presence_state`` at the flush too, all
+sharing one encoded copy of the list. ``count`` mode sends only ``presence_count`` for topics too big
+to list. Each connection has a token bucket of updates per topic pattern.
+
+Nothing here assumes one process: the state of a topic is kept in node-tagged parts
+(:mod:`chanctl.presence.state`), this tracker writes only its own node's part, and diffs go to local
+subscribers only; a replication layer can install peers' parts and hand their diffs to :meth:`apply`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from chanctl.config.model import PRESENCE_KEY_VARIABLES, Config, PresenceConfig, PresenceLimit
+from chanctl.errors import PresenceError
+from chanctl.presence.state import Diff, Meta, TopicPresence
+from chanctl.protocol.socket import ChannelState
+from chanctl.rules import Expression, compile_expression
+
+if TYPE_CHECKING:
+    from chanctl.pubsub.local import LocalPubSub
+
+__all__ = ["PresenceSpec", "PresenceTracker"]
+
+log = logging.getLogger("chanctl.presence")
+
+PRESENCE_STATE = "presence_state"
+PRESENCE_DIFF = "presence_diff"
+PRESENCE_COUNT = "presence_count"
+TOO_MANY_UPDATES = "too many presence updates"
+
+
+@dataclass(frozen=True, eq=False)
+class PresenceSpec:
+    """One topic pattern's presence settings, with its key expression compiled."""
+
+    config: PresenceConfig
+    auto: bool
+    """Track on join and push ``presence_state`` (the topic has ``presence:``); otherwise only the
+    handler API tracks, with these defaults."""
+    key: Expression
+
+    @classmethod
+    def compile(cls, config: PresenceConfig, auto: bool = True) -> PresenceSpec:
+        return cls(config, auto, compile_expression(config.key, PRESENCE_KEY_VARIABLES, None, "string"))
+
+    def key_for(self, variables: dict[str, Any]) -> str:
+        """The presence key (always a string on the wire, as Phoenix stringifies keys).
+
+        Raises:
+            PresenceError: the expression failed on these variables (a missing field, say).
+        """
+        try:
+            value = self.key.evaluate(variables)
+        except Exception as exc:  # the CEL runtime raises KeyError, TypeError, RuntimeError...
+            raise PresenceError(f"presence key {self.config.key!r} failed: {type(exc).__name__}: {exc}") from None
+        if value is None or isinstance(value, (dict, list)):
+            raise PresenceError(f"presence key {self.config.key!r} gave {value!r}, not a string or number")
+        return str(value)
+
+
+@dataclass(eq=False)
+class _Owner:
+    """One channel incarnation that tracks presences: Phoenix's tracked pid."""
+
+    id: str
+    connection: Any
+    channel: ChannelState
+    spec: PresenceSpec
+
+
+@dataclass(eq=False)
+class _Topic:
+    name: str
+    spec: PresenceSpec
+    state: TopicPresence = field(default_factory=TopicPresence)
+    pending: Diff = field(default_factory=Diff)
+    changed: bool = False
+    waiting: list[_Owner] = field(default_factory=list)
+    """Joiners whose ``presence_state`` goes out at the next flush."""
+    timer: asyncio.Handle | None = None
+    last_flush: float = float("-inf")
+
+
+@dataclass
+class _Bucket:
+    limit: PresenceLimit
+    tokens: float
+    at: float
+
+    def take(self, now: float) -> bool:
+        rate = self.limit.updates / self.limit.per
+        self.tokens = min(float(self.limit.updates), self.tokens + (now - self.at) * rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass
+class PresenceStats:
+    """Counters for metrics and benchmarks."""
+
+    diffs: int = 0
+    states: int = 0
+    counts: int = 0
+    limited: int = 0
+
+
+class PresenceTracker:
+    """Presence of every topic on one node.
+
+    Args:
+        pubsub: where diffs go (to local subscribers).
+        config: the server config; topics with ``presence:`` are tracked on join.
+        node: this node's id in the node-tagged state; random when not given.
+        clock: seconds, monotonic (the event loop's, by default).
+    """
+
+    def __init__(self, pubsub: LocalPubSub, config: Config, node: str | None = None, clock: Callable[[], float] | None = None):
+        self.pubsub = pubsub
+        self.node = node or os.urandom(4).hex()
+        self.data = config.data
+        self.stats = PresenceStats()
+        self._specs = {
+            pattern: PresenceSpec.compile(topic.presence) for pattern, topic in config.topics.items() if topic.presence is not None
+        }
+        self._manual = PresenceSpec.compile(PresenceConfig(), auto=False)
+        self._topics: dict[str, _Topic] = {}
+        self._owners: dict[ChannelState, _Owner] = {}
+        self._buckets: weakref.WeakKeyDictionary[Any, dict[PresenceSpec, _Bucket]] = weakref.WeakKeyDictionary()
+        self._ids = itertools.count(1)
+        self._clock = clock
+
+    def now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    # -- the connection's hooks ------------------------------------------------------------------
+
+    def joined(self, connection: Any, channel: ChannelState, user: dict[str, Any], params: Any) -> str | None:
+        """A channel joined: track it under its key if its topic has ``presence:``; returns the key."""
+        spec = self._specs.get(channel.route.pattern.source)
+        if spec is None:
+            return None
+        variables = {
+            "user": user,
+            "topic": {**channel.route.captures, "name": channel.topic},
+            "params": params,
+            "data": self.data,
+        }
+        try:
+            key = spec.key_for(variables)
+        except PresenceError as exc:
+            log.warning("not tracking a presence on %s: %s", channel.topic, exc.reason)
+            key = None
+        owner = self._owner(connection, channel, spec)
+        topic = self._topic(channel.topic, spec)
+        if key is not None:
+            meta = {**spec.config.meta, "online_at": int(time.time())}
+            self._record(topic, topic.state.track(self.node, owner.id, key, meta)[1])
+        topic.waiting.append(owner)
+        self._schedule(topic)
+        return key
+
+    def left(self, channel: ChannelState) -> None:
+        """A channel stopped, for any reason: untrack everything it tracked."""
+        owner = self._owners.pop(channel, None)
+        if owner is None:
+            return
+        topic = self._topics.get(channel.topic)
+        if topic is not None:
+            self._changed(topic, topic.state.untrack(self.node, owner.id))
+
+    # -- the handler API -------------------------------------------------------------------------
+
+    def track(self, connection: Any, channel: ChannelState, key: str, meta: Meta) -> str:
+        """Track ``key`` for this channel; returns the new ``phx_ref``.
+
+        Raises:
+            PresenceError: ``already_tracked``.
+        """
+        spec = self._specs.get(channel.route.pattern.source, self._manual)
+        owner = self._owner(connection, channel, spec)
+        topic = self._topic(channel.topic, spec)
+        stored, diff = topic.state.track(self.node, owner.id, str(key), meta)
+        self._changed(topic, diff)
+        return stored["phx_ref"]
+
+    def update(self, connection: Any, channel: ChannelState, key: str, meta: Meta | Callable[[Meta], Meta]) -> str:
+        """Replace (or transform) this channel's meta under ``key``; returns the new ``phx_ref``.
+
+        Raises:
+            PresenceError: ``nopresence``, or ``too many presence updates`` past the cap.
+        """
+        owner = self._owners.get(channel)
+        topic = self._topics.get(channel.topic)
+        if owner is None or topic is None or topic.state.get(self.node, owner.id, str(key)) is None:
+            raise PresenceError("nopresence", str(key))
+        if not self._allow(connection, owner.spec):
+            self.stats.limited += 1
+            raise PresenceError(TOO_MANY_UPDATES, str(key))
+        stored, diff = topic.state.update(self.node, owner.id, str(key), meta)
+        self._changed(topic, diff)
+        return stored["phx_ref"]
+
+    def untrack(self, channel: ChannelState, key: str | None = None) -> None:
+        """Untrack ``key`` (or every key) of this channel; a no-op when nothing is tracked."""
+        owner = self._owners.get(channel)
+        topic = self._topics.get(channel.topic)
+        if owner is not None and topic is not None:
+            self._changed(topic, topic.state.untrack(self.node, owner.id, None if key is None else str(key)))
+
+    def list(self, topic: str) -> dict[str, dict[str, list[Meta]]]:
+        """``{key: {"metas": [...]}}`` for ``topic`` over every node; ``{}`` when nobody is there."""
+        found = self._topics.get(topic)
+        return {} if found is None else found.state.list()
+
+    def count(self, topic: str) -> dict[str, int]:
+        """``{"count": keys, "sessions": metas}`` for ``topic``."""
+        found = self._topics.get(topic)
+        return {"count": 0, "sessions": 0} if found is None else _count(found.state)
+
+    def topics(self) -> dict[str, int]:
+        """Tracked topics and how many keys each has."""
+        return {name: len(topic.state) for name, topic in self._topics.items()}
+
+    # -- for a replication layer -----------------------------------------------------------------
+
+    def apply(self, topic_name: str, diff: Diff) -> None:
+        """Send a diff that another node's part caused (after ``state.replace_part``) to local members."""
+        topic = self._topics.get(topic_name)
+        if topic is not None:
+            self._changed(topic, diff)
+
+    def close(self) -> None:
+        """Cancel pending flushes (server shutdown)."""
+        for topic in self._topics.values():
+            if topic.timer is not None:
+                topic.timer.cancel()
+                topic.timer = None
+
+    # -- batching --------------------------------------------------------------------------------
+
+    def _owner(self, connection: Any, channel: ChannelState, spec: PresenceSpec) -> _Owner:
+        owner = self._owners.get(channel)
+        if owner is None:
+            owner = self._owners[channel] = _Owner(f"{next(self._ids)}", connection, channel, spec)
+        return owner
+
+    def _topic(self, name: str, spec: PresenceSpec) -> _Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            topic = self._topics[name] = _Topic(name, spec)
+        return topic
+
+    def _record(self, topic: _Topic, diff: Diff) -> None:
+        if diff:
+            topic.pending.add(diff)
+            topic.changed = True
+
+    def _changed(self, topic: _Topic, diff: Diff) -> None:
+        self._record(topic, diff)
+        if diff:
+            self._schedule(topic, at_once=False)
+
+    def _schedule(self, topic: _Topic, at_once: bool = True) -> None:
+        """Flush now (a join: Phoenix's reply, diff, state), soon (after the handler's reply, as
+        Phoenix's tracker does for updates and leaves), or at the end of the current window."""
+        if topic.timer is not None:
+            return  # a flush is due; this change rides with it
+        window = topic.spec.config.batch
+        now = self.now()
+        loop = asyncio.get_running_loop()
+        if now - topic.last_flush < window:
+            topic.timer = loop.call_at(topic.last_flush + window, self._flush, topic, None)
+        elif at_once:
+            self._flush(topic, now)
+        else:
+            topic.timer = loop.call_soon(self._flush, topic, None)
+
+    def _flush(self, topic: _Topic, now: float | None) -> None:
+        topic.timer = None
+        topic.last_flush = self.now() if now is None else now
+        waiting, topic.waiting = topic.waiting, []
+        if topic.spec.config.mode == "count":
+            self._flush_count(topic, waiting)
+        else:
+            self._flush_list(topic, waiting)
+        topic.changed = False
+        if not topic.state.sessions and topic.name in self._topics:
+            del self._topics[topic.name]  # nobody left; a later join starts afresh
+
+    def _flush_list(self, topic: _Topic, waiting: list[_Owner]) -> None:
+        if topic.pending:
+            diff, topic.pending = topic.pending, Diff()
+            self.pubsub.broadcast(topic.name, PRESENCE_DIFF, diff.payload())
+            self.stats.diffs += 1
+        waiting = [owner for owner in waiting if not owner.channel.closed]
+        if waiting and topic.spec.auto:
+            # One encode of the list for every joiner of this window; each frame keeps its join_ref.
+            state = orjson.Fragment(orjson.dumps(topic.state.list()))
+            for owner in waiting:
+                owner.connection.push(owner.channel, PRESENCE_STATE, state)
+            self.stats.states += len(waiting)
+
+    def _flush_count(self, topic: _Topic, waiting: list[_Owner]) -> None:
+        topic.pending = Diff()
+        payload = _count(topic.state)
+        if topic.changed:
+            self.pubsub.broadcast(topic.name, PRESENCE_COUNT, payload)
+            self.stats.counts += 1
+            return
+        for owner in waiting:
+            if not owner.channel.closed:
+                owner.connection.push(owner.channel, PRESENCE_COUNT, payload)
+                self.stats.counts += 1
+
+    def _allow(self, connection: Any, spec: PresenceSpec) -> bool:
+        buckets = self._buckets.setdefault(connection, {})
+        bucket = buckets.get(spec)
+        now = self.now()
+        if bucket is None:
+            limit = spec.config.max_updates
+            bucket = buckets[spec] = _Bucket(limit, float(limit.updates), now)
+        return bucket.take(now)
+
+
+def _count(state: TopicPresence) -> dict[str, int]:
+    return {"count": len(state), "sessions": state.sessions}
