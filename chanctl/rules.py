@@ -13,7 +13,8 @@ payload) and ``data`` (the config's static data).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import cel
@@ -40,6 +41,148 @@ class RuleError(ValueError):
         self.column = column
 
 
+_MISSING = object()
+
+
+class _Pruner:
+    """Cuts the variables down to the parts an expression can read, before CEL sees them.
+
+    The CEL library converts every variable into its own values on each evaluation, so a rule over
+    ``data`` with 2,000 rooms cost 13 ms where the room it reads costs microseconds. From the syntax
+    tree we know each path a rule may read (:func:`~chanctl.rules_syntax.accesses`); the dynamic keys
+    (``data.rooms[topic.id]``, ``topic.id in data.rooms``) are computed here first, and CEL gets
+    fresh small maps holding exactly those entries: a key that exists is copied, one that does not
+    stays missing, so every lookup, ``in`` and ``has()`` answers as it would on the full value.
+    """
+
+    def __init__(self, source: str, tree: rules_syntax.Node):
+        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        self.paths: list[tuple[str, list[tuple[str, Any]]]] = []
+        for root, steps in rules_syntax.accesses(tree):
+            spelled = tuple((kind, arg if kind == "key" else source[arg.start : arg.end]) for kind, arg in steps)  # type: ignore[union-attr]
+            if (root, spelled) in seen:
+                continue
+            seen.add((root, spelled))
+            self.paths.append((root, [(kind, arg if kind == "key" else _key_getter(source, arg)) for kind, arg in steps]))
+        # Whole values last: a whole value replaces any partial copy made for the same place.
+        self.paths.sort(key=lambda path: -len(path[1]))
+        # What decides a result: every value read outside the static ``data`` (up to the first
+        # computed key; from there on the whole value counts).
+        inputs = set()
+        for root, steps in rules_syntax.accesses(tree):
+            if root == "data":
+                continue
+            static: list[str] = []
+            for kind, arg in steps:
+                if kind != "key":
+                    break
+                static.append(str(arg))
+            inputs.add((root, tuple(static)))
+        self.inputs = sorted(inputs)
+
+    def key(self, variables: dict[str, Any]) -> tuple[Any, ...]:
+        """A hashable summary of every input the expression reads, for remembering its results."""
+        values: list[Any] = []
+        for root, names in self.inputs:
+            value = variables.get(root, _MISSING)
+            for name in names:
+                value = value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
+            if isinstance(value, (dict, list)):
+                value = _freeze(value)
+            values.append(value)
+            values.append(type(value))  # CEL tells 1, 1.0 and true apart; Python's == does not
+        return tuple(values)
+
+    def __call__(self, variables: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for root, steps in self.paths:
+            src = variables.get(root, _MISSING)
+            if src is _MISSING:
+                continue
+            if not steps or not isinstance(src, dict):
+                out[root] = src
+                continue
+            dst = out.get(root)
+            if dst is src:
+                continue
+            if dst is None:
+                dst = out[root] = {}
+            last = len(steps) - 1
+            for i, (kind, arg) in enumerate(steps):
+                key = arg if kind == "key" else arg(variables)
+                if kind == "in":  # `key in map` asks only whether the key is there
+                    try:
+                        if key in src and key not in dst:
+                            dst[key] = None  # a longer or whole path puts the real value
+                    except TypeError:
+                        pass
+                    break
+                try:
+                    value = src.get(key, _MISSING)
+                except TypeError:  # an unhashable key: CEL will report it
+                    break
+                if value is _MISSING:
+                    break
+                if i == last or not isinstance(value, dict):
+                    if i < last and steps[i + 1][0] == "in" and isinstance(value, list) and dst.get(key) is not value:
+                        # `x in list` only asks whether x is there: keep the matches, not 10,000 ids.
+                        # (Python's == says true == 1 where CEL does not: bools only match bools.)
+                        dst[key] = dst.get(key, []) + _matches(value, steps[i + 1][1](variables))
+                        break
+                    dst[key] = value
+                    break
+                inner = dst.get(key)
+                if inner is value:
+                    break
+                if inner is None:
+                    inner = dst[key] = {}
+                src, dst = value, inner
+        return out
+
+
+def _matches(items: list[Any], needle: Any) -> list[Any]:
+    """The items of ``items`` equal to ``needle`` as CEL sees it (``1 == 1.0``, but ``true != 1``)."""
+    try:
+        first = items.index(needle)  # C speed: a list of 10,000 ids is scanned in microseconds
+    except (ValueError, TypeError):
+        return []
+    if isinstance(items[first], bool) is isinstance(needle, bool):
+        return [items[first]]
+    return [item for item in items if item == needle and isinstance(item, bool) is isinstance(needle, bool)]
+
+
+def _key_getter(source: str, node: rules_syntax.Node) -> Any:
+    """A function of the variables giving the key ``node`` computes (``topic.id``, ``"x"``, ...)."""
+    names: list[str] = []
+    walk = node
+    while walk.kind == "select":
+        names.append(str(walk.value))
+        walk = walk.children[0]
+    if walk.kind == "ident":  # a plain path: read it in Python, no CEL round trip
+        root, names = str(walk.value), names[::-1]
+
+        def read(variables: dict[str, Any]) -> Any:
+            value = variables.get(root, _MISSING)
+            for name in names:
+                value = value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
+            return value
+
+        return read
+    program = cel.compile(source[node.start : node.end])
+    if node.kind == "literal":
+        constant = program.execute({})
+        return lambda variables: constant
+    names = program.variables()
+
+    def evaluate(variables: dict[str, Any]) -> Any:
+        try:
+            return program.execute({name: variables[name] for name in names if name in variables})
+        except Exception:  # the rule itself will fail on the same expression and say why
+            return _MISSING
+
+    return evaluate
+
+
 @dataclass(frozen=True)
 class Expression:
     """A compiled CEL expression with its syntax tree (None where the tree parser falls short)."""
@@ -47,20 +190,42 @@ class Expression:
     source: str
     program: Any
     tree: rules_syntax.Node | None
+    prune: Any = None
+    """Cuts the variables down to what the expression reads (see :class:`_Pruner`); None: all."""
 
     def evaluate(self, variables: dict[str, Any]) -> Any:
         """The value; raises whatever the CEL runtime raises (KeyError, TypeError, RuntimeError...)."""
-        return self.program.execute(variables)
+        return self.program.execute(variables if self.prune is None else self.prune(variables))
+
+
+CACHE_SIZE = 4096
+"""Decisions a rule remembers (most recent first out when full)."""
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable snapshot of a map or list that tells ``1``, ``1.0`` and ``true`` apart, as CEL does."""
+    if isinstance(value, dict):
+        return ("map", tuple(sorted(((_freeze(k), _freeze(v)) for k, v in value.items()), key=repr)))
+    if isinstance(value, list):
+        return ("list", tuple(_freeze(v) for v in value))
+    return (type(value), value)
 
 
 @dataclass(frozen=True)
 class Rule:
-    """A compiled rule; ``allows`` never raises."""
+    """A compiled rule; ``allows`` never raises.
+
+    A CEL evaluation costs about 15 µs here, most of it converting variables, against about 20 µs
+    of server CPU for a whole join. So a rule remembers its decisions, keyed by the parts of
+    ``user``, ``topic``, ``params`` and ``payload`` it reads: ``data`` is static, so those parts
+    decide the result. Failures are not remembered (each one is logged).
+    """
 
     source: str
     expression: Expression | None = None
     constant: bool | None = None
     user_ids: frozenset[str] | None = None
+    _decisions: OrderedDict[Any, bool] = field(default_factory=OrderedDict, compare=False, repr=False)
 
     def allows(self, variables: dict[str, Any]) -> bool:
         return self.decide(variables)[0]
@@ -71,13 +236,25 @@ class Rule:
             return self.constant, ""
         if self.user_ids is not None:
             return str(variables["user"].get("id")) in self.user_ids, ""
-        assert self.expression is not None
+        expression = self.expression
+        assert expression is not None
+        key = None
+        if expression.prune is not None:
+            key = expression.prune.key(variables)
+            known = self._decisions.get(key)
+            if known is not None:
+                return known, ""
+            variables = expression.prune(variables)
         try:
-            result = self.expression.program.execute(variables)
+            result = expression.program.execute(variables)
         except Exception as exc:  # the CEL runtime raises KeyError, TypeError, RuntimeError...
             why = f"{type(exc).__name__}: {exc}"
         else:
             if isinstance(result, bool):
+                if key is not None:
+                    if len(self._decisions) >= CACHE_SIZE:
+                        self._decisions.popitem(last=False)  # O(1), where a dict's first key is not
+                    self._decisions[key] = result
                 return result, ""
             why = f"it gave {result!r}, not true or false"
         log.info("rule %r denied: %s", self.source, why)
@@ -140,7 +317,7 @@ def compile_expression(
     if found is not None and found != kind:
         what = "true or false" if kind == "bool" else f"a {kind}"
         raise RuleError(f"this expression gives a {found}, never {what}", tree.start + 1)
-    return Expression(source, program, tree)
+    return Expression(source, program, tree, _Pruner(source, tree))
 
 
 def _unknown_variable(name: str, allowed: frozenset[str]) -> str:

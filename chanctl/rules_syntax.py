@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Node", "parse", "free_variables", "selections", "paths", "result_kind"]
+__all__ = ["Node", "Step", "accesses", "free_variables", "parse", "paths", "result_kind", "selections"]
 
 _TOKEN = re.compile(
     r"""
@@ -306,3 +306,75 @@ def result_kind(node: Node) -> str | None:
             return "bool"
         return _KIND_OF_FUNCTION.get(str(node.value))
     return None
+
+
+Step = tuple[str, object]
+"""One step down a variable: ``("key", name)`` for ``.name`` or ``["name"]``, ``("expr", node)`` for
+``[expr]``, ``("in", node)`` for the left side of ``expr in path`` (the last step)."""
+
+
+def accesses(node: Node) -> list[tuple[str, list[Step]]]:
+    """Every ``(variable, steps)`` path the expression may read, so that a caller can hand CEL only
+    those parts of a large value (CEL converts every variable on each evaluation).
+
+    A path ends early (the whole value from there on is needed) where a step cannot be known before
+    evaluation: an index that uses a macro-bound variable. ``k in path`` reads only key ``k`` of a
+    map, so it adds a step; a caller that finds a list there keeps the whole list.
+    """
+    found: list[tuple[str, list[Step]]] = []
+
+    def chain(n: Node) -> tuple[Node, list[Node]] | None:
+        links: list[Node] = []
+        while n.kind in ("select", "index"):
+            links.append(n)
+            n = n.children[0]
+        return (n, links[::-1]) if n.kind == "ident" else None
+
+    def uses(n: Node, names: frozenset[str]) -> bool:
+        return any(i.kind == "ident" and i.value in names for i, _ in _walk(n, frozenset()))
+
+    def record(path: Node, bound: frozenset[str], member: Node | None) -> None:
+        root, links = chain(path)  # type: ignore[misc]
+        if root.value in bound:
+            for link in links:
+                if link.kind == "index":
+                    visit(link.children[1], bound)
+            return
+        steps: list[Step] = []
+        complete = True
+        for link in links:
+            if link.kind == "select":
+                steps.append(("key", str(link.value)))
+                continue
+            index = link.children[1]
+            visit(index, bound)
+            if index.kind == "literal" and index.value == "string":
+                steps.append(("key", index.text))
+            elif complete and not uses(index, bound):
+                steps.append(("expr", index))
+            else:
+                complete = False
+            if not complete:
+                break
+        if complete and member is not None and not uses(member, bound):
+            steps.append(("in", member))
+        found.append((str(root.value), steps))
+
+    def visit(n: Node, bound: frozenset[str]) -> None:
+        if n.kind in ("select", "index", "ident") and chain(n) is not None:
+            record(n, bound, None)
+            return
+        if n.kind == "binary" and n.value == "in" and chain(n.children[1]) is not None:
+            visit(n.children[0], bound)
+            record(n.children[1], bound, n.children[0])
+            return
+        if n.kind == "call" and n.value in _MACROS and len(n.children) >= 3 and n.children[1].kind == "ident":
+            visit(n.children[0], bound)
+            for child in n.children[2:]:
+                visit(child, bound | {str(n.children[1].value)})
+            return
+        for child in n.children:
+            visit(child, bound)
+
+    visit(node, frozenset())
+    return found

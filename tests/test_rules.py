@@ -1,0 +1,77 @@
+"""Rules: pruned evaluation gives CEL's own answers, decisions are remembered only when sound."""
+
+import logging
+
+import cel
+import pytest
+
+from chanctl.rules import RuleError, compile_rule
+
+DATA = {
+    "rooms": {"42": {"members": [42, 7]}, "lobby": {"public": True}, "7": {"members": [1.0, True, "x"]}},
+    "admins": [1, 2],
+    "flags": {"k": {"nested": [1, 2]}},
+    "b": [True, 1],
+}
+RULES = [
+    'topic.id in data.rooms && (("public" in data.rooms[topic.id] && data.rooms[topic.id].public) || '
+    '("members" in data.rooms[topic.id] && user.id in data.rooms[topic.id].members))',
+    "user.id in data.admins || size(data.rooms) > 5",
+    'has(data.rooms.lobby) && data.rooms["lobby"].public',
+    "data.rooms.exists(r, r == topic.id) && data.flags.k.nested[0] == 1",
+    'user.id in data.b && !(user.role in data.b) && "k" in data.flags',
+    "data.rooms[topic.id].members[0] == user.id",
+    "params.level >= 2 || user.id == 1",
+]
+CASES = [
+    ({"id": 42}, {"id": "42"}, {}), ({"id": 99}, {"id": "42"}, {}), ({"id": 99}, {"id": "lobby"}, {"level": 3}),
+    ({"id": 1}, {"id": "7"}, {}), ({"id": True, "role": 1}, {"id": "7"}, {}), ({"id": 1.0}, {"id": "nope"}, {"level": 1}),
+    ({"id": "x"}, {"id": "7"}, {}), ({"id": 7}, {"id": "42"}, {"level": "high"}),
+]
+
+
+def reference(source, variables):
+    try:
+        result = cel.compile(source).execute(variables)
+    except Exception:
+        return False
+    return result if isinstance(result, bool) else False
+
+
+@pytest.mark.parametrize("source", RULES)
+def test_pruned_and_remembered_evaluation_agree_with_cel_on_the_full_values(source):
+    rule = compile_rule(source)
+    for _ in range(2):  # the second pass answers from the remembered decisions
+        for user, topic, params in CASES:
+            variables = {"user": user, "topic": {**topic, "name": "room:" + topic["id"]}, "params": params, "data": DATA}
+            assert rule.allows(variables) == reference(source, variables), (user, topic, params)
+
+
+def test_only_what_the_rule_reads_reaches_cel():
+    rule = compile_rule(RULES[0])
+    big = {"rooms": {str(i): {"members": list(range(5000))} for i in range(3000)}}
+    pruned = rule.expression.prune({"user": {"id": 4999, "exp": 1}, "topic": {"id": "12", "name": "room:12"}, "data": big})
+    assert pruned == {"data": {"rooms": {"12": {"members": [4999]}}}, "topic": {"id": "12"}, "user": {"id": 4999}}
+
+
+def test_a_run_time_failure_denies_logs_and_is_not_remembered(caplog):
+    rule = compile_rule("params.level >= 2")
+    with caplog.at_level(logging.INFO, logger="chanctl.rules"):
+        assert rule.decide({"params": {}}) == (False, rule.decide({"params": {}})[1])
+        assert rule.allows({"params": {}}) is False
+    assert len([r for r in caplog.records if "denied" in r.getMessage()]) == 3
+    assert rule.allows({"params": {"level": 2}}) is True
+
+
+def test_user_id_lists_and_constants():
+    assert compile_rule([1, "7"]).allows({"user": {"id": 7}}) and not compile_rule([1]).allows({"user": {"id": 2}})
+    assert compile_rule(True).allows({}) and not compile_rule(False).allows({})
+
+
+def test_rule_errors_carry_a_column_within_the_expression():
+    with pytest.raises(RuleError) as info:
+        compile_rule("user.id == 1 &&\n  frob > 2")
+    assert info.value.column == len("user.id == 1 &&\n  ") + 1
+    with pytest.raises(RuleError) as info:
+        compile_rule("user.id ==\n")
+    assert "ends too early" in info.value.message
