@@ -79,6 +79,8 @@ class _Pruner:
                 static.append(str(arg))
             inputs.add((root, tuple(static)))
         self.inputs = sorted(inputs)
+        self.cacheable = all(root != "payload" for root, _ in self.inputs)
+        """False for rules over an event payload: those inputs rarely repeat, and can be large."""
 
     def key(self, variables: dict[str, Any]) -> tuple[Any, ...]:
         """A hashable summary of every input the expression reads, for remembering its results."""
@@ -217,8 +219,8 @@ class Rule:
 
     A CEL evaluation costs about 15 µs here, most of it converting variables, against about 20 µs
     of server CPU for a whole join. So a rule remembers its decisions, keyed by the parts of
-    ``user``, ``topic``, ``params`` and ``payload`` it reads: ``data`` is static, so those parts
-    decide the result. Failures are not remembered (each one is logged).
+    ``user``, ``topic`` and ``params`` it reads: ``data`` is static, so those parts decide the
+    result. Rules that read ``payload`` and failures (each one is logged) are not remembered.
     """
 
     source: str
@@ -240,10 +242,11 @@ class Rule:
         assert expression is not None
         key = None
         if expression.prune is not None:
-            key = expression.prune.key(variables)
-            known = self._decisions.get(key)
-            if known is not None:
-                return known, ""
+            if expression.prune.cacheable:
+                key = expression.prune.key(variables)
+                known = self._decisions.get(key)
+                if known is not None:
+                    return known, ""
             variables = expression.prune(variables)
         try:
             result = expression.program.execute(variables)

@@ -75,3 +75,12 @@ def test_rule_errors_carry_a_column_within_the_expression():
     with pytest.raises(RuleError) as info:
         compile_rule("user.id ==\n")
     assert "ends too early" in info.value.message
+
+
+def test_rules_over_a_payload_are_not_remembered():
+    rule = compile_rule("payload.n > 1 && user.id == 1")
+    assert rule.allows({"payload": {"n": 2}, "user": {"id": 1}}) and not rule.allows({"payload": {"n": 0}, "user": {"id": 1}})
+    assert len(rule._decisions) == 0
+    join = compile_rule("user.id == 1")
+    join.allows({"user": {"id": 1}})
+    assert len(join._decisions) == 1

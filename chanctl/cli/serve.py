@@ -37,6 +37,9 @@ def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
     for pattern, topic in server.config.topics.items():
         join = " ".join(str(topic.join).split()) if not isinstance(topic.join, bool) else ("anyone authenticated" if topic.join else "nobody")
         events = ", ".join(f"{name}→{event.do}" for name, event in topic.events.items()) or "none"
+        if topic.handler is not None:
+            join = "the handler decides" if topic.join is None else f"{join}, then the handler"
+            events = f"handler {topic.handler}"
         lines.append(f"  topic {pattern:<28} join: {join}; events: {events}")
     lines.append(f"  auth: signed tokens (salt {auth.salt!r}, max age {int(auth.max_age)}s); mint one with "
                  f"`chanctl token --user ID --config {loaded.path}`")

@@ -137,3 +137,10 @@ def test_a_missing_handler_module_or_class_is_located(tmp_path):
             load_config(config, ENV)
         [p] = info.value.problems
         assert message in p.message and (p.line, p.column) == (5, column), p
+
+
+def test_a_shadowed_pattern_is_a_warning():
+    loaded = load_config_text(HEAD + '  "room:{id}": {join: true}\n  "room:{other}": {join: false}\n  "room:*": {join: true}\n', "a.yaml", ENV)
+    [warning] = loaded.warnings
+    assert (warning.path, warning.line) == ("topics.room:{other}", 5)
+    assert "never used: every topic it matches goes to 'room:{id}' first" in warning.message

@@ -94,6 +94,7 @@ emit({ invalid: await until((ok) => ra.push("shout", { body: 5 }).receive("error
 await until((ok) => ra.push("cursor", { x: 9 }).receive("ok", ok));
 await until((ok) => ra.push("shout", { body: "7!" }).receive("ok", ok));
 emit({ ping: await until((ok) => ra.push("ping", {}).receive("ok", ok)) });
+emit({ noop: await until((ok) => ra.push("nested", { a: { b: 1 } }).receive("ok", ok)) });
 await until((ok) => ra.push("dm", { to: 3, body: "hi" }).receive("ok", ok));
 emit({ dm: (await dm).body });
 emit({ unknown: await until((ok) => ra.push("nope", {}).receive("error", ok)) });
@@ -104,6 +105,7 @@ a.disconnect(); b.disconnect();
         {"denied": {"reason": "unauthorized"}},
         {"invalid": {"errors": {"body": ["must be of type string"]}}},
         {"ping": {"pong": True}},
+        {"noop": {}},
         {"dm": "hi"},
         {"unknown": {"reason": "unknown event", "event": "nope"}},
         {"seen": {"a": [["shout", "7!"]], "b": [["cursor", 9], ["shout", "7!"]]}},
