@@ -9,7 +9,13 @@
     ├── ProtocolViolation      a frame a client should never send (closes the connection)
     ├── PresenceError          a presence operation that cannot be done (already_tracked, nopresence, ...)
     ├── PubSubError
-    └── ServerError
+    ├── ServerError
+    └── ClientError            chanctl.client talking to a server
+        ├── ConnectRefused     the handshake was answered with an HTTP error (bad token: 403)
+        ├── Unreachable        no server answered, or not in time
+        ├── JoinRefused        the join reply was an error
+        ├── ReplyTimeout       no reply to a push in time
+        └── ConnectionLost     the socket closed while a reply was awaited
 
 Errors keep their data in attributes and build the message in ``__str__``, so the CLI,
 the server log and the tests all print the same words.
@@ -19,18 +25,25 @@ from __future__ import annotations
 
 __all__ = [
     "ChanctlError",
+    "ClientError",
     "ConfigError",
+    "ConnectRefused",
+    "ConnectionLost",
+    "JoinRefused",
     "PresenceError",
     "Problem",
     "ProtocolViolation",
     "PubSubError",
+    "ReplyTimeout",
     "ServerError",
     "TokenError",
     "TokenExpired",
     "TokenInvalid",
     "TokenMissing",
+    "Unreachable",
 ]
 
+import json
 from dataclasses import dataclass
 
 
@@ -150,3 +163,63 @@ class PubSubError(ChanctlError):
 
 class ServerError(ChanctlError):
     """The server could not start or keep running."""
+
+
+class ClientError(ChanctlError):
+    """Talking to a server from :mod:`chanctl.client` failed."""
+
+
+class ConnectRefused(ClientError):
+    """The server answered the WebSocket upgrade with an HTTP error (403 for a bad token)."""
+
+    def __init__(self, status: int, body: str = ""):
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"connection refused (HTTP {self.status})" + (f": {self.body}" if self.body else "")
+
+
+class Unreachable(ClientError):
+    """Nothing answered at ``url``, or not within the timeout."""
+
+    def __init__(self, url: str, detail: str):
+        super().__init__(url, detail)
+        self.url = url
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"cannot reach {self.url}: {self.detail}"
+
+
+class JoinRefused(ClientError):
+    """The server refused to join ``topic``; ``response`` is its error reply."""
+
+    def __init__(self, topic: str, response: object):
+        super().__init__(topic, response)
+        self.topic = topic
+        self.response = response
+
+    def __str__(self) -> str:
+        return f"join {self.topic} refused: {json.dumps(self.response)}"
+
+
+class ReplyTimeout(ClientError):
+    """No reply to ``event`` on ``topic`` within ``timeout`` seconds."""
+
+    def __init__(self, topic: str, event: str, timeout: float):
+        super().__init__(topic, event, timeout)
+        self.topic = topic
+        self.event = event
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"no reply to {self.event} on {self.topic} within {self.timeout:g}s"
+
+
+class ConnectionLost(ClientError):
+    """The socket closed before the awaited reply came."""
+
+    def __str__(self) -> str:
+        return "connection lost before the reply"

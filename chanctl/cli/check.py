@@ -14,7 +14,7 @@ import typer
 
 from chanctl.cli.common import die, err, out
 from chanctl.cli.exit_codes import ExitCode
-from chanctl.cli.token import _claim_value
+from chanctl.cli.token import claim_value
 from chanctl.config.load import LoadedConfig, load_config
 from chanctl.errors import ConfigError
 
@@ -98,8 +98,8 @@ def _explain(explainer: Any, user: str | None, claims: list[str], topic: str | N
         key, sep, value = item.partition("=")
         if not sep or not key:
             die(f"--claim {item!r}: write key=value", ExitCode.USAGE)
-        values[key] = _claim_value(value)
-    who = {**values, "id": _claim_value(user)}
+        values[key] = claim_value(value)
+    who = {**values, "id": claim_value(user)}
     join_params = _json_option("--params", params)
     if event is None:
         explanation = explainer.join(who, topic, join_params)

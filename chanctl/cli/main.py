@@ -7,7 +7,7 @@ import sys
 import typer
 
 from chanctl import __version__
-from chanctl.cli import check, init, serve, token
+from chanctl.cli import check, init, listen, send, serve, token
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.errors import ChanctlError
 
@@ -24,6 +24,8 @@ app.add_typer(token.app, name="token")
 app.command()(serve.serve)
 app.command()(check.check)
 app.command()(init.init)
+app.command()(send.send)
+app.command()(listen.listen)
 
 
 def _version(value: bool) -> None:

@@ -11,30 +11,36 @@ import typer
 
 from chanctl.cli.common import err, die, find_config, load_or_die, out
 from chanctl.cli.exit_codes import ExitCode
+from chanctl.config.model import AuthConfig
 from chanctl.durations import format_duration, parse_duration
 from chanctl.errors import TokenError
 from chanctl.tokens import DEFAULT_SALT, TokenSigner
 
-__all__ = ["app", "signer_from"]
+__all__ = ["app", "auth_from", "claim_value", "signer_from"]
 
 app = typer.Typer(help="Mint and verify signed socket tokens.", no_args_is_help=False)
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Config file holding auth.secret.")]
 
 
-def signer_from(config: str | None) -> TokenSigner:
-    """The signer of ``--config``, else ``./chanctl.yaml``, else ``CHANCTL_SECRET``; exit 2 if none."""
+def auth_from(config: str | None) -> tuple[TokenSigner, str]:
+    """The signer and admin claim of ``--config``, else ``./chanctl.yaml``, else ``CHANCTL_SECRET``; exit 2 if none."""
     path = find_config(config)
     if path is not None:
         auth = load_or_die(path).config.auth
-        return TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age)
+        return TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age), auth.admin_claim
     secret = os.environ.get("CHANCTL_SECRET")
     if secret:
-        return TokenSigner(secret, salt=os.environ.get("CHANCTL_SALT", DEFAULT_SALT))
+        return TokenSigner(secret, salt=os.environ.get("CHANCTL_SALT", DEFAULT_SALT)), AuthConfig.model_fields["admin_claim"].default
     die("no token secret found: pass --config FILE, create ./chanctl.yaml, or set CHANCTL_SECRET", ExitCode.USAGE)
 
 
-def _claim_value(text: str) -> Any:
+def signer_from(config: str | None) -> TokenSigner:
+    """The signer of ``--config``, else ``./chanctl.yaml``, else ``CHANCTL_SECRET``; exit 2 if none."""
+    return auth_from(config)[0]
+
+
+def claim_value(text: str) -> Any:
     """Numbers stay numbers, true/false/null are JSON; anything else is a string."""
     try:
         value = orjson.loads(text)
@@ -49,6 +55,7 @@ def mint(
     user: Annotated[str | None, typer.Option("--user", "-u", help="User id (numbers stay numbers).")] = None,
     claim: Annotated[list[str] | None, typer.Option("--claim", help="Extra claim key=value; repeatable.")] = None,
     ttl: Annotated[str | None, typer.Option("--ttl", help="Lifetime shorter than auth.max_age: 90s, 15m, 2h, 14d.")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Add the admin claim (auth.admin_claim): may join chanctl:admin.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Print a signed socket token for --user; only the token goes to stdout."""
@@ -63,15 +70,17 @@ def mint(
             die(f"--claim takes key=value, got {item!r}", ExitCode.USAGE)
         if key == "id":
             die("--claim id=... is reserved; use --user", ExitCode.USAGE)
-        claims[key] = _claim_value(value)
+        claims[key] = claim_value(value)
     seconds = None
     if ttl is not None:
         try:
             seconds = parse_duration(ttl)
         except ValueError as exc:
             die(f"--ttl: {exc}", ExitCode.USAGE)
-    signer = signer_from(config)
-    out(signer.mint(_claim_value(user), claims, ttl=seconds))
+    signer, admin_claim = auth_from(config)
+    if admin:
+        claims[admin_claim] = True
+    out(signer.mint(claim_value(user), claims, ttl=seconds))
 
 
 @app.command()

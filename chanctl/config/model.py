@@ -82,6 +82,9 @@ class AuthConfig(_Model):
     """Token namespace, as Phoenix.Token's salt."""
     max_age: Duration = 14 * 86400.0
     """Longest a token is accepted after signing."""
+    admin_claim: str = Field("admin", min_length=1)
+    """Token claim that must be ``true`` to join the admin topic ``chanctl:admin``
+    (``chanctl token --admin`` sets it)."""
 
 
 class EventConfig(_Model):

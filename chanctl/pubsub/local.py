@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from chanctl.protocol.messages import Broadcast
 
-__all__ = ["Encoder", "LocalPubSub", "Subscriber"]
+__all__ = ["Encoder", "LocalPubSub", "Subscriber", "Tap"]
 
 
 class Encoder(Protocol):
@@ -26,11 +26,19 @@ class Subscriber(Protocol):
     def deliver(self, frame: bytes) -> None: ...
 
 
+class Tap(Protocol):
+    def outbound(self, topic: str, event: str, payload: Any, recipients: int) -> None: ...
+
+
 class LocalPubSub:
     """Subscriptions by topic: at most one per (topic, subscriber), tagged with its channel."""
 
     def __init__(self) -> None:
         self._topics: dict[str, dict[Subscriber, Any]] = {}
+        self.broadcasts = 0
+        """Broadcasts published, delivered to anyone or not (for metrics)."""
+        self.tap: Tap | None = None
+        """The admin plane's tap while someone watches; None costs the hot path one check."""
 
     def subscribe(self, topic: str, subscriber: Subscriber, tag: Any = None) -> None:
         self._topics.setdefault(topic, {})[subscriber] = tag
@@ -58,8 +66,11 @@ class LocalPubSub:
 
     def broadcast(self, topic: str, event: str, payload: Any, exclude: Subscriber | None = None) -> int:
         """Deliver to every subscriber of ``topic`` but ``exclude``; returns how many got it."""
+        self.broadcasts += 1
         subscribers = self._topics.get(topic)
         if not subscribers:
+            if self.tap is not None:
+                self.tap.outbound(topic, event, payload, 0)
             return 0
         message = Broadcast(topic, event, payload)
         frames: dict[Encoder, bytes] = {}
@@ -73,4 +84,6 @@ class LocalPubSub:
                 frame = frames[encoder] = encoder.encode(message)
             subscriber.deliver(frame)
             sent += 1
+        if self.tap is not None:
+            self.tap.outbound(topic, event, payload, sent)
         return sent

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
@@ -65,6 +66,8 @@ class Connection:
         self._closed: asyncio.Task[None] | None = None
         self._last_seen = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._close_code: int | None = None
+        self.connected_at = time.time()
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -82,13 +85,16 @@ class Connection:
     def _write_pending(self) -> None:
         """Write this tick's frames with one ``transport.write`` (called by the Flusher)."""
         pending, self._pending = self._pending, []
-        self._pending_bytes = 0
+        size, self._pending_bytes = self._pending_bytes, 0
         # Frames go straight to the transport: websockets' sans-I/O protocol keeps no record of
         # sent data frames, so this is safe while it is OPEN and nothing else sends data frames.
         if self._closing or not pending or self.ws.protocol.state is not _OPEN:
             return
         transport = self._transport
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        stats = self.server.stats
+        stats.messages_out += len(pending)
+        stats.bytes_out += size
         if transport.get_write_buffer_size() > self._max_buffered:
             self._slow_consumer()
 
@@ -115,6 +121,7 @@ class Connection:
         self.flush()
 
     def reply(self, channel: ChannelState, ref: str | None, outcome: Outcome) -> None:
+        self.server.stats.replies[outcome.status] += 1
         self.proto.reply(channel, ref, outcome.status, outcome.response)
         self.flush()
 
@@ -124,7 +131,13 @@ class Connection:
             return
         self._write_pending()
         self._closing = True
+        self._close_code = code
         self._closed = self.server.spawn(self.ws.close(code, reason))
+
+    @property
+    def close_code(self) -> int | None:
+        """The code this connection ended with: ours if the server closed it, else the client's."""
+        return self._close_code if self._close_code is not None else self.ws.close_code
 
     # -- idle timeout (the runtime owns time; a lazy timer costs one float store per frame) ---
 
@@ -145,10 +158,12 @@ class Connection:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._arm_idle(loop, self.server.config.server.idle_timeout)
-        proto = self.proto
+        proto, stats = self.proto, self.server.stats
         try:
             async for data in self.ws:
                 self._last_seen = loop.time()
+                stats.messages_in += 1
+                stats.bytes_in += len(data)
                 try:
                     actions = proto.receive(data)
                 except ProtocolViolation as exc:
@@ -189,8 +204,10 @@ class Connection:
             outcome = await handler._run_join(join.payload)
         except Exception:
             log.exception("join crashed on %s", join.topic)
+            self.server.stats.joins["crashed"] += 1
             self.proto.join_crashed(join)
             return
+        self.server.stats.joins["ok" if outcome is None else outcome.status] += 1
         if outcome is None or outcome.status == "ok":
             channel = self.proto.join_succeeded(join, None if outcome is None else outcome.response, handler)
             handler._state = channel
@@ -204,6 +221,11 @@ class Connection:
         channel = action.channel
         handler: Channel = channel.handler
         handler._ref = action.ref
+        server = self.server
+        tap = server.pubsub.tap
+        if tap is not None:
+            tap.inbound(self, channel.topic, action.event, action.payload)
+        started = time.perf_counter()
         try:
             outcome = await handler.handle_in(action.event, action.payload)
         except PresenceError as exc:  # already_tracked, nopresence, the update cap: say so, keep the channel
@@ -214,7 +236,9 @@ class Connection:
             return
         finally:
             handler._ref = None
+            server.stats.handler_latency.observe(time.perf_counter() - started)
         if outcome is not None:
+            server.stats.replies[outcome.status] += 1
             self.proto.reply(channel, action.ref, outcome.status, outcome.response)
 
     def send_info(self, channel: ChannelState, message: Any) -> None:

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,9 +32,11 @@ from chanctl.presence.tracker import PresenceTracker
 from chanctl.protocol.router import Router
 from chanctl.protocol.serializers import Serializer, negotiate
 from chanctl.pubsub.local import LocalPubSub
+from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
 from chanctl.server.behaviours import build_router
 from chanctl.server.connection import Connection
 from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, token_from_subprotocols
+from chanctl.server.metrics import LatencyHistogram, render_metrics
 from chanctl.server.wire import Flusher
 from chanctl.tokens import TokenSigner
 
@@ -62,11 +65,27 @@ SHUTDOWN_BATCH = 1000
 
 @dataclass
 class ServerStats:
+    """Counters the runtime keeps as plain ints; /metrics and the admin plane read them when asked."""
+
     connections: int = 0
     refused: int = 0
     slow_consumers: int = 0
     protocol_violations: int = 0
     disconnected: int = 0
+    messages_in: int = 0
+    bytes_in: int = 0
+    messages_out: int = 0
+    """Frames written to clients."""
+    bytes_out: int = 0
+    """Bytes written to clients, WebSocket framing included."""
+    joins: Counter[str] = field(default_factory=Counter)
+    """Join attempts by outcome: ok, error, crashed."""
+    replies: Counter[str] = field(default_factory=Counter)
+    """Handler replies by status."""
+    closes: Counter[int | None] = field(default_factory=Counter)
+    """Ended connections by close code (None: no close frame)."""
+    handler_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    """Seconds spent in ``handle_in``."""
 
 
 class ChannelServer:
@@ -84,6 +103,8 @@ class ChannelServer:
         self.port = port if port is not None else self.config.server.port
         self.router: Router[Any] = build_router(loaded)
         auth = self.config.auth
+        self.admin_tap = AdminTap(self)
+        self.router.add(ADMIN_TOPIC, lambda: AdminChannel(self.admin_tap, auth.admin_claim))
         self.signer = TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age)
         self.pubsub = LocalPubSub()
         self.presence = PresenceTracker(self.pubsub, self.config)
@@ -201,6 +222,9 @@ class ChannelServer:
             return response
         if url.path == "/healthz":
             return _json(HTTPStatus.OK, self.health())
+        if url.path == "/metrics":
+            body, content_type = render_metrics(self)
+            return _body(HTTPStatus.OK, body, content_type)
         if url.path != self._ws_path:
             return ws.respond(HTTPStatus.NOT_FOUND, f"not found; the socket is at {self._ws_path}\n")
         origin = request.headers.get("Origin")
@@ -228,7 +252,14 @@ class ChannelServer:
         return ws.respond(HTTPStatus.FORBIDDEN, reason + "\n")
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "uptime": round(time.time() - self.started_at, 3), "connections": len(self.connections)}
+        """``GET /healthz``: ``draining`` once shutdown began, so a load balancer stops routing here."""
+        return {
+            "status": "ok" if self._server is not None else "draining",
+            "version": __version__,
+            "uptime": round(time.time() - self.started_at, 3),
+            "connections": len(self.connections),
+            "topics": len(self.pubsub.topics()),
+        }
 
     async def _handle(self, ws: _WebSocket) -> None:
         assert ws.session is not None
@@ -242,6 +273,7 @@ class ChannelServer:
             await connection.run()
         finally:
             self.connections.discard(connection)
+            self.stats.closes[connection.close_code] += 1
             same_id = self._by_socket_id.get(socket_id)
             if same_id is not None:
                 same_id.discard(connection)
@@ -250,8 +282,11 @@ class ChannelServer:
 
 
 def _json(status: HTTPStatus, body: Any) -> Response:
-    data = orjson.dumps(body) + b"\n"
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return _body(status, orjson.dumps(body) + b"\n", "application/json")
+
+
+def _body(status: HTTPStatus, data: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data)))])
     return Response(status.value, status.phrase, headers, data)
 
 

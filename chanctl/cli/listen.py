@@ -1,0 +1,98 @@
+"""``chanctl listen TOPIC...``: join and print every event until Ctrl+C, ``--count`` or ``--timeout``.
+
+Readable lines by default, ``--json`` lines for scripts; presence changes are summarized as the
+keys that joined and left. The connection reconnects and rejoins by itself (notes go to stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from chanctl.cli.common import err, out
+from chanctl.cli.exit_codes import ExitCode
+from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_token, resolve_url, run_client
+from chanctl.client import Client, Event, PresenceChange
+from chanctl.protocol.messages import PHX_CLOSE, PHX_ERROR
+from chanctl.server.admin import ADMIN_TOPIC
+
+__all__ = ["listen"]
+
+
+def listen(
+    topics: Annotated[list[str], typer.Argument(help="Topics to join, e.g. room:42 room:lobby.")],
+    user: UserOpt = None,
+    token: TokenOpt = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
+    count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit 0 after this many events.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds (exit 4 if --count was not reached).")] = None,
+) -> None:
+    """Join TOPICS and print every event. Exit 3 if a join is refused, 4 if unreachable."""
+    server = resolve_url(url, config)
+    identity = resolve_token(user, token, config, admin=ADMIN_TOPIC in topics)
+    run_client(lambda: _listen(server, identity, topics, json, count, timeout))
+
+
+async def _listen(url: str, token: str, topics: list[str], json: bool, count: int | None, timeout: float | None) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    inbox: asyncio.Queue[Event] = asyncio.Queue()
+    async with Client(url, token=token, timeout=timeout or 10.0, on_status=lambda text: err(f"chanctl: {text}")) as client:
+        channels = [client.channel(topic, inbox=inbox) for topic in topics]
+        await asyncio.gather(*(channel.join(timeout or 10.0) for channel in channels))
+        err(f"chanctl: listening on {', '.join(topics)}")
+        seen = 0
+        open_topics = set(topics)
+        deadline = None if timeout is None else loop.time() + timeout
+        stopped = loop.create_task(stop.wait())
+        try:
+            while open_topics and (count is None or seen < count):
+                received = loop.create_task(inbox.get())
+                remaining = None if deadline is None else max(deadline - loop.time(), 0)
+                done, _ = await asyncio.wait({received, stopped}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if received not in done:
+                    received.cancel()
+                    if stopped in done:
+                        return int(ExitCode.OK)
+                    return int(ExitCode.UNREACHABLE if count is not None else ExitCode.OK)
+                event = received.result()
+                if isinstance(event, PresenceChange):
+                    out(_presence_line(event, json))
+                elif event.event == PHX_CLOSE:
+                    err(f"chanctl: {event.topic}: closed by the server")
+                    open_topics.discard(event.topic)
+                    continue
+                elif event.event == PHX_ERROR:
+                    continue  # reported by the client's status line; it rejoins
+                else:
+                    out(_event_line(event.topic, event.event, event.payload, json))
+                seen += 1
+        finally:
+            stopped.cancel()
+    return int(ExitCode.OK)
+
+
+def _event_line(topic: str, event: str, payload: Any, json: bool) -> str:
+    if json:
+        return orjson.dumps({"topic": topic, "event": event, "payload": payload}).decode()
+    return f"{topic} {event} {orjson.dumps(payload).decode()}"
+
+
+def _presence_line(change: PresenceChange, json: bool) -> str:
+    if json:
+        return orjson.dumps({"topic": change.topic, "event": "presence", "joins": change.joins,
+                             "leaves": change.leaves}).decode()
+    parts = []
+    if change.joins:
+        parts.append("joined: " + ", ".join(change.joins))
+    if change.leaves:
+        parts.append("left: " + ", ".join(change.leaves))
+    return f"{change.topic} presence " + ("; ".join(parts) or "(no change)")

@@ -1,0 +1,129 @@
+"""``chanctl send TOPIC EVENT [PAYLOAD]``: connect, join, push, print each reply.
+
+PAYLOAD is JSON, ``@file``, or ``-`` for stdin with one JSON message per line: every message goes
+out on the same connection and the replies print in order. ``--broadcast`` publishes through the
+admin plane instead (Phoenix's ``Endpoint.broadcast``): the topic is not joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from chanctl.cli.common import die, err, out
+from chanctl.cli.exit_codes import ExitCode
+from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_token, resolve_url, run_client
+from chanctl.client import Client
+from chanctl.protocol.messages import Reply
+from chanctl.server.admin import ADMIN_TOPIC
+
+__all__ = ["send"]
+
+
+def send(
+    topic: Annotated[str, typer.Argument(help="Topic to join, e.g. room:42.")],
+    event: Annotated[str, typer.Argument(help="Event to push, e.g. new_msg.")],
+    payload: Annotated[str, typer.Argument(help="JSON payload, @file, or - for one JSON message per stdin line.")] = "{}",
+    user: UserOpt = None,
+    token: TokenOpt = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    params: Annotated[str, typer.Option("--params", help="JSON join payload.")] = "{}",
+    broadcast: Annotated[bool, typer.Option("--broadcast", help="Publish server-side via the admin plane, without joining (needs an admin token).")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print each reply as a JSON line.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the connection and each reply.")] = 5.0,
+) -> None:
+    """Push EVENT to TOPIC and print the reply. Exit 0 ok, 1 error reply, 2 usage, 3 refused, 4 timeout."""
+    join_params = _parse(params, "--params")
+    messages = _stdin_messages() if payload == "-" else _one(_payload(payload))
+    server = resolve_url(url, config)
+    identity = resolve_token(user, token, config, admin=broadcast or topic == ADMIN_TOPIC)
+    run_client(lambda: _send(server, identity, topic, event, messages, join_params, broadcast, json, timeout))
+
+
+def _parse(text: str, what: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        die(f"{what} is not JSON: {exc}", ExitCode.USAGE)
+
+
+def _payload(text: str) -> Any:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            return _parse(path.read_bytes(), text)
+        except OSError as exc:
+            die(f"cannot read {path}: {exc.strerror}", ExitCode.USAGE)
+    return _parse(text, "PAYLOAD")
+
+
+async def _one(payload: Any) -> AsyncIterator[Any]:
+    yield payload
+
+
+async def _stdin_messages() -> AsyncIterator[Any]:
+    """One JSON message per stdin line, read as lines arrive (a pipe may stay open).
+
+    A daemon thread reads, so that an error exit never waits on a blocked ``readline``.
+    """
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def read() -> None:
+        try:
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            loop.call_soon_threadsafe(lines.put_nowait, "")
+        except RuntimeError:
+            return  # the command finished (its loop closed) before stdin did
+
+    threading.Thread(target=read, daemon=True, name="chanctl-stdin").start()
+    number = 0
+    while line := await lines.get():
+        number += 1
+        if not line.strip():
+            continue
+        try:
+            yield orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            err(f"chanctl: stdin line {number} is not JSON ({exc}); skipped")
+            yield _BadLine()
+
+
+class _BadLine:
+    """Stands for an unparseable stdin line: nothing is sent, and the exit code says usage."""
+
+
+async def _send(url: str, token: str, topic: str, event: str, messages: AsyncIterator[Any], params: Any,
+                broadcast: bool, json: bool, timeout: float) -> int:
+    code = ExitCode.OK
+    async with Client(url, token=token, timeout=timeout, reconnect=False) as client:
+        channel = client.channel(ADMIN_TOPIC if broadcast else topic, params)
+        await channel.join(timeout)
+        async for payload in messages:
+            if isinstance(payload, _BadLine):
+                code = max(code, ExitCode.USAGE)
+                continue
+            if broadcast:
+                reply = await channel.push("broadcast", {"topic": topic, "event": event, "payload": payload}, timeout)
+            else:
+                reply = await channel.push(event, payload, timeout)
+            _print(reply, json)
+            if reply.status != "ok":
+                code = max(code, ExitCode.ERROR)
+    return int(code)
+
+
+def _print(reply: Reply, json: bool) -> None:
+    if json:
+        out(orjson.dumps({"status": reply.status, "response": reply.response}).decode())
+    else:
+        out(f"{reply.status} {orjson.dumps(reply.response).decode()}")

@@ -1,0 +1,83 @@
+"""Which server a client command talks to, and as whom (``send``, ``listen``).
+
+Server: ``--url``, then ``--config`` (its ``server`` section), then ``CHANCTL_URL``, then
+``./chanctl.yaml``. Identity: ``--user ID`` mints a token with the config's secret (as
+``chanctl token`` does), else ``--token``, else ``CHANCTL_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from chanctl.cli.common import die, err, find_config, load_or_die
+from chanctl.cli.exit_codes import ExitCode
+from chanctl.cli.token import auth_from, claim_value
+from chanctl.config.model import ServerConfig
+from chanctl.errors import ClientError, ConnectRefused, JoinRefused
+
+__all__ = [
+    "ConfigOpt", "TokenOpt", "UrlOpt", "UserOpt", "exit_code_for", "resolve_token", "resolve_url", "run_client",
+]
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Server socket URL, e.g. ws://127.0.0.1:4000/socket.")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Server config: its URL and token secret.")]
+UserOpt = Annotated[str | None, typer.Option("--user", "-u", help="Connect as this user id (mints a token with the config's secret).")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="CHANCTL_TOKEN", help="Socket token (default: $CHANCTL_TOKEN).")]
+
+T = TypeVar("T")
+
+
+def server_url(server: ServerConfig) -> str:
+    """The socket URL a client on this machine uses for a config's ``server`` section."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(server.host, server.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"ws://{host}:{server.port}{server.path}"
+
+
+def resolve_url(url: str | None, config: str | None) -> str:
+    if url:
+        if not url.startswith(("ws://", "wss://", "http://", "https://")):
+            die(f"--url must start with ws://, wss://, http:// or https://, got {url!r}", ExitCode.USAGE)
+        return url
+    if config:
+        return server_url(load_or_die(find_config(config)).config.server)  # type: ignore[arg-type]
+    env = os.environ.get("CHANCTL_URL")
+    if env:
+        return resolve_url(env, None)
+    path = find_config(None)
+    if path is not None:
+        return server_url(load_or_die(path).config.server)
+    die("no server given: pass --url or --config FILE, set CHANCTL_URL, or create ./chanctl.yaml", ExitCode.USAGE)
+
+
+def resolve_token(user: str | None, token: str | None, config: str | None, *, admin: bool = False) -> str:
+    if user is not None:
+        signer, admin_claim = auth_from(config)
+        return signer.mint(claim_value(user), {admin_claim: True} if admin else {})
+    if token:
+        return token
+    die("no identity: pass --user ID (mints a token with the config's secret), --token TOKEN, or set CHANCTL_TOKEN",
+        ExitCode.USAGE)
+
+
+def exit_code_for(exc: ClientError) -> ExitCode:
+    """Refused (handshake or join) is 3; timeouts and unreachable servers are 4."""
+    return ExitCode.REFUSED if isinstance(exc, (ConnectRefused, JoinRefused)) else ExitCode.UNREACHABLE
+
+
+def run_client(main: Callable[[], Awaitable[int]]) -> None:
+    """Run a client command's coroutine; client errors become their exit code and one stderr line."""
+    try:
+        code = asyncio.run(main())
+    except ClientError as exc:
+        err(f"chanctl: {exc}")
+        raise typer.Exit(int(exit_code_for(exc))) from None
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)

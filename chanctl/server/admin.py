@@ -1,0 +1,240 @@
+"""The admin plane: a reserved topic through which a dashboard sees, and steers, a running server.
+
+Only a token whose admin claim (``auth.admin_claim``, default ``admin``) is ``true`` may join
+``chanctl:admin``. A watcher gets a ``snapshot`` right after joining (node, topics with subscriber
+and presence counts, connections), then ``stats`` aggregates at 1 Hz, and every 250 ms a ``traffic``
+batch: a sampled, rate-capped tail of client events (``in``) and broadcasts (``out``), plus the
+presence diffs of every topic (they are broadcasts, so the same tap sees them). Commands are client events on the admin topic: ``broadcast``,
+``disconnect`` and ``inspect``.
+
+The tap costs the data path one attribute check while nobody watches (``pubsub.tap is None``).
+While someone does, each tick keeps a uniform sample (reservoir) of at most ``TAP_RATE / 4``
+entries; the rest are counted in ``dropped`` and reported, so the tail never grows with load and
+a slow watcher is closed by its own outbound limit like any other client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from chanctl import __version__
+from chanctl.channel import Channel, Outcome, error, ok
+from chanctl.presence.tracker import PRESENCE_DIFF
+
+if TYPE_CHECKING:
+    from chanctl.protocol.socket import LeaveReason
+    from chanctl.server.connection import Connection
+    from chanctl.server.runtime import ChannelServer
+
+__all__ = ["ADMIN_TOPIC", "AdminChannel", "AdminTap"]
+
+ADMIN_TOPIC = "chanctl:admin"
+TICK = 0.25
+"""Seconds between traffic batches; aggregates go out every fourth tick (1 Hz)."""
+TAP_RATE = 200
+"""Most traffic entries per second sent to watchers; the rest are counted as dropped."""
+PAYLOAD_CHARS = 200
+"""Payloads in the tail are cut to this many characters of JSON."""
+SNAPSHOT_CONNECTIONS = 500
+"""The snapshot lists at most this many connections (``connections_total`` says how many exist)."""
+NODE = f"{os.uname().nodename}-{os.getpid()}"
+
+
+class AdminTap:
+    """Sampled traffic and presence diffs for the admin channels of one server.
+
+    Installed as ``server.pubsub.tap`` while at least one watcher is joined, removed when the last
+    one leaves: the hot path checks that attribute and nothing else.
+    """
+
+    def __init__(self, server: ChannelServer):
+        self.server = server
+        self.watchers: set[AdminChannel] = set()
+        self.dropped = 0
+        """Traffic entries seen but not sent to watchers, since the tap started."""
+        self._cap = max(1, int(TAP_RATE * TICK))
+        self._sample: list[tuple[float, str, str, str, Any, Any, int]] = []
+        self._seen = 0
+        self._presence: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._last: tuple[float, tuple[int, int, int]] = (0.0, (0, 0, 0))
+
+    # -- called on the data path while watched ---------------------------------------------
+
+    def inbound(self, connection: Connection, topic: str, event: str, payload: Any) -> None:
+        """A client event about to reach its channel."""
+        self._offer((time.time(), "in", topic, event, connection.user.get("id"), payload, 1))
+
+    def outbound(self, topic: str, event: str, payload: Any, recipients: int) -> None:
+        """A broadcast that reached ``recipients`` subscribers; presence diffs are kept apart."""
+        if event == PRESENCE_DIFF:
+            if len(self._presence) < self._cap:
+                self._presence.append({"topic": topic, **payload})
+            else:
+                self.dropped += 1
+            return
+        self._offer((time.time(), "out", topic, event, None, payload, recipients))
+
+    def _offer(self, entry: tuple[float, str, str, str, Any, Any, int]) -> None:
+        # Reservoir sampling (algorithm R): every entry of the tick is equally likely to be kept.
+        self._seen += 1
+        if len(self._sample) < self._cap:
+            self._sample.append(entry)
+            return
+        self.dropped += 1
+        slot = random.randrange(self._seen)
+        if slot < self._cap:
+            self._sample[slot] = entry
+
+    # -- watchers ----------------------------------------------------------------------------
+
+    def attach(self, watcher: AdminChannel) -> None:
+        self.watchers.add(watcher)
+        if self._task is None:
+            self._last = (time.monotonic(), self._counters())
+            self.server.pubsub.tap = self
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def detach(self, watcher: AdminChannel) -> None:
+        self.watchers.discard(watcher)
+        if not self.watchers and self._task is not None:
+            self.server.pubsub.tap = None
+            self._task.cancel()
+            self._task = None
+
+    def _send(self, event: str, payload: dict[str, Any]) -> None:
+        for watcher in list(self.watchers):
+            watcher.push(event, payload)
+
+    async def _run(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(TICK)  # the tick period itself
+            ticks += 1
+            self._flush_traffic()
+            if ticks % round(1 / TICK) == 0:
+                self._send("stats", self.aggregates())
+
+    def _flush_traffic(self) -> None:
+        sample, self._sample, self._seen = self._sample, [], 0
+        presence, self._presence = self._presence, []
+        if not sample and not presence:
+            return
+        sample.sort(key=lambda entry: entry[0])
+        self._send("traffic", {"entries": [_entry(e) for e in sample], "presence": presence, "dropped": self.dropped})
+
+    # -- views -------------------------------------------------------------------------------
+
+    def _counters(self) -> tuple[int, int, int]:
+        stats = self.server.stats
+        return stats.messages_in, stats.messages_out, self.server.pubsub.broadcasts
+
+    def aggregates(self) -> dict[str, Any]:
+        """Connections, topics and per-second rates since the previous call."""
+        now, counters = time.monotonic(), self._counters()
+        then, before = self._last
+        self._last = (now, counters)
+        elapsed = max(now - then, 1e-9)
+        rate = [round((a - b) / elapsed, 1) for a, b in zip(counters, before, strict=True)]
+        topics = self.server.pubsub.topics()
+        return {
+            "node": NODE, "t": time.time(), "connections": len(self.server.connections),
+            "topics": len(topics), "subscriptions": sum(topics.values()),
+            "messages_in_per_s": rate[0], "messages_out_per_s": rate[1], "broadcasts_per_s": rate[2],
+            "tap_dropped": self.dropped,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a dashboard shows first: the node, its topics and its connections."""
+        server = self.server
+        connections = sorted(server.connections, key=lambda c: c.connected_at)
+        presence = server.presence.topics()
+        return {
+            "nodes": [{"name": NODE, "version": __version__, "url": server.url,
+                       "uptime": round(time.time() - server.started_at, 3)}],
+            "topics": {topic: {"subscribers": count, "presence": presence.get(topic, 0)}
+                       for topic, count in sorted(server.pubsub.topics().items())},
+            "connections_total": len(connections),
+            "connections": [_connection(c) for c in connections[:SNAPSHOT_CONNECTIONS]],
+        }
+
+    def inspect(self, topic: str) -> dict[str, Any]:
+        """One topic's subscribers and full presence."""
+        subscribers = []
+        for connection in self.server.connections:
+            channel = connection.proto.channels.get(topic)
+            if channel is not None:
+                subscribers.append({**_connection(connection), "join_ref": channel.join_ref})
+        return {"topic": topic, "subscribers": subscribers, "presence": self.server.presence.list(topic)}
+
+
+def _connection(connection: Connection) -> dict[str, Any]:
+    return {
+        "socket_id": connection.socket_id, "user": connection.user.get("id"),
+        "remote": _address(connection.ws.remote_address), "connected_at": connection.connected_at,
+        "topics": sorted(connection.proto.channels),
+    }
+
+
+def _address(address: Any) -> str | None:
+    return None if not address else f"{address[0]}:{address[1]}"
+
+
+def _entry(entry: tuple[float, str, str, str, Any, Any, int]) -> dict[str, Any]:
+    t, direction, topic, event, user, payload, recipients = entry
+    text = orjson.dumps(payload).decode()
+    return {
+        "t": t, "dir": direction, "topic": topic, "event": event, "user": user, "size": len(text),
+        "payload": text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS] + "…", "recipients": recipients,
+    }
+
+
+class AdminChannel(Channel):
+    """The handler of ``chanctl:admin``: admin tokens only; snapshot, then the tap; three commands."""
+
+    def __init__(self, tap: AdminTap, claim: str):
+        self._tap = tap
+        self._claim = claim
+
+    async def join(self, params: Any) -> Outcome | None:
+        if self.user.get(self._claim) is not True:
+            return error({"reason": "unauthorized", "detail": f"an admin token (claim {self._claim!r}) is required"})
+        # The snapshot is pushed once the join reply is queued (the next loop turn): a push
+        # during join would precede the reply, which phoenix.js would not route to the channel.
+        asyncio.get_running_loop().call_soon(self._joined)
+        return None
+
+    def _joined(self) -> None:
+        if self._state is None or self._state.closed:
+            return
+        self.push("snapshot", self._tap.snapshot())
+        self._tap.attach(self)
+
+    async def terminate(self, reason: LeaveReason) -> None:
+        self._tap.detach(self)
+
+    async def handle_in(self, event: str, payload: Any) -> Outcome | None:
+        if not isinstance(payload, dict):
+            return error({"reason": "payload must be an object"})
+        if event == "broadcast":
+            topic, name, body = payload.get("topic"), payload.get("event"), payload.get("payload", {})
+            if not isinstance(topic, str) or not isinstance(name, str) or not isinstance(body, dict):
+                return error({"reason": "broadcast takes {topic: string, event: string, payload: object}"})
+            return ok({"subscribers": self._connection.server.pubsub.broadcast(topic, name, body)})
+        if event == "disconnect":
+            socket_id = payload.get("socket_id")
+            if not isinstance(socket_id, str):
+                return error({"reason": "disconnect takes {socket_id: string}"})
+            return ok({"closed": self._connection.server.disconnect(socket_id)})
+        if event == "inspect":
+            topic = payload.get("topic")
+            if not isinstance(topic, str):
+                return error({"reason": "inspect takes {topic: string}"})
+            return ok(self._tap.inspect(topic))
+        return error({"reason": "unknown event", "event": event, "events": ["broadcast", "disconnect", "inspect"]})

@@ -1,0 +1,164 @@
+"""``chanctl send`` and ``chanctl listen`` as subprocesses against a real chat-sample server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from chanctl.client import Client
+from chanctl.server.admin import ADMIN_TOPIC
+from chanctl.server.runtime import build_server
+from tests.cli.run import chanctl, start_chanctl, user_args
+from tests.support import TIMEOUT
+
+
+async def test_send_defaults_to_an_empty_payload_and_prints_the_validation_error(chat_server):
+    result = await chanctl("send", "room:42", "new_msg", *user_args(chat_server.url, "42"))
+    assert result.code == 1, result.err
+    assert result.out == 'error {"errors":{"body":["can\'t be blank"]}}\n'
+
+
+async def test_send_ok_exits_0_and_json_prints_the_reply(chat_server):
+    result = await chanctl("send", "room:42", "new_msg", '{"body":"hi"}', "--json", *user_args(chat_server.url, "42"))
+    assert result.code == 0, result.err
+    assert orjson.loads(result.out) == {"status": "ok", "response": {}}
+
+
+async def test_send_reads_the_payload_from_a_file(chat_server, tmp_path):
+    (tmp_path / "msg.json").write_text('{"body": "from a file"}')
+    result = await chanctl("send", "room:lobby", "new_msg", f"@{tmp_path / 'msg.json'}", *user_args(chat_server.url, "7"))
+    assert (result.code, result.out) == (0, "ok {}\n"), result.err
+
+
+async def test_send_streams_stdin_lines_on_one_connection_with_replies_in_order(chat_server, mint):
+    async with Client(chat_server.url, token=mint(7)) as client:
+        room = client.channel("room:42")
+        await room.join(TIMEOUT)
+        lines = '{"body":"one"}\n{"body":""}\n\n{"body":"three"}\n'
+        result = await chanctl("send", "room:42", "new_msg", "-", *user_args(chat_server.url, "42"), stdin=lines)
+        bodies = [(await next_message(room, "new_msg"))["body"] for _ in range(2)]
+    assert result.code == 1, result.err  # one of the replies is an error
+    assert result.out.splitlines() == ["ok {}", 'error {"errors":{"body":["can\'t be blank"]}}', "ok {}"]
+    assert bodies == ["one", "three"]
+    assert chat_server.stats.connections == 2  # the listener, and one for all the stdin lines
+
+
+async def next_message(channel, event: str):
+    """The payload of the next ``event`` on ``channel``, skipping presence and other events."""
+    async with asyncio.timeout(TIMEOUT):
+        async for message in channel.events():
+            if getattr(message, "event", None) == event:
+                return message.payload
+
+
+async def broadcast(url: str, mint, topic: str, event: str, payload: dict) -> None:
+    """Publish server-side through the admin plane, as ``send --broadcast`` does."""
+    async with Client(url, token=mint(1, admin=True)) as client:
+        admin = client.channel(ADMIN_TOPIC)
+        await admin.join(TIMEOUT)
+        reply = await admin.push("broadcast", {"topic": topic, "event": event, "payload": payload}, TIMEOUT)
+        assert reply.status == "ok"
+
+
+async def test_send_a_bad_stdin_line_is_skipped_and_exits_2(chat_server):
+    result = await chanctl("send", "room:42", "new_msg", "-", *user_args(chat_server.url, "42"), stdin='nope\n{"body":"x"}\n')
+    assert result.code == 2
+    assert result.out == "ok {}\n"
+    assert "stdin line 1 is not JSON" in result.err
+
+
+async def test_send_usage_errors_exit_2_without_traceback(chat_server):
+    bad_json = await chanctl("send", "room:42", "new_msg", "{bad", *user_args(chat_server.url, "42"))
+    no_server = await chanctl("send", "room:42", "new_msg")
+    no_identity = await chanctl("send", "room:42", "new_msg", "--url", chat_server.url)
+    for result in (bad_json, no_server, no_identity):
+        assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert "PAYLOAD is not JSON" in bad_json.err
+    assert "no server given" in no_server.err
+    assert "no identity" in no_identity.err
+
+
+async def test_send_refused_join_and_refused_token_exit_3(chat_server, mint):
+    join = await chanctl("send", "room:42", "new_msg", '{"body":"x"}', *user_args(chat_server.url, "99"))
+    token = await chanctl("send", "room:42", "new_msg", "--url", chat_server.url, env={"CHANCTL_TOKEN": "forged.token.here"})
+    not_admin = await chanctl("send", "room:lobby", "announce", "--broadcast", "--url", chat_server.url,
+                              env={"CHANCTL_TOKEN": mint(42)})
+    assert join.code == 3 and 'join room:42 refused: {"reason": "unauthorized"}' in join.err
+    assert token.code == 3 and "HTTP 403" in token.err
+    assert not_admin.code == 3 and "join chanctl:admin refused" in not_admin.err
+
+
+async def test_send_unreachable_and_no_reply_exit_4(chat_server, unused_tcp_port):
+    unreachable = await chanctl("send", "room:42", "new_msg", *user_args(f"ws://127.0.0.1:{unused_tcp_port}/socket", "42"))
+    assert unreachable.code == 4 and "cannot reach" in unreachable.err
+    # A server that accepts the socket and never answers: the join times out.
+    silent = await asyncio.start_server(_accept_and_stall, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    async with silent:
+        stalled = await chanctl("send", "room:42", "new_msg", "--timeout", "0.5", *user_args(f"ws://127.0.0.1:{port}/socket", "42"))
+    assert stalled.code == 4, stalled.err
+
+
+async def _accept_and_stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(65536)  # the upgrade request; never answered
+    await reader.read()
+
+
+async def test_listen_prints_events_of_every_topic_until_count(chat_server, mint):
+    listener = await start_chanctl("listen", "updates:all", "notifications:user_7", "--count", "2",
+                                   *user_args(chat_server.url, "7"))
+    assert listener.stderr is not None and listener.stdout is not None
+    assert "listening on updates:all, notifications:user_7" in (await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)).decode()
+    await broadcast(chat_server.url, mint, "updates:all", "release", {"version": "1.2"})
+    await broadcast(chat_server.url, mint, "notifications:user_7", "mention", {"by": 42})
+    out, _ = await asyncio.wait_for(listener.communicate(), TIMEOUT)
+    assert listener.returncode == 0
+    assert out.decode().splitlines() == ['updates:all release {"version":"1.2"}', 'notifications:user_7 mention {"by":42}']
+
+
+async def test_listen_summarizes_presence_joins_and_leaves(chat_server, mint):
+    listener = await start_chanctl("listen", "room:lobby", "--count", "3", *user_args(chat_server.url, "7"))
+    assert listener.stderr is not None and listener.stdout is not None
+    await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)  # listening on ...
+    assert await asyncio.wait_for(listener.stdout.readline(), TIMEOUT) == b"room:lobby presence joined: 7\n"
+    async with Client(chat_server.url, token=mint(42)) as client:
+        await client.channel("room:lobby").join(TIMEOUT)
+        assert await asyncio.wait_for(listener.stdout.readline(), TIMEOUT) == b"room:lobby presence joined: 42\n"
+    assert await asyncio.wait_for(listener.stdout.readline(), TIMEOUT) == b"room:lobby presence left: 42\n"
+    assert await asyncio.wait_for(listener.wait(), TIMEOUT) == 0
+
+
+async def test_listen_refused_join_exits_3_and_timeout_without_count_exits_0(chat_server):
+    refused = await chanctl("listen", "room:42", *user_args(chat_server.url, "99"))
+    quiet = await chanctl("listen", "updates:all", "--timeout", "0.3", *user_args(chat_server.url, "7"))
+    short = await chanctl("listen", "updates:all", "--timeout", "0.3", "--count", "1", *user_args(chat_server.url, "7"))
+    assert refused.code == 3
+    assert (quiet.code, quiet.out) == (0, "")
+    assert short.code == 4
+
+
+async def test_listen_survives_a_server_restart_on_the_same_port(chat_config, mint):
+    server = build_server(chat_config, host="127.0.0.1", port=0)
+    await server.start()
+    port = server.port
+    listener = await start_chanctl("listen", "updates:all", "--json", "--count", "2", *user_args(server.url, "7"))
+    assert listener.stderr is not None and listener.stdout is not None
+    try:
+        await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)  # listening on ...
+        await broadcast(server.url, mint, "updates:all", "news", {"body": "before"})
+        first = orjson.loads(await asyncio.wait_for(listener.stdout.readline(), TIMEOUT))
+        await server.shutdown()
+        server = build_server(chat_config, host="127.0.0.1", port=port)
+        await server.start()
+        async with asyncio.timeout(TIMEOUT):
+            while b"rejoined" not in await listener.stderr.readline():
+                pass
+        await broadcast(server.url, mint, "updates:all", "news", {"body": "after"})
+        second = orjson.loads(await asyncio.wait_for(listener.stdout.readline(), TIMEOUT))
+        assert await asyncio.wait_for(listener.wait(), TIMEOUT) == 0
+    finally:
+        if listener.returncode is None:
+            listener.kill()
+        await server.shutdown()
+    assert (first["payload"]["body"], second["payload"]["body"]) == ("before", "after")
