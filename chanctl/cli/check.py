@@ -12,9 +12,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from chanctl.cli.common import die, err, out
+from chanctl.cli.common import claim_value, die, err, out, parse_claims
 from chanctl.cli.exit_codes import ExitCode
-from chanctl.cli.token import claim_value
 from chanctl.config.load import LoadedConfig, load_config
 from chanctl.errors import ConfigError
 
@@ -93,13 +92,7 @@ def _explain(explainer: Any, user: str | None, claims: list[str], topic: str | N
         die("--explain needs --user and --topic", ExitCode.USAGE)
     if payload is not None and event is None:
         die("--payload goes with --event", ExitCode.USAGE)
-    values: dict[str, Any] = {}
-    for item in claims:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            die(f"--claim {item!r}: write key=value", ExitCode.USAGE)
-        values[key] = claim_value(value)
-    who = {**values, "id": claim_value(user)}
+    who = {**parse_claims(claims), "id": claim_value(user)}
     join_params = _json_option("--params", params)
     if event is None:
         explanation = explainer.join(who, topic, join_params)

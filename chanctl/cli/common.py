@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
+
+import orjson
 
 import typer
 
@@ -13,7 +15,7 @@ from chanctl.cli.exit_codes import ExitCode
 from chanctl.config.load import LoadedConfig, load_config
 from chanctl.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG", "die", "err", "find_config", "load_or_die", "out"]
+__all__ = ["DEFAULT_CONFIG", "claim_value", "die", "err", "find_config", "load_or_die", "out", "parse_claims"]
 
 DEFAULT_CONFIG = "chanctl.yaml"
 
@@ -55,3 +57,26 @@ def load_or_die(path: str | os.PathLike[str]) -> LoadedConfig:
             err(str(problem))
         die(f"{path} does not load ({len(exc.problems)} problem{'s' * (len(exc.problems) != 1)})", ExitCode.USAGE)
     return loaded
+
+
+def claim_value(text: str) -> Any:
+    """A claim as typed on the command line: numbers stay numbers, true/false/null are JSON;
+    anything else is a string."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return value if isinstance(value, (int, float, bool)) or value is None else text
+
+
+def parse_claims(items: list[str]) -> dict[str, Any]:
+    """``--claim key=value`` options (``id`` is reserved for ``--user``); exit 2 on a bad one."""
+    claims: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            die(f"--claim takes key=value, got {item!r}", ExitCode.USAGE)
+        if key == "id":
+            die("--claim id=... is reserved; use --user", ExitCode.USAGE)
+        claims[key] = claim_value(value)
+    return claims

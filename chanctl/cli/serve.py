@@ -51,8 +51,6 @@ def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
 async def _run(loaded: LoadedConfig, host: str | None, port: int | None) -> None:
     server = build_server(loaded, host=host, port=port)
     await server.start()
-    for line in banner(server, loaded):
-        err(line)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     presses = 0
@@ -71,6 +69,9 @@ async def _run(loaded: LoadedConfig, host: str | None, port: int | None) -> None
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    # The banner only once the handlers are in: whoever reads the URL from it may signal at once.
+    for line in banner(server, loaded):
+        err(line)
     try:
         await stop.wait()
         await server.shutdown()

@@ -16,7 +16,8 @@ import typer
 
 from chanctl.cli.common import die, err, find_config, load_or_die
 from chanctl.cli.exit_codes import ExitCode
-from chanctl.cli.token import auth_from, claim_value
+from chanctl.cli.common import claim_value
+from chanctl.cli.token import auth_from
 from chanctl.config.model import ServerConfig
 from chanctl.errors import ClientError, ConnectRefused, JoinRefused
 

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
 
-from chanctl.cli.common import err, die, find_config, load_or_die, out
+from chanctl.cli.common import claim_value, die, err, find_config, load_or_die, out, parse_claims
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.config.model import AuthConfig
 from chanctl.durations import format_duration, parse_duration
 from chanctl.errors import TokenError
 from chanctl.tokens import DEFAULT_SALT, TokenSigner
 
-__all__ = ["app", "auth_from", "claim_value", "signer_from"]
+__all__ = ["app", "auth_from", "signer_from"]
 
 app = typer.Typer(help="Mint and verify signed socket tokens.", no_args_is_help=False)
 
@@ -40,15 +40,6 @@ def signer_from(config: str | None) -> TokenSigner:
     return auth_from(config)[0]
 
 
-def claim_value(text: str) -> Any:
-    """Numbers stay numbers, true/false/null are JSON; anything else is a string."""
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-    return value if isinstance(value, (int, float, bool)) or value is None else text
-
-
 @app.callback(invoke_without_command=True)
 def mint(
     ctx: typer.Context,
@@ -63,14 +54,7 @@ def mint(
         return
     if user is None:
         die("missing --user: e.g. `chanctl token --user 42`", ExitCode.USAGE)
-    claims: dict[str, Any] = {}
-    for item in claim or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            die(f"--claim takes key=value, got {item!r}", ExitCode.USAGE)
-        if key == "id":
-            die("--claim id=... is reserved; use --user", ExitCode.USAGE)
-        claims[key] = claim_value(value)
+    claims = parse_claims(claim or [])
     seconds = None
     if ttl is not None:
         try:

@@ -219,7 +219,8 @@ class PolicyTest(_Model):
     payload: Any = {}
     """The event payload."""
     expect: Literal["allow", "deny"]
-    """What the rules must decide."""
+    """What the YAML rules must decide. Where a Python handler decides (its ``join`` with no ``join:``
+    rule, any event of a handler topic), the test fails with "handler decides": test it in Python."""
 
 
 class Config(_Model):
