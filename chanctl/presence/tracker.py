@@ -18,7 +18,8 @@ to list. Each connection has a token bucket of updates per topic pattern.
 
 Nothing here assumes one process: the state of a topic is kept in node-tagged parts
 (:mod:`chanctl.presence.state`), this tracker writes only its own node's part, and diffs go to local
-subscribers only; a replication layer can install peers' parts and hand their diffs to :meth:`apply`.
+subscribers only; a replication layer installs peers' parts with :meth:`PresenceTracker.replace_part`
+and :meth:`PresenceTracker.drop_node`, and this node's members get the diffs.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import orjson
 from chanctl.config.model import PRESENCE_KEY_VARIABLES, Config, PresenceConfig, PresenceLimit
 from chanctl.errors import PresenceError
 from chanctl.presence.state import Diff, Meta, TopicPresence
+from chanctl.protocol.router import Router
 from chanctl.protocol.socket import ChannelState
 from chanctl.rules import Expression, compile_expression
 
@@ -52,6 +54,12 @@ PRESENCE_STATE = "presence_state"
 PRESENCE_DIFF = "presence_diff"
 PRESENCE_COUNT = "presence_count"
 TOO_MANY_UPDATES = "too many presence updates"
+STATE_BUDGET = 32 * 1024 * 1024
+"""Bytes that may wait unsent to clients that were just sent a ``presence_state``; joiners past it
+get theirs at a later flush, so that a burst of N joins into a big topic never holds N copies of
+the full list in memory at once (clients can only read so fast)."""
+STATE_RETRY = 0.01
+"""Seconds between checks of that budget while joiners wait for their state (when ``batch`` is 0)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,6 +138,8 @@ class PresenceStats:
     states: int = 0
     counts: int = 0
     limited: int = 0
+    deferred: int = 0
+    """Times a joiner's state waited for a later flush (the state budget was spent)."""
 
 
 class PresenceTracker:
@@ -151,11 +161,16 @@ class PresenceTracker:
             pattern: PresenceSpec.compile(topic.presence) for pattern, topic in config.topics.items() if topic.presence is not None
         }
         self._manual = PresenceSpec.compile(PresenceConfig(), auto=False)
+        self._router: Router[PresenceSpec] = Router()
+        for pattern, spec in self._specs.items():
+            self._router.add(pattern, spec)
         self._topics: dict[str, _Topic] = {}
         self._owners: dict[ChannelState, _Owner] = {}
         self._buckets: weakref.WeakKeyDictionary[Any, dict[PresenceSpec, _Bucket]] = weakref.WeakKeyDictionary()
         self._ids = itertools.count(1)
         self._clock = clock
+        self._sending: list[_Owner] = []
+        """Joiners recently sent a ``presence_state``, until their connection has sent everything."""
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -251,11 +266,17 @@ class PresenceTracker:
 
     # -- for a replication layer -----------------------------------------------------------------
 
-    def apply(self, topic_name: str, diff: Diff) -> None:
-        """Send a diff that another node's part caused (after ``state.replace_part``) to local members."""
-        topic = self._topics.get(topic_name)
-        if topic is not None:
-            self._changed(topic, diff)
+    def replace_part(self, topic_name: str, node: str, entries: dict[tuple[str, str], Meta]) -> None:
+        """Install what another ``node`` tracks on ``topic_name`` (its ``TopicPresence.part``, as
+        received); local members get the difference as a ``presence_diff``, batched as usual."""
+        match = self._router.match(topic_name)
+        topic = self._topic(topic_name, self._manual if match is None else match.target)
+        self._changed(topic, topic.state.replace_part(node, entries))
+
+    def drop_node(self, node: str) -> None:
+        """Another node is down: its presences leave every topic."""
+        for topic in list(self._topics.values()):
+            self._changed(topic, topic.state.drop_node(node))
 
     def close(self) -> None:
         """Cancel pending flushes (server shutdown)."""
@@ -297,36 +318,64 @@ class PresenceTracker:
         now = self.now()
         loop = asyncio.get_running_loop()
         if now - topic.last_flush < window:
-            topic.timer = loop.call_at(topic.last_flush + window, self._flush, topic, None)
+            topic.timer = loop.call_at(topic.last_flush + window, self._flush, topic, None, True)
         elif at_once:
             self._flush(topic, now)
         else:
             topic.timer = loop.call_soon(self._flush, topic, None)
 
-    def _flush(self, topic: _Topic, now: float | None) -> None:
+    def _flush(self, topic: _Topic, now: float | None, batched: bool = False) -> None:
         topic.timer = None
         topic.last_flush = self.now() if now is None else now
         waiting, topic.waiting = topic.waiting, []
         if topic.spec.config.mode == "count":
             self._flush_count(topic, waiting)
         else:
-            self._flush_list(topic, waiting)
+            self._flush_list(topic, waiting, batched)
         topic.changed = False
-        if not topic.state.sessions and topic.name in self._topics:
+        if topic.waiting and topic.timer is None:  # joiners held back by the state budget
+            loop = asyncio.get_running_loop()
+            topic.timer = loop.call_later(max(topic.spec.config.batch, STATE_RETRY), self._flush, topic, None, True)
+        if not topic.state.sessions and topic.timer is None and topic.name in self._topics:
             del self._topics[topic.name]  # nobody left; a later join starts afresh
 
-    def _flush_list(self, topic: _Topic, waiting: list[_Owner]) -> None:
+    def _flush_list(self, topic: _Topic, waiting: list[_Owner], batched: bool) -> None:
+        joiners = [owner for owner in waiting if not owner.channel.closed] if topic.spec.auto else []
         if topic.pending:
             diff, topic.pending = topic.pending, Diff()
-            self.pubsub.broadcast(topic.name, PRESENCE_DIFF, diff.payload())
+            # At the end of a window, a joiner's presence_state below already holds this diff: it
+            # would be a duplicate, and in a burst of joins the largest frame of all, sent to the
+            # most clients. (Unbatched, the joiner gets its diff too, in Phoenix's order.)
+            skip = {owner.connection for owner in joiners} if batched else ()
+            self.pubsub.broadcast(topic.name, PRESENCE_DIFF, diff.payload(), skip=skip)
             self.stats.diffs += 1
-        waiting = [owner for owner in waiting if not owner.channel.closed]
-        if waiting and topic.spec.auto:
+        if joiners:
             # One encode of the list for every joiner of this window; each frame keeps its join_ref.
-            state = orjson.Fragment(orjson.dumps(topic.state.list()))
-            for owner in waiting:
+            encoded = orjson.dumps(topic.state.list())
+            state = orjson.Fragment(encoded)
+            room = STATE_BUDGET - self._unsent()
+            served = 0
+            for owner in joiners:
+                if room <= 0:
+                    break
                 owner.connection.push(owner.channel, PRESENCE_STATE, state)
-            self.stats.states += len(waiting)
+                self._sending.append(owner)
+                room -= len(encoded)
+                served += 1
+            self.stats.states += served
+            self.stats.deferred += len(joiners) - served
+            topic.waiting[:0] = joiners[served:]
+
+    def _unsent(self) -> int:
+        """Bytes still unsent to the joiners recently sent a state (and forget those that are done)."""
+        total, still = 0, []
+        for owner in self._sending:
+            unsent = 0 if owner.channel.closed else owner.connection.unsent()
+            if unsent:
+                total += unsent
+                still.append(owner)
+        self._sending = still
+        return total
 
     def _flush_count(self, topic: _Topic, waiting: list[_Owner]) -> None:
         topic.pending = Diff()

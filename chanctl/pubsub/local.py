@@ -8,6 +8,7 @@ broadcast to N subscribers is one loop with no task and no await per subscriber.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from chanctl.protocol.messages import Broadcast
@@ -64,8 +65,11 @@ class LocalPubSub:
     def topics(self) -> dict[str, int]:
         return {topic: len(subs) for topic, subs in self._topics.items()}
 
-    def broadcast(self, topic: str, event: str, payload: Any, exclude: Subscriber | None = None) -> int:
-        """Deliver to every subscriber of ``topic`` but ``exclude``; returns how many got it."""
+    def broadcast(
+        self, topic: str, event: str, payload: Any, exclude: Subscriber | None = None, *, skip: Collection[Subscriber] = ()
+    ) -> int:
+        """Deliver to every subscriber of ``topic`` but ``exclude`` and those in ``skip``; returns how
+        many got it. (Presence skips the joiners whose fresh ``presence_state`` already has the diff.)"""
         self.broadcasts += 1
         subscribers = self._topics.get(topic)
         if not subscribers:
@@ -75,7 +79,8 @@ class LocalPubSub:
         message = Broadcast(topic, event, payload)
         frames: dict[Encoder, bytes] = {}
         sent = 0
-        for subscriber in list(subscribers):
+        targets = [s for s in subscribers if s not in skip] if skip else list(subscribers)
+        for subscriber in targets:
             if subscriber is exclude:
                 continue
             encoder = subscriber.encoder

@@ -107,6 +107,10 @@ class Connection:
         # buffer for websockets' whole close timeout.
         asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, self._transport.abort)
 
+    def unsent(self) -> int:
+        """Bytes queued for this client and not yet taken by the kernel."""
+        return self._pending_bytes + self._transport.get_write_buffer_size()
+
     def _drop_pending(self) -> None:
         self._pending = []
         self._pending_bytes = 0

@@ -283,7 +283,8 @@ async def test_update_cap_answers_with_an_error_reply(make_server, mint):
 
 
 async def test_batched_joins_cost_one_diff_per_window(make_server, mint):
-    """Ten joins inside one window: members get one combined diff, every joiner a complete list."""
+    """Ten joins inside one window: the member gets one combined diff; each joiner only its complete
+    presence_state (the diff would repeat what the state holds)."""
     async with server(make_server, batch="1s") as srv:
         first = await RawClient.connect(srv.url, mint(0))
         _, diff, _ = await join(first)  # a quiet topic: the first change goes out at once
@@ -293,13 +294,30 @@ async def test_batched_joins_cost_one_diff_per_window(make_server, mint):
             await c.send(["1", "1", "room:1", "phx_join", {}])
         everyone = {str(i) for i in range(11)}
         for c in others:
-            frames = [await c.recv(), await c.recv(), await c.recv()]
-            assert [f[3] for f in frames] == ["phx_reply", "presence_diff", "presence_state"]
-            assert set(frames[2][4]) == everyone
+            frames = [await c.recv(), await c.recv()]
+            assert [f[3] for f in frames] == ["phx_reply", "presence_state"]
+            assert set(frames[1][4]) == everyone
         combined = diff_of(await first.recv())
         assert set(combined["joins"]) == everyone - {"0"} and combined["leaves"] == {}
-        await first.nothing()
+        await asyncio.gather(*(c.nothing() for c in [first, *others]))
         assert srv.presence.stats.diffs == 2
+        for c in [first, *others]:
+            await c.close()
+
+
+async def test_joiners_past_the_state_budget_get_their_state_at_a_later_flush(make_server, mint, monkeypatch):
+    """A burst never holds every joiner's copy of a big list at once; each still gets a complete state."""
+    monkeypatch.setattr("chanctl.presence.tracker.STATE_BUDGET", 1)  # one state in flight at a time
+    async with server(make_server, batch="50ms") as srv:
+        first = await RawClient.connect(srv.url, mint(0))
+        await join(first)
+        others = [await RawClient.connect(srv.url, mint(i)) for i in range(1, 6)]
+        for c in others:
+            await c.send(["1", "1", "room:1", "phx_join", {}])
+        for c in others:
+            state = await c.recv_until(lambda f: f[3] == "presence_state")
+            assert set(state[4]) == {str(i) for i in range(6)}
+        assert srv.presence.stats.states == 6 and srv.presence.stats.deferred >= 4
         for c in [first, *others]:
             await c.close()
 
@@ -356,3 +374,16 @@ def test_presence_true_means_the_defaults():
     presence = loaded.config.topics["lobby"].presence
     assert presence is not None and presence.key == "user.id" and presence.mode == "list" and presence.batch == 0.05
     assert build_server(loaded).presence.list("lobby") == {}
+
+
+async def test_another_nodes_part_reaches_local_members_and_leaves_when_it_is_down(make_server, mint):
+    """Nothing assumes one process: a peer's part merges into the list and its changes are diffs here."""
+    async with server(make_server) as srv, await RawClient.connect(srv.url, mint(1)) as a:
+        await join(a)
+        remote = {("c9", "9"): {"online_at": 1, "phx_ref": "REMOTE1"}}
+        srv.presence.replace_part("room:1", "node-b", remote)
+        assert diff_of(await a.recv()) == {"joins": {"9": {"metas": [{"online_at": 1, "phx_ref": "REMOTE1"}]}}, "leaves": {}}
+        assert set(srv.presence.list("room:1")) == {"1", "9"}
+        srv.presence.drop_node("node-b")
+        assert diff_of(await a.recv()) == {"joins": {}, "leaves": {"9": {"metas": [{"online_at": 1, "phx_ref": "REMOTE1"}]}}}
+        assert set(srv.presence.list("room:1")) == {"1"}
