@@ -300,7 +300,7 @@ def result_kind(node: Node) -> str | None:
         kinds = {result_kind(node.children[1]), result_kind(node.children[2])}
         if None in kinds or "bool" in kinds:
             return "bool" if kinds == {"bool"} else None
-        return kinds.pop() if len(kinds) == 1 else "mixed"
+        return " or ".join(sorted(str(kind) for kind in kinds))
     if node.kind == "call":
         if node.value in _BOOL_FUNCTIONS:
             return "bool"
