@@ -77,6 +77,12 @@ def serve_process() -> Iterator[Callable[..., ServeProcess]]:
             banner.append(line)
             if " at ws://" in line:
                 url = line.split(" at ", 1)[1].split()[0]
+                # The banner goes on to its topics and auth line; read up to it so that tests see it.
+                while not line.startswith("  auth:"):
+                    line = proc.stderr.readline()
+                    if not line:
+                        raise AssertionError("chanctl serve exited:\n" + "".join(banner))
+                    banner.append(line)
                 served = ServeProcess(proc, url, banner)
                 # Keep reading stderr so that a chatty server never blocks on a full pipe.
                 threading.Thread(target=lambda: banner.extend(proc.stderr), daemon=True).start()
