@@ -9,13 +9,15 @@ presence diffs of every topic (they are broadcasts, so the same tap sees them). 
 
 The tap costs the data path one attribute check while nobody watches (``pubsub.tap is None``).
 While someone does, each tick keeps a uniform sample (reservoir) of at most ``TAP_RATE / 4``
-entries; the rest are counted in ``dropped`` and reported, so the tail never grows with load and
+entries, and an entry left out costs a counter and a compare; the rest are counted in ``dropped``
+and reported, so the tail never grows with load and
 a slow watcher is closed by its own outbound limit like any other client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import time
@@ -56,11 +58,12 @@ class AdminTap:
     def __init__(self, server: ChannelServer):
         self.server = server
         self.watchers: set[AdminChannel] = set()
-        self.dropped = 0
-        """Traffic entries seen but not sent to watchers, since the tap started."""
+        self._dropped = 0
         self._cap = max(1, int(TAP_RATE * TICK))
         self._sample: list[tuple[float, str, str, str, Any, Any, int]] = []
         self._seen = 0
+        self._next = 1
+        self._w = 1.0
         self._presence: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._last: tuple[float, tuple[int, int, int]] = (0.0, (0, 0, 0))
@@ -69,7 +72,9 @@ class AdminTap:
 
     def inbound(self, connection: Connection, topic: str, event: str, payload: Any) -> None:
         """A client event about to reach its channel."""
-        self._offer((time.time(), "in", topic, event, connection.user.get("id"), payload, 1))
+        self._seen += 1
+        if self._seen == self._next:  # else: not in this tick's sample, counted at the flush
+            self._keep((time.time(), "in", topic, event, connection.user.get("id"), payload, 1))
 
     def outbound(self, topic: str, event: str, payload: Any, recipients: int) -> None:
         """A broadcast that reached ``recipients`` subscribers; presence diffs are kept apart."""
@@ -77,20 +82,31 @@ class AdminTap:
             if len(self._presence) < self._cap:
                 self._presence.append({"topic": topic, **payload})
             else:
-                self.dropped += 1
+                self._dropped += 1
             return
-        self._offer((time.time(), "out", topic, event, None, payload, recipients))
-
-    def _offer(self, entry: tuple[float, str, str, str, Any, Any, int]) -> None:
-        # Reservoir sampling (algorithm R): every entry of the tick is equally likely to be kept.
         self._seen += 1
-        if len(self._sample) < self._cap:
+        if self._seen == self._next:
+            self._keep((time.time(), "out", topic, event, None, payload, recipients))
+
+    @property
+    def dropped(self) -> int:
+        """Traffic entries seen but not sent to watchers, since the tap started."""
+        return self._dropped + self._seen - len(self._sample)
+
+    def _keep(self, entry: tuple[float, str, str, str, Any, Any, int]) -> None:
+        # Reservoir sampling with skips (Li's algorithm L): every entry of a tick is equally
+        # likely to be kept, and the entries skipped cost the data path a counter and a compare.
+        cap = self._cap
+        if len(self._sample) < cap:
             self._sample.append(entry)
-            return
-        self.dropped += 1
-        slot = random.randrange(self._seen)
-        if slot < self._cap:
-            self._sample[slot] = entry
+            if len(self._sample) < cap:
+                self._next += 1
+                return
+            self._w = math.exp(math.log(_uniform()) / cap)
+        else:
+            self._sample[random.randrange(cap)] = entry
+            self._w *= math.exp(math.log(_uniform()) / cap)
+        self._next += math.floor(math.log(_uniform()) / math.log(1 - self._w)) + 1
 
     # -- watchers ----------------------------------------------------------------------------
 
@@ -122,7 +138,8 @@ class AdminTap:
                 self._send("stats", self.aggregates())
 
     def _flush_traffic(self) -> None:
-        sample, self._sample, self._seen = self._sample, [], 0
+        self._dropped += self._seen - len(self._sample)
+        sample, self._sample, self._seen, self._next = self._sample, [], 0, 1
         presence, self._presence = self._presence, []
         if not sample and not presence:
             return
@@ -172,6 +189,11 @@ class AdminTap:
             if channel is not None:
                 subscribers.append({**_connection(connection), "join_ref": channel.join_ref})
         return {"topic": topic, "subscribers": subscribers, "presence": self.server.presence.list(topic)}
+
+
+def _uniform() -> float:
+    """A uniform float in (0, 1): logarithms of it are finite."""
+    return random.random() or 0.5
 
 
 def _connection(connection: Connection) -> dict[str, Any]:

@@ -5,12 +5,29 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 
 from chanctl.client import Client
 from chanctl.server.admin import ADMIN_TOPIC
 from chanctl.server.runtime import build_server
 from tests.cli.run import chanctl, start_chanctl, user_args
 from tests.support import TIMEOUT
+
+
+@pytest.fixture
+async def spawn():
+    """``await spawn(*args)``: a running ``chanctl`` process, killed at teardown if still running."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str) -> asyncio.subprocess.Process:
+        procs.append(await start_chanctl(*args))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def test_send_defaults_to_an_empty_payload_and_prints_the_validation_error(chat_server):
@@ -105,8 +122,8 @@ async def _accept_and_stall(reader: asyncio.StreamReader, writer: asyncio.Stream
     await reader.read()
 
 
-async def test_listen_prints_events_of_every_topic_until_count(chat_server, mint):
-    listener = await start_chanctl("listen", "updates:all", "notifications:user_7", "--count", "2",
+async def test_listen_prints_events_of_every_topic_until_count(chat_server, mint, spawn):
+    listener = await spawn("listen", "updates:all", "notifications:user_7", "--count", "2",
                                    *user_args(chat_server.url, "7"))
     assert listener.stderr is not None and listener.stdout is not None
     assert "listening on updates:all, notifications:user_7" in (await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)).decode()
@@ -117,8 +134,8 @@ async def test_listen_prints_events_of_every_topic_until_count(chat_server, mint
     assert out.decode().splitlines() == ['updates:all release {"version":"1.2"}', 'notifications:user_7 mention {"by":42}']
 
 
-async def test_listen_summarizes_presence_joins_and_leaves(chat_server, mint):
-    listener = await start_chanctl("listen", "room:lobby", "--count", "3", *user_args(chat_server.url, "7"))
+async def test_listen_summarizes_presence_joins_and_leaves(chat_server, mint, spawn):
+    listener = await spawn("listen", "room:lobby", "--count", "3", *user_args(chat_server.url, "7"))
     assert listener.stderr is not None and listener.stdout is not None
     await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)  # listening on ...
     assert await asyncio.wait_for(listener.stdout.readline(), TIMEOUT) == b"room:lobby presence joined: 7\n"
@@ -138,11 +155,11 @@ async def test_listen_refused_join_exits_3_and_timeout_without_count_exits_0(cha
     assert short.code == 4
 
 
-async def test_listen_survives_a_server_restart_on_the_same_port(chat_config, mint):
+async def test_listen_survives_a_server_restart_on_the_same_port(chat_config, mint, spawn):
     server = build_server(chat_config, host="127.0.0.1", port=0)
     await server.start()
     port = server.port
-    listener = await start_chanctl("listen", "updates:all", "--json", "--count", "2", *user_args(server.url, "7"))
+    listener = await spawn("listen", "updates:all", "--json", "--count", "2", *user_args(server.url, "7"))
     assert listener.stderr is not None and listener.stdout is not None
     try:
         await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)  # listening on ...
@@ -158,7 +175,5 @@ async def test_listen_survives_a_server_restart_on_the_same_port(chat_config, mi
         second = orjson.loads(await asyncio.wait_for(listener.stdout.readline(), TIMEOUT))
         assert await asyncio.wait_for(listener.wait(), TIMEOUT) == 0
     finally:
-        if listener.returncode is None:
-            listener.kill()
         await server.shutdown()
     assert (first["payload"]["body"], second["payload"]["body"]) == ("before", "after")

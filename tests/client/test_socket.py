@@ -1,0 +1,96 @@
+"""chanctl.client against real servers: authToken, pushes before join, reconnect, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import websockets
+
+from chanctl.client import Client, endpoint_url
+from chanctl.config.load import load_config
+from chanctl.errors import ConnectRefused, ReplyTimeout
+from chanctl.protocol.messages import PHX_ERROR
+from chanctl.server.runtime import build_server
+from tests.support import SECRET, TIMEOUT
+
+
+async def status_lines(queue: asyncio.Queue[str], *wanted: str) -> None:
+    """Wait until a status line containing each of ``wanted`` has been reported, in order."""
+    async with asyncio.timeout(TIMEOUT):
+        for text in wanted:
+            while text not in await queue.get():
+                pass
+
+
+def test_endpoint_url_follows_phoenix_js():
+    assert endpoint_url("ws://h:4000/socket") == "ws://h:4000/socket/websocket"
+    assert endpoint_url("http://h:4000/socket/") == "ws://h:4000/socket/websocket"
+    assert endpoint_url("wss://h/socket/websocket") == "wss://h/socket/websocket"
+
+
+async def test_auth_token_goes_in_the_subprotocol(chat_server, mint):
+    async with Client(chat_server.url, auth_token=mint(7)) as client:
+        assert await client.channel("updates:all").join(TIMEOUT) == {}
+    with pytest.raises(ConnectRefused) as refused:
+        await Client(chat_server.url, auth_token="forged").connect()
+    assert refused.value.status == 403
+
+
+async def test_a_push_before_the_join_is_sent_once_joined(chat_server, mint):
+    async with Client(chat_server.url, token=mint(42)) as client:
+        room = client.channel("room:42")
+        early = room.push("new_msg", {"body": "early"}, TIMEOUT)
+        await room.join(TIMEOUT)
+        assert (await early).status == "ok"
+
+
+async def test_reconnects_and_rejoins_after_the_server_disconnects_it(chat_server, mint):
+    statuses: asyncio.Queue[str] = asyncio.Queue()
+    async with Client(chat_server.url, token=mint(7), on_status=statuses.put_nowait) as client:
+        updates = client.channel("updates:all")
+        await updates.join(TIMEOUT)
+        first_join_ref = updates.join_ref
+        assert chat_server.disconnect("user_socket:7") == 1
+        await status_lines(statuses, "disconnected (close code 1001)", "reconnected", "updates:all: rejoined")
+        assert updates.state == "joined" and updates.join_ref != first_join_ref
+        chat_server.pubsub.broadcast("updates:all", "news", {"n": 1})
+        event = await asyncio.wait_for(anext(updates.events()), TIMEOUT)
+        assert (event.event, event.payload) == ("news", {"n": 1})
+
+
+async def test_a_channel_error_rejoins(mint, tmp_path):
+    (tmp_path / "crashy.py").write_text(
+        "from chanctl import Channel\n\nclass Crashy(Channel):\n"
+        "    async def handle_in(self, event, payload):\n        raise RuntimeError('boom')\n"
+    )
+    yaml = f"auth: {{secret: '${{CHANCTL_SECRET}}'}}\ntopics: {{'crash:{{id}}': {{join: true, handler: 'crashy:Crashy'}}}}\n"
+    config = tmp_path / "crash.yaml"
+    config.write_text(yaml)
+    statuses: asyncio.Queue[str] = asyncio.Queue()
+    async with build_server(load_config(config, env={"CHANCTL_SECRET": SECRET}), host="127.0.0.1", port=0) as server:
+        async with Client(server.url, token=mint(7), on_status=statuses.put_nowait) as client:
+            channel = client.channel("crash:1")
+            await channel.join(TIMEOUT)
+            with pytest.raises(ReplyTimeout):
+                await channel.push("boom", {}, 0.3)  # the channel dies instead of replying
+            error = await asyncio.wait_for(anext(channel.events()), TIMEOUT)
+            assert error.event == PHX_ERROR
+            await status_lines(statuses, "crash:1: channel error", "crash:1: rejoined")
+            assert channel.state == "joined"
+
+
+async def test_a_missed_heartbeat_closes_the_socket_and_reconnects():
+    opened: asyncio.Queue[None] = asyncio.Queue()
+
+    async def silent(ws):  # accepts, never answers a heartbeat
+        opened.put_nowait(None)
+        await ws.wait_closed()
+
+    statuses: asyncio.Queue[str] = asyncio.Queue()
+    async with websockets.serve(silent, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with Client(f"ws://127.0.0.1:{port}/socket", heartbeat=0.1, on_status=statuses.put_nowait):
+            await asyncio.wait_for(opened.get(), TIMEOUT)
+            await status_lines(statuses, "heartbeat timeout", "reconnected")
+            await asyncio.wait_for(opened.get(), TIMEOUT)
