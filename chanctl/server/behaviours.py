@@ -113,6 +113,7 @@ class DeclarativeChannel(Channel):
     def __init__(self, topic: CompiledTopic):
         self._spec = topic
         self._params: Any = {}
+        self.data = topic.data
 
     async def join(self, params: Any) -> Outcome | None:
         self._params = params

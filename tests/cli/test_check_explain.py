@@ -80,6 +80,18 @@ def test_policy_tests_pass_and_fail(runner, tmp_path):
     assert f"FAIL {config}:tests[8]: expected allow, got deny" in result.stdout
 
 
+def test_the_countdown_sample_checks_and_a_handler_decides_its_events(runner):
+    countdown = ROOT / "sample_configs" / "countdown.yaml"
+    result = runner.invoke(app, ["check", str(countdown)])
+    assert result.exit_code == 0 and "policy tests: 2 passed, 0 failed" in result.stdout
+    assert "    handler: countdown_app.channels:CountdownChannel" in result.stdout
+    explained = runner.invoke(app, ["check", str(countdown), "--explain", "--user", "1", "--topic", "countdown:kitchen",
+                                    "--event", "start", "--payload", '{"seconds": 3}'])
+    assert explained.exit_code == 0
+    assert explained.stdout.splitlines()[:2] == [
+        "handler decides: start on countdown:kitchen", "  after: join countdown:kitchen: allow (topics.countdown:{room}.join)"]
+
+
 def test_a_malformed_policy_test_is_a_load_error(runner, tmp_path):
     config = tmp_path / "app.yaml"
     config.write_text(CHAT.read_text() + '  - {user: 1, join: "room:42", event: new_msg, expect: allow}\n')
