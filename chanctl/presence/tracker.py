@@ -111,6 +111,9 @@ class _Topic:
     waiting: list[_Owner] = field(default_factory=list)
     """Joiners whose ``presence_state`` goes out at the next flush."""
     timer: asyncio.Handle | None = None
+    """The next flush of diffs (and of the joiners' states)."""
+    retry: asyncio.Handle | None = None
+    """The next try at the states the budget held back; it never holds back a diff."""
     last_flush: float = float("-inf")
 
 
@@ -171,6 +174,8 @@ class PresenceTracker:
         self._clock = clock
         self._sending: list[_Owner] = []
         """Joiners recently sent a ``presence_state``, until their connection has sent everything."""
+        self._in_flight = 0
+        """At least the bytes still unsent to ``_sending`` (recounted when it reaches the budget)."""
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -281,9 +286,10 @@ class PresenceTracker:
     def close(self) -> None:
         """Cancel pending flushes (server shutdown)."""
         for topic in self._topics.values():
-            if topic.timer is not None:
-                topic.timer.cancel()
-                topic.timer = None
+            for handle in (topic.timer, topic.retry):
+                if handle is not None:
+                    handle.cancel()
+            topic.timer = topic.retry = None
 
     # -- batching --------------------------------------------------------------------------------
 
@@ -333,10 +339,23 @@ class PresenceTracker:
         else:
             self._flush_list(topic, waiting, batched)
         topic.changed = False
-        if topic.waiting and topic.timer is None:  # joiners held back by the state budget
+        self._retry_later(topic)
+        self._forget_if_empty(topic)
+
+    def _retry(self, topic: _Topic) -> None:
+        topic.retry = None
+        waiting, topic.waiting = topic.waiting, []
+        self._send_states(topic, [owner for owner in waiting if not owner.channel.closed])
+        self._retry_later(topic)
+        self._forget_if_empty(topic)
+
+    def _retry_later(self, topic: _Topic) -> None:
+        if topic.waiting and topic.retry is None:
             loop = asyncio.get_running_loop()
-            topic.timer = loop.call_later(max(topic.spec.config.batch, STATE_RETRY), self._flush, topic, None, True)
-        if not topic.state.sessions and topic.timer is None and topic.name in self._topics:
+            topic.retry = loop.call_later(max(topic.spec.config.batch, STATE_RETRY), self._retry, topic)
+
+    def _forget_if_empty(self, topic: _Topic) -> None:
+        if not topic.state.sessions and topic.timer is None and topic.retry is None and self._topics.get(topic.name) is topic:
             del self._topics[topic.name]  # nobody left; a later join starts afresh
 
     def _flush_list(self, topic: _Topic, waiting: list[_Owner], batched: bool) -> None:
@@ -349,18 +368,24 @@ class PresenceTracker:
             skip = {owner.connection for owner in joiners} if batched else ()
             self.pubsub.broadcast(topic.name, PRESENCE_DIFF, diff.payload(), skip=skip)
             self.stats.diffs += 1
+        self._send_states(topic, joiners)
+
+    def _send_states(self, topic: _Topic, joiners: list[_Owner]) -> None:
+        """Push ``presence_state`` to ``joiners`` while the budget lasts; the rest wait for a retry."""
         if joiners:
             # One encode of the list for every joiner of this window; each frame keeps its join_ref.
             encoded = orjson.dumps(topic.state.list())
             state = orjson.Fragment(encoded)
-            room = STATE_BUDGET - self._unsent()
             served = 0
             for owner in joiners:
-                if room <= 0:
-                    break
+                if self._in_flight >= STATE_BUDGET:
+                    # An upper bound (some has been sent since): count again only when it seems spent.
+                    self._in_flight = self._unsent()
+                    if self._in_flight >= STATE_BUDGET:
+                        break
                 owner.connection.push(owner.channel, PRESENCE_STATE, state)
                 self._sending.append(owner)
-                room -= len(encoded)
+                self._in_flight += len(encoded)
                 served += 1
             self.stats.states += served
             self.stats.deferred += len(joiners) - served
