@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from chanctl.client.presence import Presence, PresenceChange
 from chanctl.errors import (
+    ClientError,
     ConnectionLost,
     ConnectRefused,
     JoinRefused,
@@ -117,7 +118,12 @@ class ClientChannel:
 
         Before the join completes the push waits, as in phoenix.js; ``timeout`` runs from now and
         fails the future with :class:`ReplyTimeout`.
+
+        Raises:
+            ClientError: the channel was never joined (or was left): nothing would send the push.
         """
+        if not self._wanted and self.state != "joined":
+            raise ClientError(f"push {event!r} on {self.topic}: join the channel first")
         message = Message(None, None, self.topic, event, {} if payload is None else payload)
         if self.state == "joined":
             return self.client._request(message, self.join_ref, timeout)
@@ -170,6 +176,13 @@ class ClientChannel:
             inner = self.client._request(message, self.join_ref, remaining)
             inner.add_done_callback(lambda f, outer=future: _chain(f, outer))
 
+    def _fail_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for _, future, _ in waiting:
+            if not future.done():
+                future.set_exception(ConnectionLost())
+                future.exception()  # retrieved: its owner may have stopped waiting
+
     def _receive(self, message: Message) -> None:
         event = message.event
         if event in ("presence_state", "presence_diff"):
@@ -201,8 +214,8 @@ class ClientChannel:
 
     async def _rejoin_loop(self, immediate: bool) -> None:
         """Rejoin with phoenix.js's rejoin backoff until joined, left, or the socket drops."""
-        for attempt in itertools.count():
-            if attempt or not immediate:
+        for attempt in itertools.count(-1 if immediate else 0):
+            if attempt >= 0:
                 await asyncio.sleep(_backoff(REJOIN_AFTER, attempt))  # a retry schedule, not a wait for an event
             if not self._wanted or not self.client.connected:
                 return
@@ -302,6 +315,7 @@ class Client:
         for channel in self._channels.values():
             if channel._rejoin is not None:
                 channel._rejoin.cancel()
+            channel._fail_waiting()
         if self._ws is not None:
             await self._ws.close()
         if self._runner is not None:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from chanctl.config.model import Config
 from chanctl.errors import ConfigError, Problem
 from chanctl.handlers import HandlerError, import_handler
+from chanctl.protocol.messages import ADMIN_TOPIC
 from chanctl.protocol.router import Router, TopicPattern
 from chanctl.rules import EVENT_VARIABLES, JOIN_VARIABLES, RuleError, compile_expression, compile_rule
 
@@ -342,6 +343,9 @@ def _check_semantics(reader: _Reader, data: dict[str, Any], base_dir: Path) -> N
         else:
             captures = frozenset(pattern.captures)
             router.add(pattern, None)
+            if source == ADMIN_TOPIC:
+                reader.problem(("topics", source), f"{ADMIN_TOPIC} is reserved for the admin plane",
+                               "admin tokens join it (`chanctl token --admin`); name your topic otherwise")
         if isinstance(topic, dict):
             _check_topic(reader, ("topics", source), topic, captures, base_dir)
     for earlier, later in router.shadowed():

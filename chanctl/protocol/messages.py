@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ADMIN_TOPIC",
     "Broadcast",
     "HEARTBEAT",
     "Message",
@@ -28,6 +29,8 @@ PHX_ERROR = "phx_error"
 PHX_CLOSE = "phx_close"
 HEARTBEAT = "heartbeat"
 PHOENIX_TOPIC = "phoenix"
+ADMIN_TOPIC = "chanctl:admin"
+"""chanctl's reserved topic: the admin plane (chanctl.server.admin); no config may declare it."""
 
 
 @dataclass(frozen=True, slots=True)

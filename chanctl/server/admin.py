@@ -28,6 +28,7 @@ import orjson
 from chanctl import __version__
 from chanctl.channel import Channel, Outcome, error, ok
 from chanctl.presence.tracker import PRESENCE_DIFF
+from chanctl.protocol.messages import ADMIN_TOPIC
 
 if TYPE_CHECKING:
     from chanctl.protocol.socket import LeaveReason
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ADMIN_TOPIC", "AdminChannel", "AdminTap"]
 
-ADMIN_TOPIC = "chanctl:admin"
 TICK = 0.25
 """Seconds between traffic batches; aggregates go out every fourth tick (1 Hz)."""
 TAP_RATE = 200

@@ -9,7 +9,7 @@ import websockets
 
 from chanctl.client import Client, endpoint_url
 from chanctl.config.load import load_config
-from chanctl.errors import ConnectRefused, ReplyTimeout
+from chanctl.errors import ClientError, ConnectRefused, ReplyTimeout
 from chanctl.protocol.messages import PHX_ERROR
 from chanctl.server.runtime import build_server
 from tests.support import SECRET, TIMEOUT
@@ -37,11 +37,16 @@ async def test_auth_token_goes_in_the_subprotocol(chat_server, mint):
     assert refused.value.status == 403
 
 
-async def test_a_push_before_the_join_is_sent_once_joined(chat_server, mint):
+async def test_a_push_before_the_join_completes_is_sent_once_joined(chat_server, mint):
     async with Client(chat_server.url, token=mint(42)) as client:
         room = client.channel("room:42")
+        with pytest.raises(ClientError, match="join the channel first"):
+            room.push("new_msg", {"body": "never joined"})
+        joining = asyncio.create_task(room.join(TIMEOUT))
+        await asyncio.sleep(0)  # one loop turn: the join frame is out, its reply is not back yet
+        assert room.state == "joining"
         early = room.push("new_msg", {"body": "early"}, TIMEOUT)
-        await room.join(TIMEOUT)
+        await joining
         assert (await early).status == "ok"
 
 

@@ -7,9 +7,10 @@ import asyncio
 import pytest
 
 from chanctl.client import Client
-from chanctl.errors import JoinRefused
+from chanctl.config.load import load_config_text
+from chanctl.errors import ConfigError, JoinRefused
 from chanctl.server.admin import ADMIN_TOPIC, AdminTap
-from tests.support import TIMEOUT, RawClient
+from tests.support import SECRET, TIMEOUT, RawClient
 
 
 async def next_event(channel, name: str):
@@ -106,3 +107,9 @@ def test_the_tap_keeps_a_bounded_uniform_sample_and_counts_the_rest(chat_server)
     assert tap.dropped == 9 * cap
     kept = sorted(entry[5]["n"] for entry in tap._sample)
     assert kept[-1] >= cap  # later entries get in too: a sample, not the first `cap`
+
+
+def test_a_config_cannot_declare_the_admin_topic():
+    with pytest.raises(ConfigError) as failed:
+        load_config_text(f"auth: {{secret: {SECRET}}}\ntopics: {{'chanctl:admin': {{join: true}}}}\n", "<test>", {})
+    assert "chanctl:admin is reserved for the admin plane" in str(failed.value)
