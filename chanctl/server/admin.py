@@ -2,18 +2,17 @@
 
 Only a token whose admin claim (``auth.admin_claim``, default ``admin``) is ``true`` may join
 ``chanctl:admin``. A watcher gets a ``snapshot`` right after joining (node, topics with subscriber
-and presence counts, connections), then ``stats`` aggregates at 1 Hz, and every 250 ms a ``traffic``
-batch: a sampled, rate-capped tail of client events (``in``) and broadcasts (``out``), plus the
-presence diffs of every topic (they are broadcasts, so the same tap sees them). Commands are client events on the admin topic: ``broadcast``,
-``disconnect`` and ``inspect``.
+and presence counts, connections), then ``stats`` aggregates at 1 Hz, and every 250 ms a
+``traffic`` batch: a sampled, rate-capped tail of client events (``in``) and broadcasts (``out``),
+plus the presence diffs of every topic (they are broadcasts, so the same tap sees them). Commands
+are client events on the admin topic: ``broadcast``, ``disconnect`` and ``inspect``.
 
 The tap costs the data path one attribute check while nobody watches (``pubsub.tap is None``).
 While someone does, each tick keeps a uniform sample (reservoir) of at most ``TAP_RATE / 4``
 entries, and an entry left out costs a counter and a compare; the rest are counted in ``dropped``
-and reported, so the tail never grows with load and
-a slow watcher is closed by its own outbound limit like any other client.
+and reported, so the tail never grows with load, and a slow watcher is closed by its own outbound
+limit like any other client.
 """
-
 from __future__ import annotations
 
 import asyncio

@@ -252,9 +252,9 @@ class ChannelServer:
         return ws.respond(HTTPStatus.FORBIDDEN, reason + "\n")
 
     def health(self) -> dict[str, Any]:
-        """``GET /healthz``: ``draining`` once shutdown began, so a load balancer stops routing here."""
+        """``GET /healthz``: answered while the server accepts connections."""
         return {
-            "status": "ok" if self._server is not None else "draining",
+            "status": "ok",
             "version": __version__,
             "uptime": round(time.time() - self.started_at, 3),
             "connections": len(self.connections),
