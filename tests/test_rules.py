@@ -22,11 +22,15 @@ RULES = [
     'user.id in data.b && !(user.role in data.b) && "k" in data.flags',
     "data.rooms[topic.id].members[0] == user.id",
     "params.level >= 2 || user.id == 1",
+    'has(user.role) && user.role == "admin" || user.name.startsWith("a") || size(user) > 3',
+    "user.tags.exists(t, t == topic.id) || .user.id == 99",
 ]
 CASES = [
     ({"id": 42}, {"id": "42"}, {}), ({"id": 99}, {"id": "42"}, {}), ({"id": 99}, {"id": "lobby"}, {"level": 3}),
     ({"id": 1}, {"id": "7"}, {}), ({"id": True, "role": 1}, {"id": "7"}, {}), ({"id": 1.0}, {"id": "nope"}, {"level": 1}),
     ({"id": "x"}, {"id": "7"}, {}), ({"id": 7}, {"id": "42"}, {"level": "high"}),
+    ({"id": 99, "role": "admin"}, {"id": "42"}, {}), ({"id": 3, "name": "ann", "tags": ["42"]}, {"id": "42"}, {}),
+    ({"id": 3, "name": 5, "tags": "x", "a": 1, "b": 2}, {"id": "7"}, {}),
 ]
 
 
@@ -51,7 +55,9 @@ def test_only_what_the_rule_reads_reaches_cel():
     rule = compile_rule(RULES[0])
     big = {"rooms": {str(i): {"members": list(range(5000))} for i in range(3000)}}
     pruned = rule.expression.prune({"user": {"id": 4999, "exp": 1}, "topic": {"id": "12", "name": "room:12"}, "data": big})
-    assert pruned == {"data": {"rooms": {"12": {"members": [4999]}}}, "topic": {"id": "12"}, "user": {"id": 4999}}
+    # user.id and topic.id reach CEL as plain values (the rule runs with them flattened).
+    assert pruned == {"data": {"rooms": {"12": {"members": [4999]}}}, "__chanctl_0": "12", "__chanctl_1": 4999}
+    assert rule.expression.program.source.startswith("__chanctl_0 in data.rooms && ")
 
 
 def test_a_run_time_failure_denies_logs_and_is_not_remembered(caplog):
