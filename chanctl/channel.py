@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from chanctl.errors import PresenceError
 
@@ -117,6 +118,16 @@ class Channel:
 
     async def terminate(self, reason: LeaveReason) -> None:
         """Clean up when the channel stops (left, closed, crashed). Not run on a duplicate join."""
+
+    intercept: ClassVar[Collection[str]] = ()
+    """Events whose broadcasts pass through :meth:`handle_out` for this channel's client instead of
+    going out unchanged (Phoenix's ``intercept``); each costs one encode per subscriber."""
+
+    def handle_out(self, event: str, payload: Any) -> None:
+        """Decide what this client gets for an intercepted broadcast: :meth:`push` a (modified)
+        payload, or nothing. Synchronous, so a broadcast still never waits on a subscriber.
+        Raising stops the channel with ``phx_error``."""
+        self.push(event, payload)
 
     # -- the four directions -----------------------------------------------------------------
 

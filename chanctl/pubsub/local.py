@@ -26,6 +26,9 @@ class Subscriber(Protocol):
 
     def deliver(self, frame: bytes) -> None: ...
 
+    def intercept(self, tag: Any, message: Broadcast) -> None:
+        """Called instead of ``deliver`` for the events the subscription intercepts."""
+
 
 class Tap(Protocol):
     def outbound(self, topic: str, event: str, payload: Any, recipients: int) -> None: ...
@@ -40,9 +43,23 @@ class LocalPubSub:
         """Broadcasts published, delivered to anyone or not (for metrics)."""
         self.tap: Tap | None = None
         """The admin plane's tap while someone watches; None costs the hot path one check."""
+        self._intercepts: dict[str, dict[Subscriber, frozenset[str]]] = {}
+        """Per topic, the subscriptions that intercept some events (Phoenix ``intercept``); kept
+        apart so that topics without any cost nothing extra per broadcast."""
 
-    def subscribe(self, topic: str, subscriber: Subscriber, tag: Any = None) -> None:
+    def subscribe(self, topic: str, subscriber: Subscriber, tag: Any = None, intercept: frozenset[str] = frozenset()) -> None:
+        """Subscribe; broadcasts of an event in ``intercept`` go to ``subscriber.intercept`` instead
+        of the fastlane (one encode per such subscriber, as in Phoenix)."""
         self._topics.setdefault(topic, {})[subscriber] = tag
+        if intercept:
+            self._intercepts.setdefault(topic, {})[subscriber] = intercept
+        else:
+            self._drop_intercept(topic, subscriber)
+
+    def _drop_intercept(self, topic: str, subscriber: Subscriber) -> None:
+        intercepting = self._intercepts.get(topic)
+        if intercepting is not None and intercepting.pop(subscriber, None) is not None and not intercepting:
+            del self._intercepts[topic]
 
     def unsubscribe(self, topic: str, subscriber: Subscriber, tag: Any = None) -> None:
         """Remove the subscription; with ``tag``, only if it is still that channel's."""
@@ -52,6 +69,7 @@ class LocalPubSub:
         if tag is not None and subscribers[subscriber] is not tag:
             return
         del subscribers[subscriber]
+        self._drop_intercept(topic, subscriber)
         if not subscribers:
             del self._topics[topic]
 
@@ -79,9 +97,15 @@ class LocalPubSub:
         message = Broadcast(topic, event, payload)
         frames: dict[Encoder, bytes] = {}
         sent = 0
+        intercepting = self._intercepts.get(topic)
+        diverted = {s for s, events in intercepting.items() if event in events} if intercepting else None
         targets = [s for s in subscribers if s not in skip] if skip else list(subscribers)
         for subscriber in targets:
             if subscriber is exclude:
+                continue
+            if diverted and subscriber in diverted:
+                subscriber.intercept(subscribers[subscriber], message)
+                sent += 1
                 continue
             encoder = subscriber.encoder
             frame = frames.get(encoder)

@@ -22,6 +22,7 @@ from websockets.protocol import State
 
 from chanctl.channel import Channel, Outcome, error
 from chanctl.errors import PresenceError, ProtocolViolation
+from chanctl.protocol.messages import Broadcast
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, SocketProtocol
 from chanctl.server.wire import FrameEncoder, ws_frame
@@ -215,7 +216,7 @@ class Connection:
         if outcome is None or outcome.status == "ok":
             channel = self.proto.join_succeeded(join, None if outcome is None else outcome.response, handler)
             handler._state = channel
-            self.server.pubsub.subscribe(join.topic, self, channel)
+            self.server.pubsub.subscribe(join.topic, self, channel, frozenset(handler.intercept))
             self.flush()  # the join reply goes before the presence frames (reply, diff, state)
             handler.presence_key = self.server.presence.joined(self, channel, self.user, join.payload)
         else:
@@ -258,6 +259,21 @@ class Connection:
             except Exception:
                 log.exception("channel crashed on %s handling info %r", channel.topic, message)
                 await self._crash(channel)
+            self.flush()
+
+    def intercept(self, channel: ChannelState, message: Broadcast) -> None:
+        """An intercepted broadcast: the channel's ``handle_out`` decides what its client gets."""
+        if channel.closed:
+            return
+        try:
+            channel.handler.handle_out(message.event, message.payload)
+        except Exception:
+            log.exception("channel crashed on %s intercepting %r", channel.topic, message.event)
+            self.server.spawn(self._crash_outside(channel))
+
+    async def _crash_outside(self, channel: ChannelState) -> None:
+        async with self._dispatch:
+            await self._crash(channel)
             self.flush()
 
     async def _crash(self, channel: ChannelState) -> None:

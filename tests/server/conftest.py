@@ -61,6 +61,18 @@ class ConformanceChannel(Channel):
         self.terminated.put_nowait((self.topic, reason))
 
 
+class InterceptingChannel(ConformanceChannel):
+    """§10 item 32: ``shout`` is intercepted; the outgoing handler adds ``x``, or drops it."""
+
+    intercept = ("shout", "crash_out")
+
+    def handle_out(self, event: str, payload: Any) -> None:
+        if event == "crash_out":
+            raise RuntimeError("handle_out crashed on purpose")
+        if not payload.get("drop"):
+            self.push(event, {**payload, "x": 1})
+
+
 @pytest.fixture
 def conformance_server(make_server) -> Callable[..., ChannelServer]:
     """``async with conformance_server(idle_timeout=0.3) as server``: extra ``server:`` keys allowed."""
@@ -70,6 +82,7 @@ def conformance_server(make_server) -> Callable[..., ChannelServer]:
         built: ChannelServer = make_server(CONFORMANCE_YAML.format(extra=extra))
         built.router = Router()
         built.router.add("room:*", ConformanceChannel)
+        built.router.add("intercept:*", InterceptingChannel)
         ConformanceChannel.terminated = asyncio.Queue()
         return built
 

@@ -252,6 +252,22 @@ async def test_30_31_broadcast_and_broadcast_from(server, mint, event, sender_ge
         await a.nothing()
 
 
+async def test_32_intercepted_events_go_through_handle_out_per_client(server, mint):
+    async with await RawClient.connect(server.url, mint(1)) as a, await RawClient.connect(server.url, mint(2)) as b:
+        await a.call(["1", "1", "intercept:lobby", "phx_join", {}])
+        await b.call(["4", "4", "intercept:lobby", "phx_join", {}])
+        server.pubsub.broadcast("intercept:lobby", "shout", {"m": 1})
+        assert await a.recv() == ["1", None, "intercept:lobby", "shout", {"m": 1, "x": 1}]
+        assert await b.recv() == ["4", None, "intercept:lobby", "shout", {"m": 1, "x": 1}]
+        server.pubsub.broadcast("intercept:lobby", "shout", {"drop": True})
+        server.pubsub.broadcast("intercept:lobby", "other", {"m": 2})  # not intercepted: fastlane
+        for c in (a, b):
+            assert await c.recv() == [None, None, "intercept:lobby", "other", {"m": 2}]
+        server.pubsub.broadcast("intercept:lobby", "crash_out", {})
+        assert await b.recv() == ["4", "4", "intercept:lobby", "phx_error", {"reason": "channel_crash"}]
+        assert await terminated() == ("intercept:lobby", LeaveReason.CRASHED)
+
+
 async def test_33_server_side_broadcasts(server, mint):
     async with await RawClient.connect(server.url, mint(1)) as a:
         await a.call(["1", "1", "room:lobby", "phx_join", {}])

@@ -1,0 +1,192 @@
+"""Benchmarks: chanctl against a plain ``websockets`` broadcast loop, measured in the same run.
+
+    python benchmarks/run.py            # about six minutes on 2 cores
+    python benchmarks/run.py --full     # the issue's sizes (2,000 messages at 5,000 subscribers too)
+
+Each server runs pinned to core 0 (``taskset -c 0``), the Node load generator (loadgen.mjs, the
+``ws`` package from tests/js/node_modules) on core 1. Runs are interleaved (plain, chanctl,
+chanctl, plain, ...) and each figure is the median of ``--runs`` runs; every server starts fresh
+for every scenario. The generator reports its own CPU: a share near 1.0 means it saturated its
+core and the server figure is a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_MODULES = ROOT / "tests" / "js" / "node_modules"
+SECRET = secrets.token_hex(32)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+
+
+class Server:
+    """One server process on core 0; ``url`` is what the generator connects to."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        port = free_port()
+        env = {**os.environ, "CHANCTL_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
+        if kind == "plain":
+            argv = [sys.executable, str(ROOT / "benchmarks" / "plain_server.py"), str(port)]
+            self.url = f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"
+        else:
+            argv = [sys.executable, "-m", "chanctl", "serve", str(ROOT / "benchmarks" / "bench.yaml"),
+                    "--port", str(port), "--log-level", "warning"]
+            sys.path.insert(0, str(ROOT))
+            from chanctl.tokens import TokenSigner
+
+            token = TokenSigner(SECRET).mint(1, {})
+            self.url = f"ws://127.0.0.1:{port}/socket/websocket?token={token}&vsn=2.0.0"
+        self.proc = subprocess.Popen(pinned(0, argv), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:  # the port accepting is the readiness signal for both servers
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{kind} server did not start")
+                time.sleep(0.05)
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def loadgen(server: Server, mode: str, **opts: object) -> dict:
+    argv = pinned(1, ["node", str(ROOT / "benchmarks" / "loadgen.mjs"), json.dumps({"mode": mode, "url": server.url, **opts})])
+    env = dict(os.environ)
+    cpu0 = server.cpu_seconds()
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"loadgen {mode} against {server.kind} failed:\n{out.stdout}\n{out.stderr}")
+    result = json.loads(out.stdout.splitlines()[-1])
+    result["server_cpu_s"] = server.cpu_seconds() - cpu0
+    return result
+
+
+def idle_rss(server: Server, n: int) -> dict:
+    argv = pinned(1, ["node", str(ROOT / "benchmarks" / "loadgen.mjs"), json.dumps({"mode": "idle", "url": server.url, "n": n})])
+    before = server.rss_kib()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    ready = json.loads(proc.stdout.readline())
+    time.sleep(1.0)  # let the server finish the last joins' bookkeeping before sampling RSS
+    after = server.rss_kib()
+    proc.stdin.write("close\n")
+    proc.stdin.flush()
+    proc.wait(60)
+    return {"kib_per_conn": (after - before) / ready["ready"]}
+
+
+def scenarios(full: bool) -> list[tuple[str, str, dict]]:
+    return [
+        ("fan-out 1,000 subs", "fanout", {"subs": 1000, "messages": 2000, "window": 20}),
+        ("fan-out 5,000 subs", "fanout", {"subs": 5000, "messages": 2000 if full else 200, "window": 20}),
+        ("chat 500 rooms x 2", "chat", {"rooms": 500, "rate": 2, "seconds": 10 if full else 5}),
+        ("connect+join", "connect", {"n": 2000, "concurrency": 50}),
+        ("idle RSS 5,000", "idle", {"n": 5000}),
+        ("idle RSS 10,000", "idle", {"n": 10000}),
+    ]
+
+
+def measure(kind: str, mode: str, opts: dict) -> dict:
+    server = Server(kind)
+    try:
+        if mode == "idle":
+            return idle_rss(server, opts["n"])
+        return loadgen(server, mode, **opts)
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--full", action="store_true", help="the issue's sizes everywhere (slower)")
+    parser.add_argument("--only", help="run only scenarios whose name contains this")
+    args = parser.parse_args()
+    if shutil.which("node") is None or not (NODE_MODULES / "ws").is_dir():
+        raise SystemExit("needs Node and tests/js/node_modules: run `npm ci --prefix tests/js`")
+    results: dict[str, dict[str, list[dict]]] = {}
+    for name, mode, opts in scenarios(args.full):
+        if args.only and args.only not in name:
+            continue
+        results[name] = {"plain": [], "chanctl": []}
+        for run in range(args.runs):
+            order = ("plain", "chanctl") if run % 2 == 0 else ("chanctl", "plain")
+            for kind in order:
+                result = measure(kind, mode, opts)
+                results[name][kind].append(result)
+                print(f"# {name} run {run + 1} {kind}: {json.dumps(result)}", file=sys.stderr, flush=True)
+    print(table(results))
+
+
+def med(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def table(results: dict[str, dict[str, list[dict]]]) -> str:
+    rows = ["| scenario | metric | plain websockets | chanctl | chanctl / plain | generator CPU (plain / chanctl) |",
+            "|---|---|---|---|---|---|"]
+    metrics = {
+        "fanout": [("deliveries/s", "per_s", "{:,.0f}"), ("p50 latency ms", "p50_ms", "{:.1f}"), ("p99 latency ms", "p99_ms", "{:.1f}"),
+                   ("server CPU µs/delivery", None, "{:.2f}")],
+        "chat": [("p50 latency ms", "p50_ms", "{:.2f}"), ("p99 latency ms", "p99_ms", "{:.2f}"), ("delivered/expected", None, "{}")],
+        "connect": [("connections+joins/s", "per_s", "{:,.0f}")],
+        "idle": [("KiB RSS per joined connection", "kib_per_conn", "{:.1f}")],
+    }
+    for name, by_kind in results.items():
+        mode = "fanout" if "fan-out" in name else "chat" if "chat" in name else "connect" if "connect" in name else "idle"
+        cpu = " / ".join(f"{med(by_kind[k], 'gen_cpu'):.2f}" if med(by_kind[k], "gen_cpu") is not None else "-" for k in ("plain", "chanctl"))
+        for label, key, fmt in metrics[mode]:
+            if label.startswith("server CPU"):
+                values = [statistics.median(r["server_cpu_s"] * 1e6 / r["deliveries"] for r in by_kind[k]) for k in ("plain", "chanctl")]
+            elif label == "delivered/expected":
+                cells = [f"{sum(r['delivered'] for r in by_kind[k])}/{sum(r['expected'] for r in by_kind[k])}" for k in ("plain", "chanctl")]
+                rows.append(f"| {name} | {label} | {cells[0]} | {cells[1]} | | {cpu} |")
+                continue
+            else:
+                values = [med(by_kind[k], key) for k in ("plain", "chanctl")]
+            ratio = f"{values[1] / values[0]:.2f}x" if values[0] and values[1] is not None else "-"
+            rows.append(f"| {name} | {label} | {fmt.format(values[0])} | {fmt.format(values[1])} | {ratio} | {cpu} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
