@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -283,7 +284,8 @@ class Client:
         self._ws: ClientConnection | None = None
         self._closing = False
         self._stopped = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._outbox: deque[bytes] = deque()
+        self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
     @property
@@ -359,15 +361,18 @@ class Client:
         """Read until the socket drops; then reconnect and rejoin, until closed for good."""
         while True:
             self._ws = ws
-            heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(ws))
+            loop = asyncio.get_running_loop()
+            helpers = [loop.create_task(self._writer(ws)), loop.create_task(self._heartbeat(ws))]
             try:
                 async for data in ws:
                     self._receive(data)
             except ConnectionClosed:
                 pass
             finally:
-                heartbeat.cancel()
+                for task in helpers:
+                    task.cancel()
                 self._ws = None
+                self._outbox.clear()
                 self._fail_pending()
             if self._closing or not self.reconnect:
                 return
@@ -447,22 +452,25 @@ class Client:
         """Send ``message`` with a fresh ref; the future resolves with its reply."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
-        ws = self._ws
-        if ws is None:
+        if self._ws is None:
             future.set_exception(ConnectionLost())
             return future
         ref = ref if ref is not None else self._make_ref()
         timer = None if timeout is None else loop.call_later(timeout, self._expire_ref, ref, message, timeout)
         self._pending[ref] = (future, timer)
-        frame = _SERIALIZER.encode(Message(join_ref, ref, message.topic, message.event, message.payload))
-        task = loop.create_task(self._write(ws, frame))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._outbox.append(_SERIALIZER.encode(Message(join_ref, ref, message.topic, message.event, message.payload)))
+        self._wake.set()
         return future
 
-    async def _write(self, ws: ClientConnection, frame: bytes) -> None:
+    async def _writer(self, ws: ClientConnection) -> None:
+        """Send queued frames in order; one task per socket, so a push costs no task of its own."""
+        outbox = self._outbox
         try:
-            await ws.send(frame.decode())
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while outbox:
+                    await ws.send(outbox.popleft(), text=True)
         except ConnectionClosed:
             pass  # the reader notices the close and fails the pending replies
 
