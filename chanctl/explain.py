@@ -37,8 +37,9 @@ class Explanation:
     """The key that decided, e.g. ``topics.room:{id}.join``, or what did (``no pattern matches``)."""
     rule: str = ""
     """The deciding rule's source, when a rule decided."""
-    values: list[tuple[str, str]] = field(default_factory=list)
-    """``(path, value)`` for each variable path the rule read, in the order it reads them."""
+    values: list[dict[str, Any]] = field(default_factory=list)
+    """``{"path": ..., "value": ...}`` (or ``"error"`` instead of ``"value"``) for each variable path
+    the rule read, in the order it reads them."""
     note: str = ""
     before: str = ""
     """What had to pass first, e.g. the join before an event."""
@@ -60,7 +61,7 @@ class Explanation:
             out.append(f"  rule: {' '.join(self.rule.split())}")
         if self.values:
             out.append("  the rule saw:")
-            out.extend(f"    {path} = {value}" for path, value in self.values)
+            out.extend(f"    {v['path']} = " + (f"<error: {v['error']}>" if "error" in v else _json(v["value"])) for v in self.values)
         if self.note:
             out.append(f"  {self.note}")
         return out
@@ -152,7 +153,7 @@ class Explainer:
 
     def _rule(self, rule: Rule, variables: dict[str, Any], action: str, pattern: str, where: str) -> Explanation:
         allowed, why = rule.decide(variables)
-        values: list[tuple[str, str]] = []
+        values: list[dict[str, Any]] = []
         if rule.expression is not None and rule.expression.tree is not None:
             source = rule.expression.source
             seen = set()
@@ -160,9 +161,9 @@ class Explainer:
                 path = source[node.start : node.end]
                 if path not in seen:
                     seen.add(path)
-                    values.append((" ".join(path.split()), _value_of(path, variables)))
+                    values.append({"path": " ".join(path.split()), **_value_of(path, variables)})
         elif rule.user_ids is not None:
-            values.append(("user.id", _json(variables["user"].get("id"))))
+            values.append({"path": "user.id", "value": variables["user"].get("id")})
         explanation = Explanation(allowed, action, pattern, where, rule.source, values)
         if why:
             explanation.note = f"the rule failed ({why}), and a failing rule denies"
@@ -174,11 +175,11 @@ class Explainer:
         return f"{spec.handler.__module__}:{spec.handler.__qualname__}"
 
 
-def _value_of(path: str, variables: dict[str, Any]) -> str:
+def _value_of(path: str, variables: dict[str, Any]) -> dict[str, Any]:
     try:
-        return _json(cel.compile(path).execute(variables))
+        return {"value": cel.compile(path).execute(variables)}
     except Exception as exc:  # a missing key is exactly what an explanation should show
-        return f"<error: {type(exc).__name__}: {exc}>"
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _json(value: Any, limit: int = 160) -> str:

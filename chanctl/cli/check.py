@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import orjson
@@ -30,6 +31,7 @@ def check(
     event: Annotated[str | None, typer.Option("--event", "-e", help="With --explain: an event sent on --topic.")] = None,
     payload: Annotated[str | None, typer.Option("--payload", "-p", help="With --explain: the event payload, JSON.")] = None,
     reference: Annotated[bool, typer.Option("--reference", help="Print the config reference, generated from the schema, and exit.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="With --explain: print the explanation as one JSON object.")] = False,
 ) -> None:
     """Validate CONFIG: list every problem with file:line:column (exit 1), or summarize it and run
     its `tests:` (exit 1 if one fails). With --explain, say why a user may or may not join or send."""
@@ -52,7 +54,7 @@ def check(
 
     explainer = Explainer(loaded)
     if explain:
-        _explain(explainer, user, claim or [], topic, params, event, payload)
+        _explain(explainer, user, claim or [], topic, params, event, payload, json)
         return
     for warning in loaded.warnings:
         out(str(warning))
@@ -87,7 +89,7 @@ def _summary(config: str, loaded: LoadedConfig) -> None:
 
 
 def _explain(explainer: Any, user: str | None, claims: list[str], topic: str | None,
-             params: str | None, event: str | None, payload: str | None) -> None:
+             params: str | None, event: str | None, payload: str | None, as_json: bool) -> None:
     if user is None or topic is None:
         die("--explain needs --user and --topic", ExitCode.USAGE)
     if payload is not None and event is None:
@@ -98,7 +100,11 @@ def _explain(explainer: Any, user: str | None, claims: list[str], topic: str | N
         explanation = explainer.join(who, topic, join_params)
     else:
         explanation = explainer.event(who, topic, event, _json_option("--payload", payload), join_params)
-    out("\n".join(explanation.lines()))
+    if as_json:
+        body = {"verdict": explanation.verdict, **dataclasses.asdict(explanation)}
+        out(orjson.dumps(body, default=repr, option=orjson.OPT_NON_STR_KEYS).decode())
+    else:
+        out("\n".join(explanation.lines()))
     if explanation.allowed is False:
         raise typer.Exit(int(ExitCode.REFUSED))
 

@@ -1,5 +1,6 @@
 """`chanctl check`: a rule typo with its position, the explainer, policy tests, the reference."""
 
+import json
 import subprocess
 import sys
 
@@ -48,6 +49,16 @@ def test_explain_says_why_user_99_cannot_join_room_42(runner):
     assert '    topic.id = "42"' in lines
     assert "    user.id = 99" in lines
     assert "    data.rooms[topic.id].members = [42,7]" in lines
+
+
+def test_explain_as_json(runner):
+    result = runner.invoke(app, ["check", str(CHAT), "--explain", "--user", "99", "--topic", "room:42", "--json"])
+    assert result.exit_code == 3
+    body = json.loads(result.stdout)
+    assert (body["verdict"], body["allowed"], body["decided_by"]) == ("deny", False, "topics.room:{id}.join")
+    assert {"path": "data.rooms[topic.id].members", "value": [42, 7]} in body["values"]
+    assert {"path": "user.id", "value": 99} in body["values"]
+    assert any(v["path"] == "data.rooms[topic.id].public" and "KeyError" in v["error"] for v in body["values"])
 
 
 def test_explain_an_event_with_claims_and_payload(runner, tmp_path):
