@@ -64,6 +64,8 @@ async def test_sigterm_drains_with_1012_and_exits_0(serve_process, mint):
         with pytest.raises(websockets.ConnectionClosed) as info:
             await c.recv(TIMEOUT)
         assert info.value.rcvd.code == 1012
+    with pytest.raises(OSError):  # no longer accepting (refused, or already gone)
+        await RawClient.connect(served.url, mint(42))
     assert await asyncio.to_thread(served.proc.wait, TIMEOUT) == 0
 
 

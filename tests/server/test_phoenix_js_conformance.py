@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.support import QUIET, run_js
+from chanctl.protocol.socket import LeaveReason
+from tests.server.conftest import ConformanceChannel
+from tests.support import QUIET, TIMEOUT, run_js
 
 pytestmark = pytest.mark.node
 
@@ -103,3 +107,23 @@ async def test_9_47_phoenix_js_heartbeats_keep_the_socket_past_the_idle_timeout(
     async with conformance_server(idle_timeout=idle) as server:
         out = await run_js(HEARTBEAT, URL=js_url(server), TOKEN=mint(7), BEAT=str(int(idle * 1000 / 3)))
     assert out == [{"beats": True, "closes": 0, "connected": True}]
+
+
+PUSH_BEFORE_JOIN_AND_LEAVE = """
+const socket = new Socket(env.URL, { transport: WebSocket, params: { token: env.TOKEN } });
+socket.connect();
+const room = socket.channel("room:lobby");
+room.join();
+// Pushed before the join reply: phoenix.js buffers it and sends it with the join_ref once joined.
+emit({ early: await until((ok) => room.push("ping", { early: true }).receive("ok", ok)) });
+const closed = new Promise((ok) => room.onClose(() => ok(true)));
+room.leave().receive("ok", () => emit({ left: true }));
+emit({ closed: await until((ok) => closed.then(ok)) });
+socket.disconnect();
+"""
+
+
+async def test_43_48_push_before_join_and_leave(server, mint):
+    out = await run_js(PUSH_BEFORE_JOIN_AND_LEAVE, URL=js_url(server), TOKEN=mint(7))
+    assert out == [{"early": {"early": True}}, {"left": True}, {"closed": True}]
+    assert await asyncio.wait_for(ConformanceChannel.terminated.get(), TIMEOUT) == ("room:lobby", LeaveReason.LEFT)
