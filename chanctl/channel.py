@@ -176,6 +176,12 @@ class Channel:
         server (this one included, if joined); returns how many."""
         return self._connection.server.send_info(topic, message)
 
+    def stop(self) -> None:
+        """Stop this channel normally (Phoenix's ``{:stop, :normal, ...}``): once the running callback
+        has returned and its reply is sent, the client gets ``phx_close`` and ``terminate`` runs."""
+        if self._state is not None:
+            self._connection.stop(self._state)
+
     def socket_ref(self) -> str | None:
         """The ref of the client message being handled, for a later :meth:`reply`."""
         return self._ref

@@ -269,11 +269,18 @@ class Connection:
             channel.handler.handle_out(message.event, message.payload)
         except Exception:
             log.exception("channel crashed on %s intercepting %r", channel.topic, message.event)
-            self.server.spawn(self._crash_outside(channel))
+            self.server.spawn(self._end(channel, crashed=True))
 
-    async def _crash_outside(self, channel: ChannelState) -> None:
+    def stop(self, channel: ChannelState) -> None:
+        """The handler asked to stop: phx_close once the callback running now is done."""
+        self.server.spawn(self._end(channel, crashed=False))
+
+    async def _end(self, channel: ChannelState, crashed: bool) -> None:
+        # Under the dispatch lock, so the reply of the callback that asked comes first (§3.4).
         async with self._dispatch:
-            await self._crash(channel)
+            leave = self.proto.crash(channel) if crashed else self.proto.stop(channel)
+            if leave is not None:
+                await self._leave(leave)
             self.flush()
 
     async def _crash(self, channel: ChannelState) -> None:

@@ -48,6 +48,9 @@ class ConformanceChannel(Channel):
         if event == "shout_from":
             self.broadcast_from("shout", payload)
             return ok()
+        if event == "bye":  # stop with a reply: the reply first, then phx_close (§10 item 25)
+            self.stop()
+            return ok({"bye": True})
         if event == "kick":  # the admin plane's disconnect, triggered from the client under test
             closed = self._connection.server.disconnect(self._connection.socket_id)
             return ok({"closed": closed})

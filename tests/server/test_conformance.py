@@ -206,6 +206,16 @@ async def test_24_crash_sends_phx_error_and_others_live_on(server, mint):
         assert (await c.call(["6", "6", "room:a", "phx_join", {}]))[4] == OK
 
 
+async def test_25_stop_with_a_reply(server, mint):
+    async with await RawClient.connect(server.url, mint(1)) as c:
+        await c.call(["1", "1", "room:a", "phx_join", {}])
+        await c.send(["1", "2", "room:a", "bye", {}])
+        assert await c.recv() == ["1", "2", "room:a", "phx_reply", {"status": "ok", "response": {"bye": True}}]
+        assert await c.recv() == ["1", "1", "room:a", "phx_close", {}]
+        assert await terminated() == ("room:a", LeaveReason.STOPPED)
+        assert (await c.call(["1", "3", "room:a", "ping", {}]))[4] == UNMATCHED
+
+
 async def test_26_too_many_channels_joined(server, mint):
     async with await RawClient.connect(server.url, mint(1)) as c:
         for n in range(5):  # the fixture's max_channels
