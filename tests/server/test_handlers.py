@@ -112,3 +112,14 @@ async def test_server_publishes_reach_every_channel_of_the_topic_and_a_crash_the
             assert (await b.recv())[:4] == ["7", "7", "game:1", "phx_error"]
             assert server.send_info("game:1", {"news": 2}) == 0
     assert any(r.exc_info and "boom in handle_info" in str(r.exc_info[1]) for r in caplog.records)
+
+
+async def test_a_closed_connection_terminates_its_channels_and_cancels_their_timers(make_server, mint):
+    async with make_server(CONFIG) as server:
+        a = await RawClient.connect(server.url, mint(5))
+        await a.call(["1", "1", "game:1", "phx_join", {}])
+        await a.call(["1", "2", "game:1", "timer", {"after": 60}])
+        pending = fx.TIMERS[-1]
+        await a.close()
+        assert await terminated() == ("game:1", "closed")
+        assert pending.cancelled()
