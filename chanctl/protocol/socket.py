@@ -181,9 +181,10 @@ class SocketProtocol:
 
     def join_succeeded(self, join: Join, response: Any = None, handler: Any = None) -> ChannelState:
         """Record the channel and queue the ok reply (then the replaced channel's phx_close)."""
+        # Encode first: a response the serializer refuses raises before anything is recorded.
+        self._queue(Reply(join.join_ref, join.ref, join.topic, "ok", {} if response is None else response))
         channel = ChannelState(join.topic, join.join_ref, join.route, handler)
         self.channels[join.topic] = channel
-        self._queue(Reply(join.join_ref, join.ref, join.topic, "ok", {} if response is None else response))
         self._close_replaced(join)
         return channel
 

@@ -35,6 +35,9 @@ __all__ = ["Connection"]
 log = logging.getLogger("chanctl.connection")
 
 _OPEN = State.OPEN
+_UNENCODABLE = (TypeError, ProtocolViolation)
+"""What serializers raise for a payload they cannot carry (orjson's JSONEncodeError is a TypeError;
+binary fields over 255 bytes are a ProtocolViolation)."""
 SLOW_CONSUMER_GRACE = 1.0
 """Seconds a slow consumer gets to take its close frame before the TCP connection is aborted."""
 
@@ -214,7 +217,12 @@ class Connection:
             return
         self.server.stats.joins["ok" if outcome is None else outcome.status] += 1
         if outcome is None or outcome.status == "ok":
-            channel = self.proto.join_succeeded(join, None if outcome is None else outcome.response, handler)
+            try:
+                channel = self.proto.join_succeeded(join, None if outcome is None else outcome.response, handler)
+            except _UNENCODABLE:
+                log.exception("join reply on %s cannot be encoded", join.topic)
+                self.proto.join_crashed(join)
+                return
             handler._state = channel
             self.server.pubsub.subscribe(join.topic, self, channel, frozenset(handler.intercept))
             self.flush()  # the join reply goes before the presence frames (reply, diff, state)
@@ -244,7 +252,11 @@ class Connection:
             server.stats.handler_latency.observe(time.perf_counter() - started)
         if outcome is not None:
             server.stats.replies[outcome.status] += 1
-            self.proto.reply(channel, action.ref, outcome.status, outcome.response)
+            try:
+                self.proto.reply(channel, action.ref, outcome.status, outcome.response)
+            except _UNENCODABLE:  # a reply the wire cannot carry is the handler's crash, not the socket's
+                log.exception("reply on %s to %r cannot be encoded", channel.topic, action.event)
+                await self._crash(channel)
 
     def send_info(self, channel: ChannelState, message: Any) -> None:
         """Queue ``message`` for the channel's ``handle_info``, after the callback running now."""

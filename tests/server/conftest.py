@@ -35,6 +35,8 @@ class ConformanceChannel(Channel):
         if params.get("push"):
             # Phoenix's idiom: pushes come after the join reply, from a later turn.
             asyncio.get_running_loop().call_soon(self.push, "joined", {"status": "connected"})
+        if params.get("unencodable"):
+            return ok({"when": object()})
         return ok(params.get("reply"))
 
     async def handle_in(self, event: str, payload: Any) -> Outcome | None:
@@ -48,6 +50,8 @@ class ConformanceChannel(Channel):
         if event == "shout_from":
             self.broadcast_from("shout", payload)
             return ok()
+        if event == "unencodable":  # a handler bug: the channel crashes, the socket lives
+            return ok({"when": object()})
         if event == "bye":  # stop with a reply: the reply first, then phx_close (§10 item 25)
             self.stop()
             return ok({"bye": True})

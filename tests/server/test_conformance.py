@@ -216,6 +216,16 @@ async def test_25_stop_with_a_reply(server, mint):
         assert (await c.call(["1", "3", "room:a", "ping", {}]))[4] == UNMATCHED
 
 
+async def test_a_reply_that_cannot_be_encoded_crashes_only_the_channel(server, mint):
+    async with await RawClient.connect(server.url, mint(1)) as c:
+        assert (await c.call(["1", "1", "room:a", "phx_join", {"unencodable": True}]))[4] == {
+            "status": "error", "response": {"reason": "join crashed"}}
+        await c.call(["2", "2", "room:a", "phx_join", {}])
+        await c.send(["2", "3", "room:a", "unencodable", {}])
+        assert await c.recv() == ["2", "2", "room:a", "phx_error", {"reason": "channel_crash"}]
+        assert (await c.call([None, "4", "phoenix", "heartbeat", {}]))[4] == OK
+
+
 async def test_26_too_many_channels_joined(server, mint):
     async with await RawClient.connect(server.url, mint(1)) as c:
         for n in range(5):  # the fixture's max_channels
