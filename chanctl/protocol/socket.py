@@ -11,6 +11,7 @@ empties the queue.
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,9 @@ from chanctl.protocol.messages import (
 from chanctl.protocol.router import Route, Router
 from chanctl.protocol.serializers import Serializer
 
-__all__ = ["ChannelState", "Deliver", "Join", "Leave", "LeaveReason", "SocketProtocol"]
+__all__ = ["ChannelState", "Deliver", "Join", "Leave", "LeaveReason", "SocketProtocol", "Stats"]
+
+log = logging.getLogger("chanctl.protocol")
 
 
 class LeaveReason(enum.Enum):
@@ -105,12 +108,15 @@ class SocketProtocol:
         max_channels: channels one socket may have joined at once.
     """
 
-    def __init__(self, serializer: Serializer, router: Router[Any], *, max_channels: int = 100):
+    def __init__(
+        self, serializer: Serializer, router: Router[Any], *, max_channels: int = 100, stats: Stats | None = None
+    ):
         self.serializer = serializer
         self.router = router
         self.max_channels = max_channels
         self.channels: dict[str, ChannelState] = {}
-        self.stats = Stats()
+        self.stats = Stats() if stats is None else stats
+        """Counters; the runtime passes one object shared by every socket, for server-wide metrics."""
         self._out: list[bytes] = []
 
     # -- input -------------------------------------------------------------------------------
@@ -135,7 +141,9 @@ class SocketProtocol:
                 return self._join(msg, replacing=channel)
             if msg.join_ref is not None and msg.join_ref != channel.join_ref:
                 # Stale incarnation (§3.5): its client already gave it up and ignores any answer.
+                # Dropped as Phoenix 1.8.3+ does, but visible to operators (PROTOCOL.md §11).
                 self.stats.stale_dropped += 1
+                log.debug("dropped %r on %s: stale join_ref %r (current %r)", event, topic, msg.join_ref, channel.join_ref)
                 return []
             if event == PHX_LEAVE:
                 return [self._leave(channel, msg.ref)]

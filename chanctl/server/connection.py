@@ -59,7 +59,8 @@ class Connection:
         self.encoder = FrameEncoder.of(serializer)
         """Whole WebSocket frames for this connection's serializer; the pubsub's fastlane key."""
         limits = server.config.server
-        self.proto = SocketProtocol(serializer, server.router, max_channels=limits.max_channels)
+        self.proto = SocketProtocol(
+            serializer, server.router, max_channels=limits.max_channels, stats=server.protocol_stats)
         self._transport = ws.transport
         self._pending: list[bytes] = []
         self._pending_bytes = 0

@@ -91,6 +91,10 @@ class ServerCollector:
                                   value=stats.disconnected)
         yield CounterMetricFamily("chanctl_protocol_violations", "Connections closed for malformed frames.",
                                   value=stats.protocol_violations)
+        yield CounterMetricFamily("chanctl_stale_join_ref_dropped", "Client frames dropped for a stale join_ref.",
+                                  value=server.protocol_stats.stale_dropped)
+        yield CounterMetricFamily("chanctl_unmatched_topic", "Frames answered \"unmatched topic\".",
+                                  value=server.protocol_stats.unmatched)
         latency = stats.handler_latency
         yield HistogramMetricFamily("chanctl_handler_latency_seconds", "Time spent in handle_in.",
                                     buckets=latency.cumulative(), sum_value=latency.sum)

@@ -31,6 +31,7 @@ from chanctl.errors import ServerError, TokenError
 from chanctl.presence.tracker import PresenceTracker
 from chanctl.protocol.router import Router
 from chanctl.protocol.serializers import Serializer, negotiate
+from chanctl.protocol.socket import Stats as ProtocolStats
 from chanctl.pubsub.local import LocalPubSub
 from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
 from chanctl.server.behaviours import build_router
@@ -110,6 +111,8 @@ class ChannelServer:
         self.presence = PresenceTracker(self.pubsub, self.config)
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
+        self.protocol_stats = ProtocolStats()
+        """Stale join_refs dropped and unmatched-topic replies, summed over every socket."""
         self.flusher = Flusher()
         self.origins = OriginPolicy(self.config.server.origins) if self.config.server.origins else None
         self._by_socket_id: dict[str, set[Connection]] = {}

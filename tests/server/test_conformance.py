@@ -10,6 +10,7 @@ import pytest
 import websockets
 
 from chanctl.protocol.socket import LeaveReason
+from chanctl.server.metrics import render_metrics
 from tests.server.conftest import ConformanceChannel
 from tests.support import QUIET, TIMEOUT, RawClient
 
@@ -176,8 +177,9 @@ async def test_15_to_22_routing_refs_and_leave(server, mint):
         await c.send(["7", "8", "room:never", "phx_leave", {}])
         assert await c.recv() == ["7", "8", "room:never", "phx_reply", OK]
         await c.nothing()
-        (connection,) = server.connections
-        assert connection.proto.stats.stale_dropped == 2
+        assert server.protocol_stats.stale_dropped == 2
+        text = render_metrics(server)[0].decode()
+        assert "chanctl_stale_join_ref_dropped_total 2.0" in text and "chanctl_unmatched_topic_total 3.0" in text
 
 
 async def test_23_duplicate_join(server, mint):
