@@ -150,6 +150,8 @@ class V1Json:
         )
 
     def encode(self, message: Message | Reply | Broadcast) -> bytes:
+        if isinstance(message.response if isinstance(message, Reply) else message.payload, bytes):
+            raise ProtocolViolation("a vsn 1.0.0 socket cannot carry a binary payload (V1 has no binary frames)", 1011)
         if isinstance(message, Broadcast):
             return orjson.dumps({"topic": message.topic, "event": message.event, "payload": message.payload, "ref": None})
         if isinstance(message, Reply):

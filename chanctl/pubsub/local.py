@@ -30,6 +30,10 @@ class Subscriber(Protocol):
         """Called instead of ``deliver`` for the events the subscription intercepts."""
 
 
+_UNENCODABLE = b""
+"""Marks an encoder that refused this broadcast (a real frame is never empty)."""
+
+
 class Tap(Protocol):
     def outbound(self, topic: str, event: str, payload: Any, recipients: int) -> None: ...
 
@@ -97,6 +101,7 @@ class LocalPubSub:
         message = Broadcast(topic, event, payload)
         frames: dict[Encoder, bytes] = {}
         sent = 0
+        failed: Exception | None = None
         intercepting = self._intercepts.get(topic)
         diverted = {s for s, events in intercepting.items() if event in events} if intercepting else None
         targets = [s for s in subscribers if s not in skip] if skip else list(subscribers)
@@ -110,9 +115,18 @@ class LocalPubSub:
             encoder = subscriber.encoder
             frame = frames.get(encoder)
             if frame is None:
-                frame = frames[encoder] = encoder.encode(message)
+                try:
+                    frame = frames[encoder] = encoder.encode(message)
+                except Exception as exc:  # e.g. bytes for a V1 socket: the others still get it
+                    failed = failed or exc
+                    frames[encoder] = _UNENCODABLE
+                    continue
+            if frame is _UNENCODABLE:
+                continue
             subscriber.deliver(frame)
             sent += 1
         if self.tap is not None:
             self.tap.outbound(topic, event, payload, sent)
+        if failed is not None:
+            raise failed  # after the loop, so one serializer's refusal costs the others nothing
         return sent

@@ -9,6 +9,7 @@ import orjson
 import pytest
 import websockets
 
+from chanctl.errors import ProtocolViolation
 from chanctl.protocol.socket import LeaveReason
 from chanctl.server.metrics import render_metrics
 from tests.server.conftest import ConformanceChannel
@@ -325,6 +326,17 @@ async def test_35_binary_frames(server, mint):
             bytes([2, 10, 4]) + b"room:lobby" + b"blob" + b"\x01\x02",
             bytes([1, 1, 1, 10, 2]) + b"1" + b"2" + b"room:lobby" + b"ok" + b"\x01\x02\x03\x04",
         ]
+
+
+async def test_binary_broadcast_reaches_v2_sockets_even_with_v1_subscribers(server, mint):
+    async with await RawClient.connect(server.url, mint(1), vsn="1.0.0") as v1, await RawClient.connect(server.url, mint(2)) as v2:
+        await v1.send({"topic": "room:lobby", "event": "phx_join", "payload": {}, "ref": "1"})
+        await v1.recv()
+        await v2.call(["1", "1", "room:lobby", "phx_join", {}])
+        with pytest.raises(ProtocolViolation, match="binary"):
+            server.pubsub.broadcast("room:lobby", "blob", b"\x01")
+        assert await asyncio.wait_for(v2.ws.recv(), TIMEOUT) == bytes([2, 10, 4]) + b"room:lobby" + b"blob" + b"\x01"
+        await v1.nothing()
 
 
 async def test_36_37_v1_clients(server, mint):
