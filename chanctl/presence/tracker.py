@@ -55,11 +55,9 @@ PRESENCE_DIFF = "presence_diff"
 PRESENCE_COUNT = "presence_count"
 TOO_MANY_UPDATES = "too many presence updates"
 STATE_BUDGET = 32 * 1024 * 1024
-"""Bytes that may wait unsent to clients that were just sent a ``presence_state``; joiners past it
-get theirs at a later flush, so that a burst of N joins into a big topic never holds N copies of
-the full list in memory at once (clients can only read so fast)."""
-STATE_RETRY = 0.01
-"""Seconds between checks of that budget while joiners wait for their state (when ``batch`` is 0)."""
+"""With batching on: bytes that may wait unsent to clients that were just sent a ``presence_state``;
+joiners past it get theirs at a later try (and no diffs meanwhile: the state will hold them), so
+that a burst of N joins into a big topic never holds N copies of the full list in memory at once."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -352,7 +350,7 @@ class PresenceTracker:
     def _retry_later(self, topic: _Topic) -> None:
         if topic.waiting and topic.retry is None:
             loop = asyncio.get_running_loop()
-            topic.retry = loop.call_later(max(topic.spec.config.batch, STATE_RETRY), self._retry, topic)
+            topic.retry = loop.call_later(topic.spec.config.batch, self._retry, topic)
 
     def _forget_if_empty(self, topic: _Topic) -> None:
         if not topic.state.sessions and topic.timer is None and topic.retry is None and self._topics.get(topic.name) is topic:
@@ -377,8 +375,9 @@ class PresenceTracker:
             encoded = orjson.dumps(topic.state.list())
             state = orjson.Fragment(encoded)
             served = 0
+            paced = topic.spec.config.batch > 0  # unbatched is Phoenix's behaviour: every state at once
             for owner in joiners:
-                if self._in_flight >= STATE_BUDGET:
+                if paced and self._in_flight >= STATE_BUDGET:
                     # An upper bound (some has been sent since): count again only when it seems spent.
                     self._in_flight = self._unsent()
                     if self._in_flight >= STATE_BUDGET:

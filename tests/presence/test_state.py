@@ -2,6 +2,8 @@
 
 import copy
 import itertools
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -165,3 +167,9 @@ def test_a_batched_diff_brings_every_snapshot_taken_in_the_batch_to_the_final_st
 
     for snapshot in snapshots:
         assert normal(sync_diff(snapshot, batch.payload())) == normal(final)
+
+
+def test_the_state_is_pure():
+    code = "import sys, chanctl.presence.state; print(sorted(m for m in ('asyncio', 'websockets', 'socket') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -137,10 +137,9 @@ async def test_disconnect_untracks(make_server, mint):
 
 
 async def test_forced_disconnect_untracks(make_server, mint):
-    """The server closes the socket (what a "disconnect" broadcast or the admin does): 1001, and a leave."""
+    """``server.disconnect(socket id)`` (PROTOCOL.md §4, what the admin's disconnect does): 1001, and a leave."""
     async def force(srv, a):
-        (conn,) = [c for c in srv.connections if c.user["id"] == 1]
-        conn.close(1001, "disconnect")
+        assert srv.disconnect("user_socket:1") == 1
         with pytest.raises(websockets.ConnectionClosed) as info:
             await a.recv_until(lambda frame: False)
         assert info.value.rcvd.code == 1001
