@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -38,7 +37,7 @@ MODES = {
 }
 CONFIG = """
 auth: {secret: "%s", max_age: 1h}
-server: {max_channels: 10, outbound_buffer: 64MiB}
+server: {max_channels: 10, outbound_buffer: 64MiB, idle_timeout: 1h}  # the generator sends no heartbeats
 topics:
   "room:{id}":
     join: true
