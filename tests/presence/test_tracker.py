@@ -152,7 +152,7 @@ async def test_idle_timeout_untracks(make_server, mint):
         with pytest.raises(websockets.ConnectionClosed) as info:
             await a.recv_until(lambda frame: False)
         assert info.value.rcvd.code == 1001
-    async with server(make_server, idle="0.5s") as srv:
+    async with server(make_server, idle="1s") as srv:
         # b stays alive by its heartbeats while a goes quiet.
         async with await RawClient.connect(srv.url, mint(1)) as a, await RawClient.connect(srv.url, mint(2)) as b:
             await join(a)
@@ -386,3 +386,14 @@ async def test_another_nodes_part_reaches_local_members_and_leaves_when_it_is_do
         srv.presence.drop_node("node-b")
         assert diff_of(await a.recv()) == {"joins": {}, "leaves": {"9": {"metas": [{"online_at": 1, "phx_ref": "REMOTE1"}]}}}
         assert set(srv.presence.list("room:1")) == {"1"}
+
+
+async def test_presence_over_the_v1_serializer(make_server, mint):
+    """The transcript's V1 socket: object frames, presence_diff then presence_state, no join_ref."""
+    async with server(make_server) as srv, await RawClient.connect(srv.url, mint(4), vsn="1.0.0") as a:
+        await a.send({"topic": "room:7", "event": "phx_join", "payload": {}, "ref": "1", "join_ref": "1"})
+        reply, diff, state = [await a.recv() for _ in range(3)]
+        assert reply == {"topic": "room:7", "event": "phx_reply", "payload": {"status": "ok", "response": {}}, "ref": "1"}
+        meta = only_meta(diff["payload"]["joins"], "4")
+        assert diff == {"topic": "room:7", "event": "presence_diff", "payload": {"joins": {"4": {"metas": [meta]}}, "leaves": {}}, "ref": None}
+        assert state == {"topic": "room:7", "event": "presence_state", "payload": {"4": {"metas": [meta]}}, "ref": None}
