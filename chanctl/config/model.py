@@ -128,7 +128,8 @@ def _window(value: Any) -> float:
 
 
 class PresenceLimit(_Model):
-    """At most ``updates`` presence updates per ``per`` seconds for one connection's channel."""
+    """At most ``updates`` presence updates per ``per`` seconds from one connection, on the topics
+    of this pattern (a token bucket: it refills evenly, and rejoining does not reset it)."""
 
     updates: int = Field(20, ge=1)
     """Updates allowed in a burst (and per window)."""

@@ -58,6 +58,7 @@ STATE_BUDGET = 32 * 1024 * 1024
 """With batching on: bytes that may wait unsent to clients that were just sent a ``presence_state``;
 joiners past it get theirs at a later try (and no diffs meanwhile: the state will hold them), so
 that a burst of N joins into a big topic never holds N copies of the full list in memory at once."""
+_SENDING_RECOUNT = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -377,14 +378,16 @@ class PresenceTracker:
             served = 0
             paced = topic.spec.config.batch > 0  # unbatched is Phoenix's behaviour: every state at once
             for owner in joiners:
-                if paced and self._in_flight >= STATE_BUDGET:
-                    # An upper bound (some has been sent since): count again only when it seems spent.
-                    self._in_flight = self._unsent()
-                    if self._in_flight >= STATE_BUDGET:
-                        break
+                if paced:
+                    if self._in_flight >= STATE_BUDGET or len(self._sending) >= _SENDING_RECOUNT:
+                        # An upper bound (some has been sent since): count again only when it seems
+                        # spent, or the list is long (so that it never keeps closed connections long).
+                        self._in_flight = self._unsent()
+                        if self._in_flight >= STATE_BUDGET:
+                            break
+                    self._sending.append(owner)
+                    self._in_flight += len(encoded)
                 owner.connection.push(owner.channel, PRESENCE_STATE, state)
-                self._sending.append(owner)
-                self._in_flight += len(encoded)
                 served += 1
             self.stats.states += served
             self.stats.deferred += len(joiners) - served

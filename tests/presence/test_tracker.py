@@ -279,6 +279,9 @@ async def test_update_cap_answers_with_an_error_reply(make_server, mint):
         assert replies[3]["response"] == {"reason": "too many presence updates"}
         assert srv.presence.stats.limited == 2
         assert (await a.call(["1", "9", "room:1", "phx_leave", {}]))[4]["status"] == "ok"  # still joined until it left
+        await join(a, j="10")  # a rejoin does not refill the connection's allowance
+        assert (await a.call(["10", "11", "room:1", "typing", {"typing": True}]))[4] == {
+            "status": "error", "response": {"reason": "too many presence updates"}}
 
 
 async def test_batched_joins_cost_one_diff_per_window(make_server, mint):
