@@ -179,7 +179,8 @@ class Connection:
                     log.info("closing %s: %s", self.ws.remote_address, exc.reason)
                     self.server.stats.protocol_violations += 1
                     self.flush()
-                    self.close(exc.code, exc.reason[:120])
+                    # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
+                    self.close(exc.code, exc.reason.encode()[:123].decode(errors="ignore"))
                     break
                 async with self._dispatch:
                     for action in actions:

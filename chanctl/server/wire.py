@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from chanctl.protocol.messages import Broadcast, Message, Reply
 from chanctl.protocol.serializers import BinaryFrame, Serializer
@@ -69,7 +68,7 @@ class Flusher:
     """
 
     def __init__(self) -> None:
-        self._dirty: list[Any] = []
+        self._dirty: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def mark(self, flush: Callable[[], None]) -> None:
