@@ -28,11 +28,11 @@ async def raw_http(server, request: bytes) -> bytes:
         writer.close()
 
 
-def upgrade(method: str = "GET", query: str = "vsn=2.0.0", headers: str = "") -> bytes:
+def upgrade(method: str, query: str) -> bytes:
     return (
         f"{method} /socket/websocket?{query} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        f"{headers}Content-Length: 0\r\n\r\n"
+        "Content-Length: 0\r\n\r\n"
     ).encode()
 
 
