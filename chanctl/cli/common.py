@@ -27,9 +27,12 @@ def out(text: str) -> None:
 
 
 def err(text: str) -> None:
-    """Diagnostics, for stderr."""
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+    """Diagnostics, for stderr; a closed stderr (``chanctl serve 2>&1 | head``) is not an error."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
 
 
 def die(message: str, code: ExitCode) -> NoReturn:

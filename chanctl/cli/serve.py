@@ -59,8 +59,8 @@ async def _run(loaded: LoadedConfig, host: str | None, port: int | None) -> None
         nonlocal presses
         presses += 1
         if presses == 1:
+            stop.set()  # first: nothing below may keep the server from stopping
             err("chanctl: shutting down (press Ctrl+C again to force)")
-            stop.set()
         else:
             err("chanctl: forced exit")
             # Not SystemExit: asyncio.run would then wait for the very tasks being forced away.

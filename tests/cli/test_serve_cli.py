@@ -46,3 +46,21 @@ def test_a_busy_port_is_a_clear_error(serve_process, tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert port in result.stderr
+
+
+
+def test_sigterm_stops_even_when_stderr_is_gone():
+    """Like `chanctl serve ... 2>&1 | head -1`: the reader went away, the server must still stop."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chanctl", "serve", "sample_configs/chat.yaml", "--port", "0"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    assert proc.stderr is not None
+    while " at ws://" not in proc.stderr.readline():
+        pass
+    proc.stderr.close()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        proc.kill()
