@@ -103,9 +103,9 @@ socket.disconnect();
 
 
 async def test_9_47_phoenix_js_heartbeats_keep_the_socket_past_the_idle_timeout(conformance_server, mint):
-    idle = 2 * QUIET
+    idle = 4 * QUIET  # heartbeats every idle/4: a loaded machine may delay one, not three in a row
     async with conformance_server(idle_timeout=idle) as server:
-        out = await run_js(HEARTBEAT, URL=js_url(server), TOKEN=mint(7), BEAT=str(int(idle * 1000 / 3)))
+        out = await run_js(HEARTBEAT, URL=js_url(server), TOKEN=mint(7), BEAT=str(int(idle * 1000 / 4)))
     assert out == [{"beats": True, "closes": 0, "connected": True}]
 
 
