@@ -7,6 +7,7 @@ loads.
 
 from __future__ import annotations
 
+import string
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -85,6 +86,21 @@ class AuthConfig(_Model):
     admin_claim: str = Field("admin", min_length=1)
     """Token claim that must be ``true`` to join the admin topic ``chanctl:admin``
     (``chanctl token --admin`` sets it)."""
+    socket_id: str = "user_socket:{id}"
+    """Each socket's id, from its token claims (``{claim}`` placeholders); ``server.disconnect(id)``
+    and the admin plane's ``disconnect`` close every socket with that id (1001). A token without a
+    claim the template names makes an anonymous socket, which cannot be targeted."""
+
+    @field_validator("socket_id")
+    @classmethod
+    def _socket_id_template(cls, template: str) -> str:
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"bad socket id template: {exc}") from None
+        if not fields or any(not name.isidentifier() for name in fields):
+            raise ValueError("a socket id names token claims as {claim}, e.g. 'user_socket:{id}'")
+        return template
 
 
 class EventConfig(_Model):

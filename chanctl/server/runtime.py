@@ -58,8 +58,6 @@ def _select_subprotocol(ws: ServerConnection, offered: list[Subprotocol]) -> Sub
     return Subprotocol(PHOENIX_PROTOCOL) if PHOENIX_PROTOCOL in offered else None
 
 
-SOCKET_ID = "user_socket:{id}"
-"""A socket's id from its token claims (PROTOCOL.md §4), as Phoenix apps conventionally name it."""
 SHUTDOWN_BATCH = 1000
 """Connections closed per loop iteration while draining, so a big drain never stalls the loop."""
 
@@ -264,13 +262,21 @@ class ChannelServer:
             "topics": len(self.pubsub.topics()),
         }
 
+    def _socket_id(self, claims: dict[str, Any]) -> str | None:
+        """``auth.socket_id`` filled from the token's claims; None (anonymous) when one is missing."""
+        try:
+            return self.config.auth.socket_id.format_map(claims)
+        except (KeyError, IndexError, AttributeError, ValueError):
+            return None
+
     async def _handle(self, ws: _WebSocket) -> None:
         assert ws.session is not None
         user, serializer = ws.session
-        socket_id = SOCKET_ID.format(id=user.get("id"))
+        socket_id = self._socket_id(user)
         connection = Connection(self, ws, user, serializer, socket_id)
         self.connections.add(connection)
-        self._by_socket_id.setdefault(socket_id, set()).add(connection)
+        if socket_id is not None:
+            self._by_socket_id.setdefault(socket_id, set()).add(connection)
         self.stats.connections += 1
         try:
             await connection.run()

@@ -9,7 +9,8 @@ import orjson
 import pytest
 import websockets
 
-from chanctl.errors import ProtocolViolation
+from chanctl.config.load import load_config_text
+from chanctl.errors import ConfigError, ProtocolViolation
 from chanctl.protocol.socket import LeaveReason
 from chanctl.server.metrics import render_metrics
 from tests.server.conftest import ConformanceChannel
@@ -347,3 +348,21 @@ async def test_36_37_v1_clients(server, mint):
         got = [await c.recv(), await c.recv()]
         assert {"topic": "room:lobby", "event": "shout", "payload": {"m": 1}, "ref": None} in got
         assert {"topic": "room:lobby", "event": "phx_reply", "payload": OK, "ref": "2"} in got
+
+
+async def test_34_the_socket_id_template_comes_from_the_config(make_server, mint):
+    text = 'auth: {secret: "${CHANCTL_SECRET}", socket_id: "tenant:{org}:user:{id}"}\ntopics: {"room:*": {join: true}}\n'
+    async with make_server(text) as server:
+        acme = await RawClient.connect(server.url, mint(7, org="acme"))
+        anonymous = await RawClient.connect(server.url, mint(7))  # no org claim: cannot be targeted
+        assert server.disconnect("user_socket:7") == 0
+        assert server.disconnect("tenant:acme:user:7") == 1
+        assert (await closed_with(acme)).code == 1001
+        assert (await anonymous.call([None, "1", "phoenix", "heartbeat", {}]))[4] == OK
+        await anonymous.close()
+
+
+@pytest.mark.parametrize("template", ["user_socket", "user:{0}", "user:{id"])
+def test_a_socket_id_template_without_named_claims_does_not_load(template):
+    with pytest.raises(ConfigError, match="socket"):
+        load_config_text(f'auth: {{secret: "{"s" * 40}", socket_id: "{template}"}}\ntopics: {{"room:*": {{join: true}}}}\n')
