@@ -37,7 +37,7 @@ MODES = {
 }
 CONFIG = """
 auth: {secret: "%s", max_age: 1h}
-server: {max_channels: 10, outbound_buffer: 64MiB, idle_timeout: 1h}  # the generator sends no heartbeats
+server: {max_channels: 10, outbound_buffer: 64MiB, idle_timeout: 1h, rate_limit: null}  # the generator sends no heartbeats
 topics:
   "room:{id}":
     join: true

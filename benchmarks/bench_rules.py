@@ -45,7 +45,7 @@ def write_config(directory: Path, rooms: int) -> Path:
     config = directory / "bench.yaml"
     config.write_text(
         f"auth: {{secret: {SECRET}}}\n"
-        f"server: {{max_channels: {rooms * 2}, outbound_buffer: 64MiB}}\n"
+        f"server: {{max_channels: {rooms * 2}, outbound_buffer: 64MiB, rate_limit: null}}\n"
         "data_file: rooms.json\n"
         "topics:\n"
         '  "open:{id}": {join: true}\n'

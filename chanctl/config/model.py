@@ -53,6 +53,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
 
 
+class RateLimitConfig(_Model):
+    """Client messages one connection may send: a token bucket. Heartbeats and leaves never count."""
+
+    per_second: float = Field(100.0, gt=0)
+    """Average messages a second; beyond it a message gets ``{"reason": "rate limited", "retry_after_ms": N}``."""
+    burst: int = Field(200, ge=1)
+    """Messages that may arrive at once; a client refused more than twice this in a row is closed (1008)."""
+
+
 class ServerConfig(_Model):
     """Where and how the server listens."""
 
@@ -72,6 +81,8 @@ class ServerConfig(_Model):
     """Channels one connection may have joined at once."""
     outbound_buffer: ByteSize = 4 * 1024 * 1024
     """Bytes queued for one slow client before it is disconnected (1013, slow consumer)."""
+    rate_limit: RateLimitConfig | None = RateLimitConfig()
+    """Per-connection limit on client messages; ``null`` turns it off (benchmarks, trusted peers)."""
 
 
 class AuthConfig(_Model):

@@ -25,6 +25,8 @@ from chanctl.protocol.messages import (
     Message,
     Reply,
 )
+from chanctl.errors import ProtocolViolation
+from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.router import Route, Router
 from chanctl.protocol.serializers import Serializer
 
@@ -97,6 +99,7 @@ class Stats:
 
     stale_dropped: int = 0
     unmatched: int = 0
+    rate_limited: int = 0
 
 
 class SocketProtocol:
@@ -109,11 +112,15 @@ class SocketProtocol:
     """
 
     def __init__(
-        self, serializer: Serializer, router: Router[Any], *, max_channels: int = 100, stats: Stats | None = None
+        self, serializer: Serializer, router: Router[Any], *, max_channels: int = 100, stats: Stats | None = None,
+        rate_limit: TokenBucket | None = None,
     ):
         self.serializer = serializer
         self.router = router
         self.max_channels = max_channels
+        self.rate_limit = rate_limit
+        """Client messages beyond it get a "rate limited" reply; a flood past twice the burst closes."""
+        self._refused_in_a_row = 0
         self.channels: dict[str, ChannelState] = {}
         self.stats = Stats() if stats is None else stats
         """Counters; the runtime passes one object shared by every socket, for server-wide metrics."""
@@ -121,21 +128,24 @@ class SocketProtocol:
 
     # -- input -------------------------------------------------------------------------------
 
-    def receive(self, data: str | bytes) -> list[Join | Deliver | Leave]:
-        """Process one inbound frame.
+    def receive(self, data: str | bytes, now: float = 0.0) -> list[Join | Deliver | Leave]:
+        """Process one inbound frame; ``now`` (seconds, any epoch) feeds the rate limit.
 
         Raises:
-            ProtocolViolation: the frame cannot be decoded; the runtime closes the connection.
+            ProtocolViolation: the frame cannot be decoded, or the client floods; the runtime
+                closes the connection.
         """
-        return self.receive_message(self.serializer.decode(data))
+        return self.receive_message(self.serializer.decode(data), now)
 
-    def receive_message(self, msg: Message) -> list[Join | Deliver | Leave]:
+    def receive_message(self, msg: Message, now: float = 0.0) -> list[Join | Deliver | Leave]:
         """Dispatch a decoded message in Phoenix's precedence (PROTOCOL.md §3, rules 1-7)."""
         topic, event = msg.topic, msg.event
         if topic == PHOENIX_TOPIC and event == HEARTBEAT:
             self._queue(Reply(None, msg.ref, topic, "ok", {}))
             return []
         channel = self.channels.get(topic)
+        if self.rate_limit is not None and event != PHX_LEAVE and self._limited(msg, channel, now):
+            return []
         if channel is not None:
             if event == PHX_JOIN:
                 return self._join(msg, replacing=channel)
@@ -155,6 +165,22 @@ class SocketProtocol:
             return []
         self._unmatched(msg)
         return []
+
+    def _limited(self, msg: Message, channel: ChannelState | None, now: float) -> bool:
+        """Refuse ``msg`` with a reply when the bucket is empty; heartbeats and leaves never count."""
+        assert self.rate_limit is not None
+        wait = self.rate_limit.take(now)
+        if not wait:
+            self._refused_in_a_row = 0
+            return False
+        self.stats.rate_limited += 1
+        self._refused_in_a_row += 1
+        if self._refused_in_a_row > 2 * self.rate_limit.burst:
+            raise ProtocolViolation("flood: rate limit exceeded; slow down and reconnect", 1008)
+        join_ref = channel.join_ref if channel is not None else msg.join_ref
+        response = {"reason": "rate limited", "retry_after_ms": max(1, round(wait * 1000))}
+        self._queue(Reply(join_ref, msg.ref, msg.topic, "error", response))
+        return True
 
     def _join(self, msg: Message, replacing: ChannelState | None) -> list[Join | Deliver | Leave]:
         route = self.router.match(msg.topic)

@@ -23,6 +23,7 @@ from websockets.protocol import State
 from chanctl.channel import Channel, Outcome, error
 from chanctl.errors import PresenceError, ProtocolViolation
 from chanctl.protocol.messages import Broadcast
+from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, SocketProtocol
 from chanctl.server.wire import FrameEncoder, ws_frame
@@ -59,8 +60,11 @@ class Connection:
         self.encoder = FrameEncoder.of(serializer)
         """Whole WebSocket frames for this connection's serializer; the pubsub's fastlane key."""
         limits = server.config.server
+        rate = limits.rate_limit
         self.proto = SocketProtocol(
-            serializer, server.router, max_channels=limits.max_channels, stats=server.protocol_stats)
+            serializer, server.router, max_channels=limits.max_channels, stats=server.protocol_stats,
+            rate_limit=None if rate is None else TokenBucket(rate.per_second, rate.burst, last=asyncio.get_running_loop().time()),
+        )
         self._transport = ws.transport
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -170,18 +174,22 @@ class Connection:
         proto, stats = self.proto, self.server.stats
         try:
             async for data in self.ws:
-                self._last_seen = loop.time()
+                if self._closing:
+                    # Read on and discard until the client's close frame: a client still sending
+                    # would otherwise stall the close handshake behind its unread frames.
+                    continue
+                self._last_seen = now = loop.time()
                 stats.messages_in += 1
                 stats.bytes_in += len(data)
                 try:
-                    actions = proto.receive(data)
+                    actions = proto.receive(data, now)
                 except ProtocolViolation as exc:
                     log.info("closing %s: %s", self.ws.remote_address, exc.reason)
                     self.server.stats.protocol_violations += 1
                     self.flush()
                     # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
                     self.close(exc.code, exc.reason.encode()[:123].decode(errors="ignore"))
-                    break
+                    continue
                 async with self._dispatch:
                     for action in actions:
                         await self._apply(action)

@@ -85,8 +85,11 @@ class ServerCollector:
         yield _labelled("chanctl_closes", "Ended connections by close code.", "code", stats.closes)
         yield CounterMetricFamily("chanctl_slow_consumers", "Connections closed for not reading (1013).",
                                   value=stats.slow_consumers)
-        yield CounterMetricFamily("chanctl_rate_limited", "Presence updates refused by their rate limit.",
-                                  value=server.presence.stats.limited)
+        limited = CounterMetricFamily("chanctl_rate_limited", "Client messages refused by a rate limit.",
+                                      labels=["limit"])
+        limited.add_metric(["messages"], server.protocol_stats.rate_limited)
+        limited.add_metric(["presence_updates"], server.presence.stats.limited)
+        yield limited
         yield CounterMetricFamily("chanctl_disconnects", "Connections closed by server.disconnect (1001).",
                                   value=stats.disconnected)
         yield CounterMetricFamily("chanctl_protocol_violations", "Connections closed for malformed frames.",

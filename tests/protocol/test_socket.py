@@ -9,7 +9,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from chanctl.errors import ProtocolViolation
 from chanctl.protocol import Deliver, Join, Leave, Router, SocketProtocol, V1Json, V2Json
+from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.socket import LeaveReason
 
 UNMATCHED = {"status": "error", "response": {"reason": "unmatched topic"}}
@@ -203,3 +205,29 @@ def test_36_37_v1_join_uses_the_ref_as_join_ref_and_replies_without_it():
         {"topic": "room:lobby", "event": "phx_reply", "payload": OK, "ref": "1"},
         {"topic": "phoenix", "event": "phx_reply", "payload": OK, "ref": "2"},
     ]
+
+
+
+def test_rate_limit_replies_with_retry_after_and_spares_heartbeats():
+    proto = make()
+    proto.rate_limit = TokenBucket(10.0, 2, last=0.0)
+    joined(proto)  # the join takes the first token
+    assert feed(proto, ["1", "2", "room:lobby", "ping", {}])  # the second
+    assert feed(proto, ["1", "3", "room:lobby", "ping", {}]) == []
+    assert sent(proto) == [["1", "3", "room:lobby", "phx_reply",
+                            {"status": "error", "response": {"reason": "rate limited", "retry_after_ms": 100}}]]
+    assert feed(proto, [None, "4", "phoenix", "heartbeat", {}]) == []  # never limited
+    assert sent(proto) == [[None, "4", "phoenix", "phx_reply", OK]]
+    assert proto.stats.rate_limited == 1
+    (deliver,) = proto.receive(orjson.dumps(["1", "5", "room:lobby", "ping", {}]).decode(), now=0.1)  # refilled
+    assert deliver.ref == "5"
+
+
+def test_a_flood_past_twice_the_burst_closes_with_1008():
+    proto = make()
+    proto.rate_limit = TokenBucket(1.0, 3, last=0.0)
+    for ref in range(3 + 2 * 3):
+        feed(proto, [None, str(ref), "room:nope", "ping", {}])
+    with pytest.raises(ProtocolViolation) as info:
+        feed(proto, [None, "x", "room:nope", "ping", {}])
+    assert info.value.code == 1008
