@@ -69,7 +69,7 @@ async def test_a_channel_error_rejoins(mint, tmp_path):
         "from chanctl import Channel\n\nclass Crashy(Channel):\n"
         "    async def handle_in(self, event, payload):\n        raise RuntimeError('boom')\n"
     )
-    yaml = f"auth: {{secret: '${{CHANCTL_SECRET}}'}}\ntopics: {{'crash:{{id}}': {{join: true, handler: 'crashy:Crashy'}}}}\n"
+    yaml = "auth: {secret: '${CHANCTL_SECRET}'}\ntopics: {'crash:{id}': {join: true, handler: 'crashy:Crashy'}}\n"
     config = tmp_path / "crash.yaml"
     config.write_text(yaml)
     statuses: asyncio.Queue[str] = asyncio.Queue()
