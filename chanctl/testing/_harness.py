@@ -1,0 +1,392 @@
+"""The in-process harness: real server code, an in-memory WebSocket, the test as the client.
+
+Nothing here re-implements the server. :class:`ChannelHarness` builds a real
+:class:`~chanctl.server.runtime.ChannelServer` (router, YAML channels, Python handlers, pubsub,
+presence) without listening, and each :meth:`ChannelHarness.connect` hands the server's own
+connection handler an :class:`_InMemoryWebSocket`: the real :class:`~chanctl.server.connection.Connection`
+reads JSON text frames from a queue and writes whole WebSocket frames to an :class:`_InMemoryTransport`,
+which parses them back into :class:`~chanctl.protocol.messages.Message` objects for the test's inbox.
+So join rules, schemas, handler callbacks, timers, crashes, presence and fastlane broadcasts run
+exactly as they do behind a socket, and every payload makes a JSON round trip both ways (Phoenix's
+ChannelTest only stringifies the keys of what the test sends; a JSON round trip also catches
+payloads the wire cannot carry).
+
+Assertions follow Phoenix.ChannelTest (PROTOCOL.md §9): they scan the whole inbox for the first
+match, consume it, and leave the others in place; refutes wait their whole timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.streams import StreamReader
+
+from chanctl.config.load import LoadedConfig
+from chanctl.errors import JoinRefused
+from chanctl.protocol.messages import (
+    PHX_CLOSE,
+    PHX_ERROR,
+    PHX_JOIN,
+    PHX_LEAVE,
+    PHX_REPLY,
+    Message,
+)
+from chanctl.protocol.serializers import V2Json
+from chanctl.server.runtime import ChannelServer, build_server
+
+__all__ = ["ChannelHarness", "TestChannel", "TestSocket"]
+
+ASSERT_TIMEOUT = 1.0
+"""Seconds an ``assert_*`` waits by default. Longer than Phoenix's 100 ms because a match returns at
+once, so only failing tests pay it, and a loaded CI machine must not fail passing ones."""
+REFUTE_TIMEOUT = 0.1
+"""Seconds a ``refute_*`` waits by default (Phoenix's ``refute_receive_timeout``)."""
+
+_SERIALIZER = V2Json()
+
+Pattern = Mapping[str, Any] | Callable[[Any], bool] | None
+"""What a payload must look like: None (anything), a dict matched partially and recursively, or a
+predicate."""
+
+
+def matches(pattern: Pattern, payload: Any) -> bool:
+    """Whether ``payload`` fits ``pattern``: every key of a dict pattern is present with a matching
+    value (nested dicts partially too, other values by equality); a callable decides itself."""
+    if pattern is None:
+        return True
+    if callable(pattern):
+        return bool(pattern(payload))
+    if not isinstance(payload, dict):
+        return False
+    for key, expected in pattern.items():
+        if key not in payload:
+            return False
+        actual = payload[key]
+        if isinstance(expected, Mapping) or callable(expected):
+            if not matches(expected, actual):
+                return False
+        elif actual != expected:
+            return False
+    return True
+
+
+def describe(message: Message) -> str:
+    """One inbox entry as a failure message shows it."""
+    payload = orjson.dumps(message.payload).decode() if not isinstance(message.payload, bytes) else repr(message.payload)
+    if message.event == PHX_REPLY:
+        return f"reply ref={message.ref} on {message.topic}: {payload}"
+    kind = "broadcast" if message.join_ref is None else "push"
+    return f"{kind} {message.event!r} on {message.topic}: {payload}"
+
+
+class _InMemoryTransport:
+    """What the Connection writes to: parses its unmasked server frames back into Messages."""
+
+    def __init__(self, receive: Callable[[Message], None]):
+        self._receive = receive
+        self._reader = StreamReader()
+
+    def write(self, data: bytes) -> None:
+        self._reader.feed_data(data)
+        while True:
+            parser = Frame.parse(self._reader.read_exact, mask=False)
+            try:
+                next(parser)
+            except StopIteration as done:
+                frame: Frame = done.value
+            else:  # an incomplete frame: the Connection only ever writes whole ones
+                parser.close()
+                return
+            if frame.opcode is Opcode.TEXT:
+                self._receive(_SERIALIZER.decode(frame.data.decode()))
+            else:
+                raise NotImplementedError("chanctl.testing reads text frames only; binary payloads are not supported")
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # the test reads everything at once: never a slow consumer
+
+    def abort(self) -> None:
+        pass
+
+
+class _InMemoryWebSocket:
+    """Stands in for websockets' ServerConnection: what ChannelServer._handle and Connection use."""
+
+    def __init__(self, claims: dict[str, Any], receive: Callable[[Message], None]):
+        self.session = (claims, _SERIALIZER)
+        self.transport = _InMemoryTransport(receive)
+        self.protocol = SimpleNamespace(state=State.OPEN)
+        self.remote_address = ("chanctl.testing", 0)
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._incoming: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def send(self, text: str) -> None:
+        self._incoming.put_nowait(text)
+
+    def __aiter__(self) -> _InMemoryWebSocket:
+        return self
+
+    async def __anext__(self) -> str:
+        data = await self._incoming.get()
+        if data is None:
+            raise StopAsyncIteration
+        return data
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+            self.protocol.state = State.CLOSED
+            self._incoming.put_nowait(None)
+
+
+class _Inbox:
+    """Messages the server sent to one socket, in order; waiters wake on each arrival."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self._arrived = asyncio.Event()
+
+    def put(self, message: Message) -> None:
+        self.messages.append(message)
+        self._arrived.set()
+
+    def take(self, accept: Callable[[Message], bool]) -> Message | None:
+        for i, message in enumerate(self.messages):
+            if accept(message):
+                return self.messages.pop(i)
+        return None
+
+    async def wait(self, accept: Callable[[Message], bool], timeout: float) -> Message | None:
+        """The first accepted message, waiting up to ``timeout`` seconds for one; None if none came."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (found := self.take(accept)) is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return self.take(accept)
+        return found
+
+
+class TestSocket:
+    """One client connection, played by the test (Phoenix's ``socket`` after ``connect``)."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, harness: ChannelHarness, claims: dict[str, Any]):
+        self.harness = harness
+        self.claims = claims
+        """The verified token claims the channels see as ``user``."""
+        self.inbox = _Inbox()
+        """Everything the server sent this socket and the test has not consumed."""
+        self.ws = _InMemoryWebSocket(claims, self.inbox.put)
+        self._refs = itertools.count(1)
+        self._task = harness.server.spawn(harness.server._handle(self.ws))  # type: ignore[arg-type]
+
+    def send(self, join_ref: str | None, topic: str, event: str, payload: Any, ref: str | None = None) -> str:
+        """Send one frame as phoenix.js would; returns its ref. The payload goes through JSON."""
+        ref = ref or str(next(self._refs))
+        # Non-string keys become strings, as JSON (and Phoenix.ChannelTest) make them.
+        frame = [join_ref, ref, topic, event, {} if payload is None else payload]
+        self.ws.send(orjson.dumps(frame, option=orjson.OPT_NON_STR_KEYS).decode())
+        return ref
+
+    async def join(self, topic: str, payload: Any = None, timeout: float = ASSERT_TIMEOUT) -> tuple[Any, TestChannel]:
+        """Join ``topic``; returns ``(response, channel)``.
+
+        Raises:
+            JoinRefused: the join was refused (``response["reason"] == "join crashed"`` when the
+                handler's join raised).
+            AssertionError: no join reply within ``timeout``.
+        """
+        # A join's join_ref is its own ref (phoenix.js); the channel's later frames carry it.
+        ref = str(next(self._refs))
+        self.send(ref, topic, PHX_JOIN, payload, ref)
+        reply = await self.inbox.wait(lambda m: m.event == PHX_REPLY and m.ref == ref and m.topic == topic, timeout)
+        if reply is None:
+            raise AssertionError(f"no reply to joining {topic} within {timeout:g}s{self._listing()}")
+        status, response = reply.payload["status"], reply.payload["response"]
+        if status != "ok":
+            raise JoinRefused(topic, response)
+        return response, TestChannel(self, topic, ref)
+
+    async def close(self) -> None:
+        """Close the connection as a client would: every channel's ``terminate`` runs (``closed``)."""
+        await self.ws.close(1000, "test closed the socket")
+        await self._task
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.close_code is not None
+
+    def unconsumed(self, include_replies: bool = False) -> list[Message]:
+        """The pushes and broadcasts (and replies, if asked) nobody asserted."""
+        return [m for m in self.inbox.messages if include_replies or m.event != PHX_REPLY]
+
+    def _listing(self, topic: str | None = None) -> str:
+        waiting = [describe(m) for m in self.inbox.messages if topic is None or m.topic == topic]
+        if not waiting:
+            return "; the inbox is empty"
+        return "; the inbox holds:\n  " + "\n  ".join(waiting)
+
+
+class TestChannel:
+    """A joined channel as its client sees it, with Phoenix.ChannelTest's assertions."""
+
+    __test__ = False
+
+    def __init__(self, socket: TestSocket, topic: str, join_ref: str):
+        self.socket = socket
+        self.topic = topic
+        self.join_ref = join_ref
+
+    def push(self, event: str, payload: Any = None) -> str:
+        """Send ``event`` to the channel's ``handle_in``; returns the ref to pass to :meth:`assert_reply`."""
+        return self.socket.send(self.join_ref, self.topic, event, payload)
+
+    async def leave(self, timeout: float = ASSERT_TIMEOUT) -> None:
+        """``phx_leave``: waits for the ok reply and the ``phx_close`` (``terminate`` has run)."""
+        ref = self.push(PHX_LEAVE)
+        await self.assert_reply(ref, "ok", timeout=timeout)
+        await self.assert_exit("closed", timeout=timeout)
+
+    # -- assertions ---------------------------------------------------------------------------
+
+    def _reply(self, ref: str | None, status: str | None, pattern: Pattern) -> Callable[[Message], bool]:
+        def accept(m: Message) -> bool:
+            return (
+                m.event == PHX_REPLY and m.topic == self.topic and (ref is None or m.ref == ref)
+                and (status is None or m.payload.get("status") == status)
+                and matches(pattern, m.payload.get("response"))
+            )
+        return accept
+
+    def _push(self, event: str | None, pattern: Pattern, broadcast_only: bool = False) -> Callable[[Message], bool]:
+        # A push carries this channel's join_ref; a fastlane broadcast carries none (PROTOCOL.md §5),
+        # and reaches the client as a push too, so it also satisfies assert_push (as in Phoenix).
+        def accept(m: Message) -> bool:
+            return (
+                m.topic == self.topic and m.ref is None and m.event not in _CONTROL
+                and (m.join_ref is None if broadcast_only else m.join_ref in (None, self.join_ref))
+                and (event is None or m.event == event) and matches(pattern, m.payload)
+            )
+        return accept
+
+    async def _expect(self, accept: Callable[[Message], bool], timeout: float, what: str) -> Message:
+        found = await self.socket.inbox.wait(accept, timeout)
+        if found is None:
+            raise AssertionError(f"expected {what} on {self.topic} within {timeout:g}s{self.socket._listing(self.topic)}")
+        return found
+
+    async def _refute(self, accept: Callable[[Message], bool], timeout: float, what: str) -> None:
+        found = await self.socket.inbox.wait(accept, timeout)
+        if found is not None:
+            raise AssertionError(f"unexpected {what} on {self.topic}: {describe(found)}")
+
+    async def assert_reply(self, ref: str, status: str = "ok", payload: Pattern = None, timeout: float = ASSERT_TIMEOUT) -> Any:
+        """Wait for the reply to ``ref`` with ``status`` whose response matches ``payload``; returns the response."""
+        found = await self._expect(self._reply(ref, status, payload), timeout, f"a {status!r} reply to ref {ref} matching {payload!r}")
+        return found.payload["response"]
+
+    async def refute_reply(self, ref: str | None = None, status: str | None = None, payload: Pattern = None, timeout: float = REFUTE_TIMEOUT) -> None:
+        """Fail if a matching reply comes within ``timeout``."""
+        await self._refute(self._reply(ref, status, payload), timeout, "reply")
+
+    async def assert_push(self, event: str, payload: Pattern = None, timeout: float = ASSERT_TIMEOUT) -> Any:
+        """Wait for a push (or broadcast) of ``event`` matching ``payload``; returns the payload."""
+        found = await self._expect(self._push(event, payload), timeout, f"a push {event!r} matching {payload!r}")
+        return found.payload
+
+    async def refute_push(self, event: str | None = None, payload: Pattern = None, timeout: float = REFUTE_TIMEOUT) -> None:
+        """Fail if a matching push or broadcast (any event when ``event`` is None) comes within ``timeout``."""
+        await self._refute(self._push(event, payload), timeout, "push")
+
+    async def assert_broadcast(self, event: str, payload: Pattern = None, timeout: float = ASSERT_TIMEOUT) -> Any:
+        """Wait for a broadcast of ``event`` on this topic matching ``payload``; returns the payload.
+
+        Only fan-out frames count: an intercepted event comes as this channel's push (its
+        ``handle_out`` decided), so assert it with :meth:`assert_push`.
+        """
+        found = await self._expect(self._push(event, payload, broadcast_only=True), timeout, f"a broadcast {event!r} matching {payload!r}")
+        return found.payload
+
+    async def refute_broadcast(self, event: str | None = None, payload: Pattern = None, timeout: float = REFUTE_TIMEOUT) -> None:
+        """Fail if a matching broadcast comes within ``timeout``."""
+        await self._refute(self._push(event, payload, broadcast_only=True), timeout, "broadcast")
+
+    async def assert_exit(self, reason: str | None = None, timeout: float = ASSERT_TIMEOUT) -> str:
+        """Wait for the channel to end: ``"crashed"`` (``phx_error``: a callback raised) or ``"closed"``
+        (``phx_close``: left, stopped, or replaced by a new join). Returns which."""
+        events = {"crashed": (PHX_ERROR,), "closed": (PHX_CLOSE,), None: (PHX_ERROR, PHX_CLOSE)}[reason]
+        found = await self._expect(
+            lambda m: m.topic == self.topic and m.join_ref == self.join_ref and m.event in events, timeout,
+            "the channel to end" if reason is None else f"the channel to end {reason}",
+        )
+        return "crashed" if found.event == PHX_ERROR else "closed"
+
+
+_CONTROL = frozenset({PHX_REPLY, PHX_CLOSE, PHX_ERROR})
+
+
+class ChannelHarness:
+    """A server that never listens; the test connects to it in process.
+
+    Use ``async with ChannelHarness(loaded) as channels`` (the ``chanctl_channels`` fixture does).
+
+    Args:
+        loaded: the config, e.g. from :func:`chanctl.config.load.load_config`.
+    """
+
+    def __init__(self, loaded: LoadedConfig):
+        self.server: ChannelServer = build_server(loaded)
+        """The real server object: ``server.pubsub``, ``server.presence``, ``server.send_info``, ..."""
+        self.sockets: list[TestSocket] = []
+
+    def connect(self, user_id: Any, **claims: Any) -> TestSocket:
+        """Connect as ``user_id`` with extra token ``claims``: a token is minted and verified by the
+        server's own signer, so the channels see what a real connection's token would give them."""
+        verified = self.server.signer.verify(self.server.signer.mint(user_id, claims))
+        socket = TestSocket(self, verified.claims)
+        self.sockets.append(socket)
+        return socket
+
+    def broadcast(self, topic: str, event: str, payload: Any) -> int:
+        """Broadcast from outside any channel (Phoenix's ``Endpoint.broadcast``); returns the recipients."""
+        return self.server.pubsub.broadcast(topic, event, orjson.loads(orjson.dumps(payload)))
+
+    def unconsumed(self) -> Iterator[Message]:
+        """Pushes and broadcasts still in some socket's inbox."""
+        for socket in self.sockets:
+            yield from socket.unconsumed()
+
+    async def settle(self) -> None:
+        """Let frames already produced reach the inboxes (the server flushes once per loop tick)."""
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        """Close every socket (their channels terminate) and stop the server's timers."""
+        for socket in self.sockets:
+            if not socket._task.done():
+                await socket.close()
+        for task in list(self.server._tasks):
+            task.cancel()
+        self.server.presence.close()
+
+    async def __aenter__(self) -> ChannelHarness:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
