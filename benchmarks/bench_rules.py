@@ -10,13 +10,17 @@ room rule, over a data_file of N rooms. Reported: medians of joins/s and of serv
 
 A rule remembers its decisions (chanctl/rules.py, Rule), so two CEL figures are given: "warm", the
 same user joining rooms it joined before (a reconnect), and "cold", a new user each repetition, so
-every decision is a real CEL evaluation.
+every decision is a real evaluation.
+
+First, in this process, the cost of one cold `Rule.allows` of the same rule: compiled into Python
+closures (chanctl/rules_compile.py, what the server runs) and left to the `cel` library.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -30,6 +34,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chanctl.rules import JOIN_VARIABLES, Rule, compile_rule  # noqa: E402
 from chanctl.tokens import TokenSigner  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
@@ -52,6 +57,26 @@ def write_config(directory: Path, rooms: int) -> Path:
         f"  \"room:{{id}}\": {{join: '{RULE}'}}\n"
     )
     return config
+
+
+def micro(rooms: int, calls: int = 20000, runs: int = 7) -> None:
+    """Median µs per cold ``Rule.allows`` (a new user each call), compiled and by the library."""
+    members = [42, 7, *range(1000, 1100)]
+    data = json.loads(json.dumps({"rooms": {str(i): {"members": members} for i in range(rooms)}}))
+    compiled = compile_rule(RULE, JOIN_VARIABLES, frozenset({"id"}))
+    assert compiled.expression is not None and compiled.expression.fast is not None
+    library = Rule(RULE, dataclasses.replace(compiled.expression, fast=None))
+    cases = [{"user": {"id": 5000 + i}, "topic": {"id": str(i % rooms), "name": f"room:{i % rooms}"}, "params": {}, "data": data}
+             for i in range(calls)]
+    for name, rule in (("compiled", compiled), ("cel library", library)):
+        times = []
+        for _ in range(runs):
+            rule._decisions.clear()
+            start = time.perf_counter()
+            for variables in cases:
+                rule.allows(variables)
+            times.append((time.perf_counter() - start) / calls * 1e6)
+        print(f"  Rule.allows cold, {name:11} {statistics.median(times):5.1f} µs")
 
 
 def start_server(config: Path) -> tuple[subprocess.Popen[str], str]:
@@ -129,4 +154,5 @@ if __name__ == "__main__":
     parser.add_argument("--joins", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
+    micro(args.joins)
     asyncio.run(main(args.joins, args.reps))

@@ -6,7 +6,8 @@ expression the library has already accepted into nodes that keep their offsets, 
 say *where* a rule names an unknown variable or topic capture, whether its result can be boolean at
 all, and the explainer can show the value of each path a rule read (``data.rooms[topic.id]``).
 
-It is not a second evaluator: evaluation always goes through the compiled ``cel`` program.
+It evaluates nothing itself: :mod:`chanctl.rules_compile` builds Python closures from this tree for
+the common subset of CEL, and the compiled ``cel`` program evaluates the rest.
 """
 
 from __future__ import annotations
