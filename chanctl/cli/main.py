@@ -7,7 +7,7 @@ import sys
 import typer
 
 from chanctl import __version__
-from chanctl.cli import check, init, listen, send, serve, token
+from chanctl.cli import check, init, listen, send, serve, token, watch
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.errors import ChanctlError
 
@@ -26,6 +26,7 @@ app.command()(check.check)
 app.command()(init.init)
 app.command()(send.send)
 app.command()(listen.listen)
+app.command()(watch.watch)
 
 
 def _version(value: bool) -> None:

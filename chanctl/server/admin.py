@@ -44,6 +44,8 @@ PAYLOAD_CHARS = 200
 """Payloads in the tail are cut to this many characters of JSON."""
 SNAPSHOT_CONNECTIONS = 500
 """The snapshot lists at most this many connections (``connections_total`` says how many exist)."""
+STATS_TOPICS = 200
+"""``stats`` carries the counts of at most this many topics, the most subscribed first."""
 NODE = f"{os.uname().nodename}-{os.getpid()}"
 
 
@@ -152,18 +154,22 @@ class AdminTap:
         return stats.messages_in, stats.messages_out, self.server.pubsub.broadcasts
 
     def aggregates(self) -> dict[str, Any]:
-        """Connections, topics and per-second rates since the previous call."""
+        """Connections, topics (with the counts of the busiest), and per-second rates since the previous call."""
         now, counters = time.monotonic(), self._counters()
         then, before = self._last
         self._last = (now, counters)
         elapsed = max(now - then, 1e-9)
         rate = [round((a - b) / elapsed, 1) for a, b in zip(counters, before, strict=True)]
         topics = self.server.pubsub.topics()
+        presence = self.server.presence.topics()
+        busiest = sorted(topics.items(), key=lambda item: -item[1])[:STATS_TOPICS]
         return {
             "node": NODE, "t": time.time(), "connections": len(self.server.connections),
             "topics": len(topics), "subscriptions": sum(topics.values()),
             "messages_in_per_s": rate[0], "messages_out_per_s": rate[1], "broadcasts_per_s": rate[2],
             "tap_dropped": self.dropped,
+            # Per-topic counts keep a dashboard's table current without another snapshot.
+            "by_topic": {topic: {"subscribers": count, "presence": presence.get(topic, 0)} for topic, count in busiest},
         }
 
     def snapshot(self) -> dict[str, Any]:

@@ -60,6 +60,7 @@ async def test_snapshot_then_traffic_then_stats(chat_server, mint):
         assert (outbound["dir"], outbound["recipients"]) == ("out", 1)
         stats = await next_event(watch, "stats")
         assert stats["connections"] == 2 and stats["topics"] == 2
+        assert stats["by_topic"]["room:42"] == {"subscribers": 1, "presence": 1}
         async with Client(chat_server.url, token=mint(42)) as other:
             await other.channel("room:42").join(TIMEOUT)
             while not (traffic := await next_event(watch, "traffic"))["presence"]:

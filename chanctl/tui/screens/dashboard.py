@@ -1,0 +1,223 @@
+"""The dashboard: joins ``chanctl:admin`` in a worker and turns what arrives into widget updates.
+
+Network I/O happens only in workers (the feed, ``inspect`` and ``disconnect``), which post messages
+(:mod:`chanctl.tui.messages`); the handlers here only set widget attributes. One
+``Worker.StateChanged`` handler deals with every worker's failure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input
+from textual.worker import Worker, WorkerState
+
+from chanctl.client import Client, ClientChannel
+from chanctl.errors import ClientError, ConnectRefused, JoinRefused
+from chanctl.protocol.messages import ADMIN_TOPIC, PHX_CLOSE
+from chanctl.tui.messages import Connecting, Disconnected, Inspected, Snapshot, Stats, Status, Traffic
+from chanctl.tui.screens.confirm import ConfirmScreen
+from chanctl.tui.text import plain
+from chanctl.tui.widgets import ConnectionState, PresenceList, StatsHeader, SubscriberTable, TopicTable, TrafficLog
+
+if TYPE_CHECKING:
+    from chanctl.tui.app import WatchApp
+
+__all__ = ["DashboardScreen"]
+
+_FEED_EVENTS = {"snapshot": Snapshot, "stats": Stats, "traffic": Traffic}
+
+
+class DashboardScreen(Screen[None]):
+    """Header, connection state, topics, the selected topic's presence and subscribers, traffic."""
+
+    BINDINGS = [
+        Binding("p", "pause", "Pause traffic"),
+        Binding("slash", "filter", "Filter by topic"),
+    ]
+
+    app: WatchApp
+
+    def __init__(self, url: str, token: str, timeout: float) -> None:
+        super().__init__()
+        self.url = url
+        self.token = token
+        self.timeout = timeout
+        self.channel: ClientChannel | None = None
+        """The joined admin channel, once the feed has joined it."""
+        self.live = False
+        """A snapshot arrived at least once: failures from now on are not start-up failures."""
+        self.selected: str | None = None
+        self._selected_counts: Any = None
+
+    def compose(self) -> ComposeResult:
+        yield StatsHeader(id="header")
+        yield ConnectionState(id="state")
+        with Horizontal(id="main"):
+            yield TopicTable(id="topics")
+            with Vertical(id="detail"):
+                yield PresenceList(id="presence")
+                yield SubscriberTable(id="subscribers")
+        yield TrafficLog(id="traffic")
+        yield Input(placeholder="show traffic of topics containing… (empty: all)", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(TopicTable).border_title = "topics"
+        self.query_one(PresenceList).border_title = "presence"
+        self.query_one(SubscriberTable).border_title = "subscribers (d: disconnect)"
+        self.query_one(TrafficLog).border_title = "traffic (p: pause, /: filter)"
+        self.query_one(TrafficLog).muted = frozenset({ADMIN_TOPIC})
+        self.query_one(TopicTable).focus()
+        self.feed()
+
+    # -- workers: the only network I/O ------------------------------------------------------
+
+    @work(exclusive=True, group="feed", exit_on_error=False)
+    async def feed(self) -> None:
+        """Join the admin plane and post every event; the client reconnects and rejoins by itself."""
+        self.post_message(Connecting(self.url))
+        status = lambda text: self.post_message(Status(text))
+        async with Client(self.url, token=self.token, timeout=self.timeout, on_status=status) as client:
+            channel = client.channel(ADMIN_TOPIC)
+            await channel.join(self.timeout)
+            self.channel = channel
+            async for event in channel.events():
+                kind = _FEED_EVENTS.get(getattr(event, "event", ""))
+                payload = getattr(event, "payload", None)
+                if kind is not None and isinstance(payload, dict):
+                    self.post_message(kind(payload))
+                elif getattr(event, "event", None) == PHX_CLOSE:
+                    self.post_message(Status("the server closed the admin channel"))
+                    return
+
+    @work(exclusive=True, group="inspect", exit_on_error=False)
+    async def inspect(self, topic: str) -> None:
+        """Ask for ``topic``'s subscribers and presence list; a newer request cancels this one."""
+        if self.channel is None:
+            return
+        reply = await self.channel.push("inspect", {"topic": topic}, self.timeout)
+        if reply.status == "ok" and isinstance(reply.response, dict):
+            self.post_message(Inspected(reply.response))
+        else:
+            raise ClientError(f"inspect {topic}: {reply.response}")
+
+    @work(group="command", exit_on_error=False)
+    async def disconnect(self, socket_id: str) -> None:
+        """Close every socket with ``socket_id`` (the server replies with how many)."""
+        if self.channel is None:
+            return
+        reply = await self.channel.push("disconnect", {"socket_id": socket_id}, self.timeout)
+        if reply.status != "ok" or not isinstance(reply.response, dict):
+            raise ClientError(f"disconnect {socket_id}: {reply.response}")
+        self.post_message(Disconnected(socket_id, int(reply.response.get("closed", 0))))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker failures land: at start-up they end the app, later they are shown."""
+        if event.state is not WorkerState.ERROR:
+            return
+        error = event.worker.error
+        state = self.query_one(ConnectionState)
+        if event.worker.group == "feed" and not self.live and isinstance(error, ClientError):
+            state.state = "refused" if isinstance(error, (ConnectRefused, JoinRefused)) else "unreachable"
+            state.detail = str(error)
+            self.app.fail(error)
+            return
+        message = str(error) if isinstance(error, ClientError) else f"{type(error).__name__}: {error}"
+        if event.worker.group == "feed":
+            state.state, state.detail = "error", message
+        self.notify(message, title=f"{event.worker.group} failed", severity="error")
+
+    # -- messages from the workers ----------------------------------------------------------
+
+    def on_connecting(self, message: Connecting) -> None:
+        state = self.query_one(ConnectionState)
+        state.state, state.detail = "connecting", message.url
+
+    def on_status(self, message: Status) -> None:
+        state = self.query_one(ConnectionState)
+        state.state, state.detail = "reconnecting", message.text  # "live" again with the next snapshot
+
+    def on_snapshot(self, message: Snapshot) -> None:
+        self.live = True
+        payload = message.payload
+        state = self.query_one(ConnectionState)
+        state.state, state.detail = "live", self.url
+        header = self.query_one(StatsHeader)
+        nodes = [n for n in payload.get("nodes", []) if isinstance(n, dict)]
+        if nodes:
+            header.node = str(nodes[0].get("name", "?"))
+            uptime = nodes[0].get("uptime")
+            header.started = time.time() - uptime if isinstance(uptime, (int, float)) else None
+        topics = payload.get("topics")
+        if isinstance(topics, dict):
+            self.query_one(TopicTable).show(topics)
+        if self.selected is not None:
+            self.inspect(self.selected)
+
+    def on_stats(self, message: Stats) -> None:
+        self.query_one(StatsHeader).stats = message.payload
+        by_topic = message.payload.get("by_topic")
+        if isinstance(by_topic, dict):
+            self.query_one(TopicTable).show(by_topic)
+            counts = by_topic.get(self.selected)
+            if self.selected is not None and counts != self._selected_counts:
+                self._selected_counts = counts
+                self.inspect(self.selected)  # a subscriber came or went without a presence diff
+
+    def on_traffic(self, message: Traffic) -> None:
+        self.query_one(TrafficLog).add_batch(message.payload)
+        diffs = message.payload.get("presence", [])
+        if self.selected is not None and any(isinstance(d, dict) and d.get("topic") == self.selected for d in diffs):
+            self.inspect(self.selected)
+
+    def on_inspected(self, message: Inspected) -> None:
+        payload = message.payload
+        if payload.get("topic") != self.selected:
+            return  # an answer about a topic the user has moved away from
+        presence, subscribers = payload.get("presence"), payload.get("subscribers")
+        self.query_one(PresenceList).show(presence if isinstance(presence, dict) else {})
+        self.query_one(SubscriberTable).show(subscribers if isinstance(subscribers, list) else [])
+
+    def on_disconnected(self, message: Disconnected) -> None:
+        self.notify(f"closed {message.closed} socket(s) of {message.socket_id}")
+
+    # -- the user ---------------------------------------------------------------------------
+
+    def on_topic_table_selected(self, message: TopicTable.Selected) -> None:
+        if message.topic == self.selected:
+            return
+        self.selected = message.topic
+        self._selected_counts = None
+        self.query_one(PresenceList).border_title = Text("presence of ") + plain(message.topic)
+        self.query_one(SubscriberTable).border_title = Text("subscribers of ") + plain(message.topic) + " (d: disconnect)"
+        self.inspect(message.topic)
+
+    def on_subscriber_table_disconnect_requested(self, message: SubscriberTable.DisconnectRequested) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.disconnect(message.socket_id)
+
+        self.app.push_screen(ConfirmScreen(f"Disconnect every socket of {message.socket_id}?"), answered)
+
+    def action_pause(self) -> None:
+        traffic = self.query_one(TrafficLog)
+        traffic.paused = not traffic.paused
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.value = self.query_one(TrafficLog).topic_filter
+        field.add_class("visible")
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one(TrafficLog).topic_filter = event.value.strip()
+        event.input.remove_class("visible")
+        self.query_one(TopicTable).focus()

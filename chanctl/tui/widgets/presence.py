@@ -1,0 +1,73 @@
+"""The selected topic: who is present (its presence list) and which sockets are subscribed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+from chanctl.tui.text import plain
+
+__all__ = ["PresenceList", "SubscriberTable"]
+
+
+class PresenceList(DataTable[Any]):
+    """One row per presence key: how many metas (sockets, tabs) it has and the newest meta."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", **kwargs)
+
+    def on_mount(self) -> None:
+        self.add_column("key", key="key")
+        self.add_column("metas", key="metas")
+        self.add_column("meta", key="meta")
+
+    def show(self, presence: dict[str, Any]) -> None:
+        """Replace the rows with ``presence`` (Phoenix's ``{key: {metas: [...]}}``)."""
+        self.clear()
+        for key in sorted(presence):
+            metas = presence[key].get("metas", []) if isinstance(presence[key], dict) else []
+            newest = {k: v for k, v in (metas[-1] if metas else {}).items() if k != "phx_ref"}
+            self.add_row(plain(key), len(metas), plain(orjson.dumps(newest).decode()), key=key)
+
+
+class SubscriberTable(DataTable[Any]):
+    """The sockets subscribed to the selected topic; ``d`` asks to disconnect the highlighted one."""
+
+    BINDINGS = [Binding("d", "disconnect", "Disconnect socket")]
+
+    class DisconnectRequested(Message):
+        """The user asked to close every socket of ``socket_id``."""
+
+        def __init__(self, socket_id: str) -> None:
+            super().__init__()
+            self.socket_id = socket_id
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", **kwargs)
+        self._ids: list[Any] = []
+        """The socket id of each row, in row order."""
+
+    def on_mount(self) -> None:
+        self.add_column("socket", key="socket")
+        self.add_column("user", key="user")
+        self.add_column("remote", key="remote")
+
+    def show(self, subscribers: list[dict[str, Any]]) -> None:
+        """Replace the rows with the ``subscribers`` of an ``inspect`` reply."""
+        self.clear()
+        for number, subscriber in enumerate(subscribers):
+            socket_id = subscriber.get("socket_id")
+            self.add_row(plain(socket_id), plain(subscriber.get("user")), plain(subscriber.get("remote")),
+                         key=f"{number}:{socket_id}")
+        self._ids = [s.get("socket_id") for s in subscribers]
+
+    def action_disconnect(self) -> None:
+        ids = self._ids
+        if 0 <= self.cursor_row < len(ids) and isinstance(ids[self.cursor_row], str):
+            self.post_message(self.DisconnectRequested(ids[self.cursor_row]))
+        else:
+            self.notify("no socket selected (anonymous sockets have no id)", severity="warning")

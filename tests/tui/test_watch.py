@@ -1,0 +1,143 @@
+"""``chanctl watch``: the real Textual app, driven by its pilot, against a real chat-sample server.
+
+Traffic comes from RawClient sockets; every wait is a bounded loop over ``pilot.pause()`` that
+checks what the app shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from chanctl.errors import JoinRefused
+from chanctl.tui import WatchApp
+from chanctl.tui.widgets import ConnectionState, PresenceList, StatsHeader, SubscriberTable, TopicTable, TrafficLog
+from tests.support import TIMEOUT, RawClient
+
+SIZE = (140, 40)
+
+
+async def until(pilot, condition: Callable[[], object], what: str) -> None:
+    """Let the app run until ``condition()`` holds; fail after TIMEOUT."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause()
+
+
+def log_text(app: WatchApp) -> str:
+    return "\n".join(strip.text for strip in app.screen.query_one(TrafficLog).lines)
+
+
+async def joined(url: str, token: str, topic: str) -> RawClient:
+    client = await RawClient.connect(url, token, ignore=frozenset({"presence_state", "presence_diff"}))
+    reply = await client.call(["1", "1", topic, "phx_join", {}])
+    assert reply[4]["status"] == "ok", reply
+    return client
+
+
+async def select(pilot, app: WatchApp, topic: str) -> None:
+    table = app.screen.query_one(TopicTable)
+    await until(pilot, lambda: topic in table.rows, f"{topic} in the topic table")
+    table.focus()
+    table.move_cursor(row=table.get_row_index(topic))
+    await until(pilot, lambda: app.screen.selected == topic, f"{topic} selected")
+
+
+@pytest.fixture
+def watch_app(chat_server, mint) -> WatchApp:
+    return WatchApp(chat_server.url, mint(1, admin=True), timeout=TIMEOUT)
+
+
+async def test_header_and_topic_table_show_the_server(chat_server, mint, watch_app):
+    async with await joined(chat_server.url, mint(7), "room:42"), watch_app.run_test(size=SIZE) as pilot:
+        app = watch_app
+        state, header = app.screen.query_one(ConnectionState), app.screen.query_one(StatsHeader)
+        table = app.screen.query_one(TopicTable)
+        await until(pilot, lambda: "room:42" in table.rows, "room:42 in the topic table")
+        assert state.state == "live"
+        assert [str(cell) for cell in table.get_row("room:42")] == ["room:42", "1", "1"]
+        await until(pilot, lambda: header.stats, "the first stats")
+        assert header.stats["connections"] == 2 and header.node
+        async with await joined(chat_server.url, mint(42), "room:42"):  # a later join: from stats
+            await until(pilot, lambda: str(table.get_cell("room:42", "subscribers")) == "2", "2 subscribers")
+
+
+async def test_selecting_a_topic_shows_its_presence_and_follows_its_diffs(chat_server, mint, watch_app):
+    async with await joined(chat_server.url, mint(7), "room:42"), watch_app.run_test(size=SIZE) as pilot:
+        app = watch_app
+        await select(pilot, app, "room:42")
+        presence, subscribers = app.screen.query_one(PresenceList), app.screen.query_one(SubscriberTable)
+        await until(pilot, lambda: "7" in presence.rows, "user 7 in the presence list")
+        assert "0:user_socket:7" in subscribers.rows
+        async with await joined(chat_server.url, mint(42), "room:42"):
+            await until(pilot, lambda: "42" in presence.rows, "user 42 in the presence list")
+        await until(pilot, lambda: "42" not in presence.rows, "user 42 gone from the presence list")
+        assert [key.value for key in presence.rows] == ["7"]
+
+
+async def test_a_pushed_message_appears_in_the_traffic_log_and_pause_stops_it(chat_server, mint, watch_app):
+    async with await joined(chat_server.url, mint(7), "room:42") as member, watch_app.run_test(size=SIZE) as pilot:
+        app = watch_app
+        traffic = app.screen.query_one(TrafficLog)
+        await until(pilot, lambda: app.screen.live, "the snapshot")
+        reply = await member.call(["1", "2", "room:42", "new_msg", {"body": "hello [bold]from\x1b[31m 7"}])
+        assert reply[4]["status"] == "ok"
+        await until(pilot, lambda: "hello [bold]from" in log_text(app), "the message in the traffic log")
+        line = next(line for line in log_text(app).splitlines() if "hello" in line and " in " in line)
+        assert "room:42 new_msg u:7" in line and "\\u001b[31m" in line  # plain text, never markup
+        await member.call(["1", "3", "room:42", "bell\x07", {}])  # an unknown event: error reply, still traffic
+        await until(pilot, lambda: "bell\\x07" in log_text(app), "the control character escaped")
+
+        await pilot.press("p")
+        assert traffic.paused
+        await member.call(["1", "4", "room:42", "new_msg", {"body": "while paused"}])
+        await until(pilot, lambda: traffic.skipped >= 2, "the paused batch (in and out) to be counted")
+        assert "while paused" not in log_text(app)
+        assert "PAUSED, 2 not shown" in str(traffic.border_subtitle)
+
+        await pilot.press("p")
+        await member.call(["1", "5", "room:42", "new_msg", {"body": "after the pause"}])
+        await until(pilot, lambda: "after the pause" in log_text(app), "traffic again after unpausing")
+        assert "while paused" not in log_text(app)
+
+
+async def test_the_topic_filter_hides_other_topics(chat_server, mint, watch_app):
+    room, lobby = await joined(chat_server.url, mint(7), "room:42"), await joined(chat_server.url, mint(7), "room:lobby")
+    async with room, lobby, watch_app.run_test(size=SIZE) as pilot:
+        app = watch_app
+        await until(pilot, lambda: app.screen.live, "the snapshot")
+        await pilot.press("slash", *"lobby", "enter")
+        assert app.screen.query_one(TrafficLog).topic_filter == "lobby"
+        await room.call(["1", "2", "room:42", "new_msg", {"body": "in the room"}])
+        await lobby.call(["1", "2", "room:lobby", "new_msg", {"body": "in the lobby"}])
+        await until(pilot, lambda: "in the lobby" in log_text(app), "the lobby message")
+        assert "in the room" not in log_text(app)  # sent first: its batch came no later
+
+
+async def test_d_disconnects_the_selected_socket_after_confirmation(chat_server, mint, watch_app):
+    async with await joined(chat_server.url, mint(7), "room:42") as member, watch_app.run_test(size=SIZE) as pilot:
+        app = watch_app
+        await select(pilot, app, "room:42")
+        subscribers = app.screen.query_one(SubscriberTable)
+        await until(pilot, lambda: subscribers.row_count == 1, "the subscriber list")
+        subscribers.focus()
+        await pilot.press("d")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", "the confirmation")
+        await pilot.press("y")
+        await asyncio.wait_for(member.ws.wait_closed(), TIMEOUT)
+        assert member.ws.close_code == 1001
+
+
+async def test_a_non_admin_token_shows_the_refusal_and_ends_the_app(chat_server, mint):
+    app = WatchApp(chat_server.url, mint(42), timeout=TIMEOUT)
+    async with app.run_test(size=SIZE) as pilot:
+        state = app.screen.query_one(ConnectionState)
+        await until(pilot, lambda: app.failure is not None, "the refusal")
+    assert isinstance(app.failure, JoinRefused)
+    assert state.state == "refused" and "unauthorized" in state.detail
+    assert app.return_code == 1
