@@ -21,7 +21,9 @@ from chanctl.testing._harness import (
     ChannelHarness,
     TestChannel,
     TestSocket,
+    TestSubscription,
     matches,
 )
 
-__all__ = ["ASSERT_TIMEOUT", "REFUTE_TIMEOUT", "ChannelHarness", "JoinRefused", "TestChannel", "TestSocket", "matches"]
+__all__ = ["ASSERT_TIMEOUT", "REFUTE_TIMEOUT", "ChannelHarness", "JoinRefused", "TestChannel", "TestSocket", "TestSubscription",
+           "matches"]

@@ -31,6 +31,8 @@ from websockets.streams import StreamReader
 from chanctl.config.load import LoadedConfig
 from chanctl.errors import JoinRefused
 from chanctl.protocol.messages import (
+    HEARTBEAT,
+    PHOENIX_TOPIC,
     PHX_CLOSE,
     PHX_ERROR,
     PHX_JOIN,
@@ -38,10 +40,11 @@ from chanctl.protocol.messages import (
     PHX_REPLY,
     Message,
 )
-from chanctl.protocol.serializers import V2Json
+from chanctl.protocol.serializers import V2Json, _binary
 from chanctl.server.runtime import ChannelServer, build_server
+from chanctl.server.wire import FrameEncoder
 
-__all__ = ["ChannelHarness", "TestChannel", "TestSocket"]
+__all__ = ["ChannelHarness", "TestChannel", "TestSocket", "TestSubscription"]
 
 ASSERT_TIMEOUT = 1.0
 """Seconds an ``assert_*`` waits by default. Longer than Phoenix's 100 ms because a match returns at
@@ -51,9 +54,9 @@ REFUTE_TIMEOUT = 0.1
 
 _SERIALIZER = V2Json()
 
-Pattern = Mapping[str, Any] | Callable[[Any], bool] | None
-"""What a payload must look like: None (anything), a dict matched partially and recursively, or a
-predicate."""
+Pattern = Mapping[str, Any] | Callable[[Any], bool] | bytes | None
+"""What a payload must look like: None (anything), a dict matched partially and recursively, a
+predicate, or the exact bytes of a binary payload."""
 
 
 def matches(pattern: Pattern, payload: Any) -> bool:
@@ -63,6 +66,8 @@ def matches(pattern: Pattern, payload: Any) -> bool:
         return True
     if callable(pattern):
         return bool(pattern(payload))
+    if isinstance(pattern, bytes):
+        return payload == pattern
     if not isinstance(payload, dict):
         return False
     for key, expected in pattern.items():
@@ -82,8 +87,28 @@ def describe(message: Message) -> str:
     payload = orjson.dumps(message.payload).decode() if not isinstance(message.payload, bytes) else repr(message.payload)
     if message.event == PHX_REPLY:
         return f"reply ref={message.ref} on {message.topic}: {payload}"
+    if message.event in (PHX_ERROR, PHX_CLOSE):
+        how = "crashed" if message.event == PHX_ERROR else "closed"
+        return f"{message.event} on {message.topic}: the channel {how} (expect it with assert_exit)"
     kind = "broadcast" if message.join_ref is None else "push"
     return f"{kind} {message.event!r} on {message.topic}: {payload}"
+
+
+_BINARY_FIELDS = {0: ("join_ref", "topic", "event"), 1: ("join_ref", "ref", "topic", "status"), 2: ("topic", "event")}
+"""The header fields of the server's binary frames by kind: push, reply, broadcast (PROTOCOL.md §2.3)."""
+
+
+def _decode_binary(data: bytes) -> Message:
+    """A server binary frame as the Message its JSON twin would decode to, with a ``bytes`` payload."""
+    names = _BINARY_FIELDS[data[0]]
+    pos, fields = 1 + len(names), {}
+    for name, size in zip(names, data[1 : 1 + len(names)]):
+        fields[name] = data[pos : pos + size].decode() or None
+        pos += size
+    payload = data[pos:]
+    if data[0] == 1:
+        return Message(fields["join_ref"], fields["ref"], fields["topic"], PHX_REPLY, {"status": fields["status"], "response": payload})
+    return Message(fields.get("join_ref"), None, fields["topic"], fields["event"], payload)
 
 
 class _InMemoryTransport:
@@ -107,7 +132,7 @@ class _InMemoryTransport:
             if frame.opcode is Opcode.TEXT:
                 self._receive(_SERIALIZER.decode(frame.data.decode()))
             else:
-                raise NotImplementedError("chanctl.testing reads text frames only; binary payloads are not supported")
+                self._receive(_decode_binary(bytes(frame.data)))
 
     def get_write_buffer_size(self) -> int:
         return 0  # the test reads everything at once: never a slow consumer
@@ -126,15 +151,15 @@ class _InMemoryWebSocket:
         self.remote_address = ("chanctl.testing", 0)
         self.close_code: int | None = None
         self.close_reason = ""
-        self._incoming: asyncio.Queue[str | None] = asyncio.Queue()
+        self._incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
 
-    def send(self, text: str) -> None:
-        self._incoming.put_nowait(text)
+    def send(self, data: str | bytes) -> None:
+        self._incoming.put_nowait(data)
 
     def __aiter__(self) -> _InMemoryWebSocket:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> str | bytes:
         data = await self._incoming.get()
         if data is None:
             raise StopAsyncIteration
@@ -179,6 +204,13 @@ class _Inbox:
                 return self.take(accept)
         return found
 
+    def listing(self, topic: str | None = None) -> str:
+        """What a failure message shows of this inbox (``topic``'s messages only, if given)."""
+        waiting = [describe(m) for m in self.messages if topic is None or m.topic == topic]
+        if not waiting:
+            return "; the inbox is empty"
+        return "; the inbox holds:\n  " + "\n  ".join(waiting)
+
 
 class TestSocket:
     """One client connection, played by the test (Phoenix's ``socket`` after ``connect``)."""
@@ -196,8 +228,13 @@ class TestSocket:
         self._task = harness.server.spawn(harness.server._handle(self.ws))  # type: ignore[arg-type]
 
     def send(self, join_ref: str | None, topic: str, event: str, payload: Any, ref: str | None = None) -> str:
-        """Send one frame as phoenix.js would; returns its ref. The payload goes through JSON."""
+        """Send one frame as phoenix.js would; returns its ref. The payload goes through JSON, or
+        as a binary frame when it is ``bytes``."""
         ref = ref or str(next(self._refs))
+        if isinstance(payload, bytes):
+            fields = (join_ref, "join_ref"), (ref, "ref"), (topic, "topic"), (event, "event")
+            self.ws.send(bytes(_binary(0, *fields, payload=payload)))
+            return ref
         # Non-string keys become strings, as JSON (and Phoenix.ChannelTest) make them.
         frame = [join_ref, ref, topic, event, {} if payload is None else payload]
         self.ws.send(orjson.dumps(frame, option=orjson.OPT_NON_STR_KEYS).decode())
@@ -216,7 +253,7 @@ class TestSocket:
         self.send(ref, topic, PHX_JOIN, payload, ref)
         reply = await self.inbox.wait(lambda m: m.event == PHX_REPLY and m.ref == ref and m.topic == topic, timeout)
         if reply is None:
-            raise AssertionError(f"no reply to joining {topic} within {timeout:g}s{self._listing()}")
+            raise AssertionError(f"no reply to joining {topic} within {timeout:g}s{self.inbox.listing()}")
         status, response = reply.payload["status"], reply.payload["response"]
         if status != "ok":
             raise JoinRefused(topic, response)
@@ -235,20 +272,82 @@ class TestSocket:
         """The pushes and broadcasts (and replies, if asked) nobody asserted."""
         return [m for m in self.inbox.messages if include_replies or m.event != PHX_REPLY]
 
-    def _listing(self, topic: str | None = None) -> str:
-        waiting = [describe(m) for m in self.inbox.messages if topic is None or m.topic == topic]
-        if not waiting:
-            return "; the inbox is empty"
-        return "; the inbox holds:\n  " + "\n  ".join(waiting)
+
+class _Receiver:
+    """What receives one topic's messages from an inbox, and the assertions both kinds share."""
+
+    topic: str
+    inbox: _Inbox
+
+    def _push(self, event: str | None, pattern: Pattern, broadcast_only: bool = False) -> Callable[[Message], bool]:
+        # A push carries this channel's join_ref; a fastlane broadcast carries none (PROTOCOL.md §5),
+        # and reaches the client as a push too, so it also satisfies assert_push (as in Phoenix).
+        join_ref = getattr(self, "join_ref", None)
+
+        def accept(m: Message) -> bool:
+            return (
+                m.topic == self.topic and m.ref is None and m.event not in _CONTROL
+                and (m.join_ref is None if broadcast_only else m.join_ref in (None, join_ref))
+                and (event is None or m.event == event) and matches(pattern, m.payload)
+            )
+        return accept
+
+    async def _expect(self, accept: Callable[[Message], bool], timeout: float, what: str) -> Message:
+        found = await self.inbox.wait(accept, timeout)
+        if found is None:
+            raise AssertionError(f"expected {what} on {self.topic} within {timeout:g}s{self.inbox.listing(self.topic)}")
+        return found
+
+    async def _refute(self, accept: Callable[[Message], bool], timeout: float, what: str) -> None:
+        found = await self.inbox.wait(accept, timeout)
+        if found is not None:
+            raise AssertionError(f"unexpected {what} on {self.topic}: {describe(found)}")
+
+    async def assert_broadcast(self, event: str, payload: Pattern = None, timeout: float = ASSERT_TIMEOUT) -> Any:
+        """Wait for a broadcast of ``event`` on this topic matching ``payload``; returns the payload.
+
+        Only fan-out frames count: an intercepted event comes as this channel's push (its
+        ``handle_out`` decided), so assert it with ``assert_push``.
+        """
+        found = await self._expect(self._push(event, payload, broadcast_only=True), timeout, f"a broadcast {event!r} matching {payload!r}")
+        return found.payload
+
+    async def refute_broadcast(self, event: str | None = None, payload: Pattern = None, timeout: float = REFUTE_TIMEOUT) -> None:
+        """Fail if a matching broadcast (any event when ``event`` is None) comes within ``timeout``."""
+        await self._refute(self._push(event, payload, broadcast_only=True), timeout, "broadcast")
 
 
-class TestChannel:
+class TestSubscription(_Receiver):
+    """The test itself subscribed to a topic's broadcasts (Phoenix's ``@endpoint.subscribe``), e.g.
+    to see what a ``do: push_to`` or a handler's ``publish`` sends to a topic the test never joined.
+    A pubsub subscriber like a connection, so it gets the same fastlane frames."""
+
+    __test__ = False
+
+    def __init__(self, harness: ChannelHarness, topic: str):
+        self.topic = topic
+        self.inbox = _Inbox()
+        self.encoder = FrameEncoder.of(_SERIALIZER)
+        """The pubsub's fastlane key: the same frames a V2 connection gets."""
+        self._transport = _InMemoryTransport(self.inbox.put)
+        self._pubsub = harness.server.pubsub
+        self._pubsub.subscribe(topic, self)
+
+    def deliver(self, frame: bytes) -> None:
+        self._transport.write(frame)
+
+    def unsubscribe(self) -> None:
+        self._pubsub.unsubscribe(self.topic, self)
+
+
+class TestChannel(_Receiver):
     """A joined channel as its client sees it, with Phoenix.ChannelTest's assertions."""
 
     __test__ = False
 
     def __init__(self, socket: TestSocket, topic: str, join_ref: str):
         self.socket = socket
+        self.inbox = socket.inbox
         self.topic = topic
         self.join_ref = join_ref
 
@@ -273,28 +372,6 @@ class TestChannel:
             )
         return accept
 
-    def _push(self, event: str | None, pattern: Pattern, broadcast_only: bool = False) -> Callable[[Message], bool]:
-        # A push carries this channel's join_ref; a fastlane broadcast carries none (PROTOCOL.md §5),
-        # and reaches the client as a push too, so it also satisfies assert_push (as in Phoenix).
-        def accept(m: Message) -> bool:
-            return (
-                m.topic == self.topic and m.ref is None and m.event not in _CONTROL
-                and (m.join_ref is None if broadcast_only else m.join_ref in (None, self.join_ref))
-                and (event is None or m.event == event) and matches(pattern, m.payload)
-            )
-        return accept
-
-    async def _expect(self, accept: Callable[[Message], bool], timeout: float, what: str) -> Message:
-        found = await self.socket.inbox.wait(accept, timeout)
-        if found is None:
-            raise AssertionError(f"expected {what} on {self.topic} within {timeout:g}s{self.socket._listing(self.topic)}")
-        return found
-
-    async def _refute(self, accept: Callable[[Message], bool], timeout: float, what: str) -> None:
-        found = await self.socket.inbox.wait(accept, timeout)
-        if found is not None:
-            raise AssertionError(f"unexpected {what} on {self.topic}: {describe(found)}")
-
     async def assert_reply(self, ref: str, status: str = "ok", payload: Pattern = None, timeout: float = ASSERT_TIMEOUT) -> Any:
         """Wait for the reply to ``ref`` with ``status`` whose response matches ``payload``; returns the response."""
         found = await self._expect(self._reply(ref, status, payload), timeout, f"a {status!r} reply to ref {ref} matching {payload!r}")
@@ -312,19 +389,6 @@ class TestChannel:
     async def refute_push(self, event: str | None = None, payload: Pattern = None, timeout: float = REFUTE_TIMEOUT) -> None:
         """Fail if a matching push or broadcast (any event when ``event`` is None) comes within ``timeout``."""
         await self._refute(self._push(event, payload), timeout, "push")
-
-    async def assert_broadcast(self, event: str, payload: Pattern = None, timeout: float = ASSERT_TIMEOUT) -> Any:
-        """Wait for a broadcast of ``event`` on this topic matching ``payload``; returns the payload.
-
-        Only fan-out frames count: an intercepted event comes as this channel's push (its
-        ``handle_out`` decided), so assert it with :meth:`assert_push`.
-        """
-        found = await self._expect(self._push(event, payload, broadcast_only=True), timeout, f"a broadcast {event!r} matching {payload!r}")
-        return found.payload
-
-    async def refute_broadcast(self, event: str | None = None, payload: Pattern = None, timeout: float = REFUTE_TIMEOUT) -> None:
-        """Fail if a matching broadcast comes within ``timeout``."""
-        await self._refute(self._push(event, payload, broadcast_only=True), timeout, "broadcast")
 
     async def assert_exit(self, reason: str | None = None, timeout: float = ASSERT_TIMEOUT) -> str:
         """Wait for the channel to end: ``"crashed"`` (``phx_error``: a callback raised) or ``"closed"``
@@ -353,6 +417,7 @@ class ChannelHarness:
         self.server: ChannelServer = build_server(loaded)
         """The real server object: ``server.pubsub``, ``server.presence``, ``server.send_info``, ..."""
         self.sockets: list[TestSocket] = []
+        self.subscriptions: list[TestSubscription] = []
 
     def connect(self, user_id: Any, **claims: Any) -> TestSocket:
         """Connect as ``user_id`` with extra token ``claims``: a token is minted and verified by the
@@ -362,6 +427,12 @@ class ChannelHarness:
         self.sockets.append(socket)
         return socket
 
+    def subscribe(self, topic: str) -> TestSubscription:
+        """Receive ``topic``'s broadcasts in the test itself; assert them with ``assert_broadcast``."""
+        subscription = TestSubscription(self, topic)
+        self.subscriptions.append(subscription)
+        return subscription
+
     def broadcast(self, topic: str, event: str, payload: Any) -> int:
         """Broadcast from outside any channel (Phoenix's ``Endpoint.broadcast``); returns the recipients."""
         return self.server.pubsub.broadcast(topic, event, orjson.loads(orjson.dumps(payload)))
@@ -370,11 +441,16 @@ class ChannelHarness:
         """Pushes and broadcasts still in some socket's inbox."""
         for socket in self.sockets:
             yield from socket.unconsumed()
+        for subscription in self.subscriptions:
+            yield from subscription.inbox.messages
 
-    async def settle(self) -> None:
-        """Let frames already produced reach the inboxes (the server flushes once per loop tick)."""
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+    async def settle(self, timeout: float = ASSERT_TIMEOUT) -> None:
+        """Wait until every open socket's server side has handled what the test sent: a heartbeat
+        round trip, since a socket's frames are handled and answered strictly in order (§3)."""
+        for socket in self.sockets:
+            if not socket.closed:
+                ref = socket.send(None, PHOENIX_TOPIC, HEARTBEAT, {})
+                await socket.inbox.wait(lambda m, ref=ref: m.topic == PHOENIX_TOPIC and m.ref == ref, timeout)
 
     async def aclose(self) -> None:
         """Close every socket (their channels terminate) and stop the server's timers."""

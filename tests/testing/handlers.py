@@ -24,6 +24,10 @@ class Ticker(Channel):
             return ok()
         if event == "echo":
             return ok({"got": payload, "params": self._params})
+        if event == "bin":
+            self.push("blob", payload)
+            self.broadcast("blob", payload[::-1])
+            return ok(payload + b"\x03\x04")
         if event == "boom":
             raise RuntimeError("handler exploded")
         if event == "bye":

@@ -122,3 +122,40 @@ async def test_server_side_broadcast_reaches_joined_clients(chat: ChannelHarness
     _, feed = await chat.connect(1).join("updates:all", timeout=TIMEOUT)
     assert chat.broadcast("updates:all", "news", {"n": 1}) == 1
     assert await feed.assert_broadcast("news", timeout=TIMEOUT) == {"n": 1}
+
+
+async def test_subscription_sees_push_to_a_topic_nobody_joined():
+    loaded = load_config_text(
+        f"""
+auth: {{secret: "{SECRET}"}}
+topics:
+  "dm:{{id}}":
+    join: true
+    events:
+      send: {{do: push_to, to: '"inbox:" + string(payload.to)'}}
+""",
+        "<test>",
+    )
+    async with ChannelHarness(loaded) as harness:
+        inbox = harness.subscribe("inbox:7")
+        _, dm = await harness.connect(42).join("dm:1", timeout=TIMEOUT)
+        ref = dm.push("send", {"to": 7, "text": "psst"})
+        await dm.assert_reply(ref, timeout=TIMEOUT)
+        got = await inbox.assert_broadcast("send", {"text": "psst", "user_id": 42}, timeout=TIMEOUT)
+        assert got["to"] == 7
+        await dm.refute_push()
+        assert list(harness.unconsumed()) == []
+        ref = dm.push("send", {"to": 7})
+        await dm.assert_reply(ref, timeout=TIMEOUT)
+        assert [m.event for m in harness.unconsumed()] == ["send"]  # the teardown check sees it
+        inbox.unsubscribe()
+        await dm.assert_reply(dm.push("send", {"to": 7, "n": 3}), timeout=TIMEOUT)
+        await inbox.refute_broadcast("send", {"n": 3})
+
+
+async def test_binary_payloads_travel_as_binary_frames(ticker: ChannelHarness):
+    _, chan = await ticker.connect(5).join("tick:a", timeout=TIMEOUT)
+    ref = chan.push("bin", b"\x01\x02")
+    assert await chan.assert_reply(ref, payload=b"\x01\x02\x03\x04", timeout=TIMEOUT) == b"\x01\x02\x03\x04"
+    assert await chan.assert_broadcast("blob", timeout=TIMEOUT) == b"\x02\x01"
+    assert await chan.assert_push("blob", b"\x01\x02", timeout=TIMEOUT) == b"\x01\x02"

@@ -102,6 +102,34 @@ def test_marker_relaxes_the_check_and_picks_the_config(project: pytest.Pytester)
     result.stdout.fnmatch_lines(["*@pytest.mark.chanctl: unknown option strict; it takes keywords:", "*strict_pushes:*"])
 
 
+def test_an_unexpected_crash_fails_at_teardown(project: pytest.Pytester):
+    project.makefile(".yaml", ticker="auth: {secret: 0123456789abcdef0123456789abcdef}\n"
+                     "topics:\n  'tick:{id}': {handler: 'tests.testing.handlers:Ticker'}\n")
+    project.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.chanctl(config="ticker.yaml")
+
+        async def test_crash_seen(chanctl_channels):
+            _, chan = await chanctl_channels.connect(1).join("tick:a")
+            chan.push("boom")
+            assert await chan.assert_exit() == "crashed"
+
+        async def test_crash_unseen(chanctl_channels):
+            _, chan = await chanctl_channels.connect(1).join("tick:a")
+            await chan.assert_reply(chan.push("echo", {}))
+            chan.push("boom")
+        """
+    )
+    result = run(project)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines([
+        "*ERROR at teardown of test_crash_unseen*",
+        "*phx_error on tick:a: the channel crashed (expect it with assert_exit)",
+    ])
+
+
 def test_a_failing_test_is_not_also_a_teardown_error(project: pytest.Pytester):
     project.makepyfile(
         """
