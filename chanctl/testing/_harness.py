@@ -262,10 +262,17 @@ class TestSocket:
     async def close(self) -> None:
         """Close the connection as a client would: every channel's ``terminate`` runs (``closed``)."""
         await self.ws.close(1000, "test closed the socket")
+        await self.wait_closed()
+
+    async def wait_closed(self) -> int | None:
+        """Wait for the connection to end (e.g. after ``server.disconnect(socket_id)``); returns the
+        close code, once every channel's ``terminate`` has run."""
         await self._task
+        return self.ws.close_code
 
     @property
     def closed(self) -> bool:
+        """Whether the connection was closed, by the test or by the server."""
         return self.ws.close_code is not None
 
     def unconsumed(self, include_replies: bool = False) -> list[Message]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -159,3 +160,17 @@ async def test_binary_payloads_travel_as_binary_frames(ticker: ChannelHarness):
     assert await chan.assert_reply(ref, payload=b"\x01\x02\x03\x04", timeout=TIMEOUT) == b"\x01\x02\x03\x04"
     assert await chan.assert_broadcast("blob", timeout=TIMEOUT) == b"\x02\x01"
     assert await chan.assert_push("blob", b"\x01\x02", timeout=TIMEOUT) == b"\x01\x02"
+
+
+async def test_unmatched_topic_and_server_disconnect(chat: ChannelHarness):
+    socket, other = chat.connect(42), chat.connect(7)
+    with pytest.raises(JoinRefused) as unmatched:
+        await socket.join("nope:1", timeout=TIMEOUT)
+    assert unmatched.value.response == {"reason": "unmatched topic"}
+    _, watcher = await other.join("room:42", timeout=TIMEOUT)
+    await socket.join("room:42", timeout=TIMEOUT)
+    await watcher.assert_push("presence_diff", {"joins": {"42": {}}}, timeout=TIMEOUT)
+    assert chat.server.disconnect("user_socket:42") == 1
+    assert await asyncio.wait_for(socket.wait_closed(), TIMEOUT) == 1001
+    await watcher.assert_push("presence_diff", {"leaves": {"42": {}}}, timeout=TIMEOUT)
+    assert not other.closed
