@@ -103,7 +103,7 @@ class _Compiler:
                 self.counts[text] = self.counts.get(text, 0) + 1
 
     def text(self, node: Node) -> str:
-        return "".join(self.source[node.start : node.end].split())
+        return self.source[node.start : node.end]  # as written: spaces inside a string count
 
     def build(self, node: Node) -> Compiled:
         kind = node.kind
@@ -531,7 +531,12 @@ _BINARY: dict[object, Callable[[Any, Any], Any]] = {
 def _size(value: Any) -> int:
     kind = type(value)
     if kind is str:
-        return len(value) if value.isascii() else len(value.encode())  # the library counts UTF-8 bytes
+        if value.isascii():
+            return len(value)
+        try:
+            return len(value.encode())  # the library counts UTF-8 bytes
+        except UnicodeEncodeError:  # a lone surrogate, which the library cannot convert
+            raise Unknown from None
     if kind is list or kind is dict:
         return len(value)
     raise Unknown
