@@ -21,11 +21,13 @@ class Connecting(Message):
 
 
 class Status(Message):
-    """A line from the client about the socket: disconnects, reconnects, rejoins."""
+    """A line from the client about the socket (disconnects, reconnects, rejoins), and the state it
+    means; ``None`` keeps the state (a rejoin's line may come after the snapshot that made us live)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, state: str | None = "reconnecting") -> None:
         super().__init__()
         self.text = text
+        self.state = state
 
 
 class Snapshot(Message):
@@ -48,14 +50,23 @@ class Stats(Message):
 
 
 class Traffic(Message):
-    """A ``traffic`` batch: sampled entries, presence diffs and the server's dropped count.
-
-    Not coalesced: every batch carries entries that no other batch has.
-    """
+    """A ``traffic`` batch: sampled entries, presence diffs and the server's dropped count."""
 
     def __init__(self, payload: dict[str, Any]) -> None:
         super().__init__()
         self.payload = payload
+
+    def can_replace(self, message: Message) -> bool:
+        """A backlog of batches coalesces into the newest one, which takes the older entries first.
+
+        Textual asks this of the message about to be handled while a newer one is queued; when it
+        says yes, only the newer one is handled, so the entries must move into it here.
+        """
+        if not isinstance(message, Traffic):
+            return False
+        for key in ("entries", "presence"):
+            message.payload[key] = [*self.payload.get(key, []), *message.payload.get(key, [])]
+        return True
 
 
 class Inspected(Message):

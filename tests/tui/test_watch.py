@@ -11,8 +11,11 @@ from collections.abc import Callable
 
 import pytest
 
+from chanctl.client import Client
 from chanctl.errors import JoinRefused
+from chanctl.server.admin import ADMIN_TOPIC
 from chanctl.tui import WatchApp
+from chanctl.tui.messages import Snapshot, Status, Traffic
 from chanctl.tui.widgets import ConnectionState, PresenceList, StatsHeader, SubscriberTable, TopicTable, TrafficLog
 from tests.support import TIMEOUT, RawClient
 
@@ -141,3 +144,34 @@ async def test_a_non_admin_token_shows_the_refusal_and_ends_the_app(chat_server,
     assert isinstance(app.failure, JoinRefused)
     assert state.state == "refused" and "unauthorized" in state.detail
     assert app.return_code == 1
+
+
+async def test_a_dropped_socket_shows_reconnecting_then_live_again(chat_server, mint, watch_app):
+    seen: list[object] = []
+    async with watch_app.run_test(size=SIZE, message_hook=seen.append) as pilot:
+        app = watch_app
+        state = app.screen.query_one(ConnectionState)
+        await until(pilot, lambda: app.screen.live, "the snapshot")
+        async with Client(chat_server.url, token=mint(2, admin=True)) as other:
+            operator = other.channel(ADMIN_TOPIC)
+            await operator.join(TIMEOUT)
+            closed = await operator.push("disconnect", {"socket_id": "user_socket:1"}, TIMEOUT)  # the watcher
+            assert closed.response == {"closed": 1}
+        await until(pilot, lambda: any(isinstance(m, Status) for m in seen), "the disconnect status")
+        status = next(m for m in seen if isinstance(m, Status))
+        assert status.state == "reconnecting" and "close code 1001" in status.text
+        after = seen.index(status) + 1
+        await until(pilot, lambda: any(isinstance(m, Snapshot) for m in seen[after:]), "a snapshot after the rejoin")
+
+        def rejoined() -> bool:
+            return any(isinstance(m, Status) and m.text.endswith(": rejoined") for m in seen)
+
+        await until(pilot, lambda: rejoined() and state.state == "live", "live again, the rejoin line notwithstanding")
+
+
+def test_a_backlog_of_traffic_batches_coalesces_without_losing_entries():
+    older = Traffic({"entries": [{"n": 1}], "presence": [{"topic": "a"}], "dropped": 3})
+    newer = Traffic({"entries": [{"n": 2}], "presence": [], "dropped": 5})
+    assert older.can_replace(newer)
+    assert newer.payload == {"entries": [{"n": 1}, {"n": 2}], "presence": [{"topic": "a"}], "dropped": 5}
+    assert not older.can_replace(Status("x"))

@@ -84,7 +84,11 @@ class DashboardScreen(Screen[None]):
     async def feed(self) -> None:
         """Join the admin plane and post every event; the client reconnects and rejoins by itself."""
         self.post_message(Connecting(self.url))
-        status = lambda text: self.post_message(Status(text))
+
+        def status(text: str) -> None:
+            recovered = text == "reconnected" or text.endswith(": rejoined")
+            self.post_message(Status(text, state=None if recovered else "reconnecting"))
+
         async with Client(self.url, token=self.token, timeout=self.timeout, on_status=status) as client:
             channel = client.channel(ADMIN_TOPIC)
             await channel.join(self.timeout)
@@ -95,7 +99,7 @@ class DashboardScreen(Screen[None]):
                 if kind is not None and isinstance(payload, dict):
                     self.post_message(kind(payload))
                 elif getattr(event, "event", None) == PHX_CLOSE:
-                    self.post_message(Status("the server closed the admin channel"))
+                    self.post_message(Status("the server closed the admin channel", state="closed"))
                     return
 
     @work(exclusive=True, group="inspect", exit_on_error=False)
@@ -143,7 +147,9 @@ class DashboardScreen(Screen[None]):
 
     def on_status(self, message: Status) -> None:
         state = self.query_one(ConnectionState)
-        state.state, state.detail = "reconnecting", message.text  # "live" again with the next snapshot
+        if message.state is not None:
+            state.state = message.state  # "live" again with the next snapshot
+        state.detail = message.text
 
     def on_snapshot(self, message: Snapshot) -> None:
         self.live = True
@@ -158,7 +164,7 @@ class DashboardScreen(Screen[None]):
             header.started = time.time() - uptime if isinstance(uptime, (int, float)) else None
         topics = payload.get("topics")
         if isinstance(topics, dict):
-            self.query_one(TopicTable).show(topics)
+            self.query_one(TopicTable).show(topics, self.selected)
         if self.selected is not None:
             self.inspect(self.selected)
 
@@ -166,7 +172,7 @@ class DashboardScreen(Screen[None]):
         self.query_one(StatsHeader).stats = message.payload
         by_topic = message.payload.get("by_topic")
         if isinstance(by_topic, dict):
-            self.query_one(TopicTable).show(by_topic)
+            self.query_one(TopicTable).show(by_topic, self.selected)
             counts = by_topic.get(self.selected)
             if self.selected is not None and counts != self._selected_counts:
                 self._selected_counts = counts

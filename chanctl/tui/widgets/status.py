@@ -47,12 +47,12 @@ def _duration(seconds: float) -> str:
 
 
 class ConnectionState(Static):
-    """Our socket to the admin plane: ``connecting``, ``live``, ``reconnecting`` or ``refused``."""
+    """Our socket to the admin plane: ``connecting``, ``live``, ``reconnecting``, ``closed``, or why it failed."""
 
     DEFAULT_CSS = "ConnectionState { height: 1; }"
 
     STYLES = {"connecting": "yellow", "live": "green", "reconnecting": "yellow", "refused": "bold red",
-              "unreachable": "bold red", "error": "red"}
+              "unreachable": "bold red", "error": "red", "closed": "red"}
 
     state: reactive[str] = reactive("connecting")
     detail: reactive[str] = reactive("")

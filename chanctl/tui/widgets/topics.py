@@ -30,28 +30,30 @@ class TopicTable(DataTable[Any]):
         self.add_column("subscribers", key="subscribers")
         self.add_column("presence", key="presence")
 
-    def show(self, counts: dict[str, dict[str, int]]) -> None:
+    def show(self, counts: dict[str, dict[str, int]], selected: str | None = None) -> None:
         """Make the rows match ``counts`` (``{topic: {subscribers, presence}}``), in topic order.
 
-        Rows are updated in place where possible, so the cursor stays on its topic.
+        Rows are updated in place; when rows come or go, the cursor is put back on ``selected``
+        so that the selection does not jump to whichever topic took its place.
         """
-        for key in [key for key in self.rows if key.value not in counts]:
+        gone = [key for key in self.rows if key.value not in counts]
+        for key in gone:
             self.remove_row(key)
-        for topic in sorted(counts):
-            row = counts[topic]
+        added = False
+        for topic, row in counts.items():
+            if not isinstance(row, dict):
+                continue
             subscribers, presence = row.get("subscribers", 0), row.get("presence", 0)
             if topic in self.rows:
                 self.update_cell(topic, "subscribers", subscribers)
                 self.update_cell(topic, "presence", presence)
             else:
                 self.add_row(plain(topic), subscribers, presence, key=topic)
-
-    @property
-    def selected(self) -> str | None:
-        """The topic under the cursor, if any."""
-        if not self.rows or self.cursor_row < 0:
-            return None
-        return self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value
+                added = True
+        if added:
+            self.sort("topic", key=str)
+        if (added or gone) and selected in self.rows:
+            self.move_cursor(row=self.get_row_index(selected))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
