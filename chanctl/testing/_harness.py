@@ -84,7 +84,7 @@ def matches(pattern: Pattern, payload: Any) -> bool:
 
 def describe(message: Message) -> str:
     """One inbox entry as a failure message shows it."""
-    payload = orjson.dumps(message.payload).decode() if not isinstance(message.payload, bytes) else repr(message.payload)
+    payload = repr(message.payload) if isinstance(message.payload, bytes) else orjson.dumps(message.payload, default=repr).decode()
     if message.event == PHX_REPLY:
         return f"reply ref={message.ref} on {message.topic}: {payload}"
     if message.event in (PHX_ERROR, PHX_CLOSE):

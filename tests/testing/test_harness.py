@@ -160,6 +160,10 @@ async def test_binary_payloads_travel_as_binary_frames(ticker: ChannelHarness):
     assert await chan.assert_reply(ref, payload=b"\x01\x02\x03\x04", timeout=TIMEOUT) == b"\x01\x02\x03\x04"
     assert await chan.assert_broadcast("blob", timeout=TIMEOUT) == b"\x02\x01"
     assert await chan.assert_push("blob", b"\x01\x02", timeout=TIMEOUT) == b"\x01\x02"
+    chan.push("bin", b"\x05")
+    await chan.assert_broadcast("blob", timeout=TIMEOUT)  # written together with the reply
+    with pytest.raises(AssertionError, match=r"reply ref=3 on tick:a: \{\"status\":\"ok\",\"response\":\"b'\\\\x05\\\\x03\\\\x04'\"\}"):
+        await chan.assert_push("never", timeout=0.05)
 
 
 async def test_unmatched_topic_and_server_disconnect(chat: ChannelHarness):
