@@ -123,17 +123,23 @@ async def test_the_topic_filter_hides_other_topics(chat_server, mint, watch_app)
 
 
 async def test_d_disconnects_the_selected_socket_after_confirmation(chat_server, mint, watch_app):
-    async with await joined(chat_server.url, mint(7), "room:42") as member, watch_app.run_test(size=SIZE) as pilot:
+    seven, fortytwo = await joined(chat_server.url, mint(7), "room:42"), await joined(chat_server.url, mint(42), "room:42")
+    async with seven, fortytwo, watch_app.run_test(size=SIZE) as pilot:
         app = watch_app
         await select(pilot, app, "room:42")
         subscribers = app.screen.query_one(SubscriberTable)
-        await until(pilot, lambda: subscribers.row_count == 1, "the subscriber list")
+        await until(pilot, lambda: subscribers.row_count == 2, "the subscriber list")
         subscribers.focus()
-        await pilot.press("d")
-        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", "the confirmation")
-        await pilot.press("y")
-        await asyncio.wait_for(member.ws.wait_closed(), TIMEOUT)
-        assert member.ws.close_code == 1001
+        subscribers.move_cursor(row=subscribers._ids.index("user_socket:42"))
+        async with await joined(chat_server.url, mint(7), "room:42"):  # a refresh while 42 is selected
+            await until(pilot, lambda: subscribers.row_count == 3, "the third subscriber")
+            assert subscribers._ids[subscribers.cursor_row] == "user_socket:42"
+            await pilot.press("d")
+            await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", "the confirmation")
+            await pilot.press("y")
+            await asyncio.wait_for(fortytwo.ws.wait_closed(), TIMEOUT)
+        assert fortytwo.ws.close_code == 1001
+        assert (await seven.call([None, "9", "phoenix", "heartbeat", {}]))[4]["status"] == "ok"  # 7 untouched
 
 
 async def test_a_non_admin_token_shows_the_refusal_and_ends_the_app(chat_server, mint):

@@ -26,12 +26,16 @@ class PresenceList(DataTable[Any]):
         self.add_column("meta", key="meta")
 
     def show(self, presence: dict[str, Any]) -> None:
-        """Replace the rows with ``presence`` (Phoenix's ``{key: {metas: [...]}}``)."""
+        """Replace the rows with ``presence`` (Phoenix's ``{key: {metas: [...]}}``); the cursor stays on its key."""
+        keys = sorted(presence)
+        current = _cursor_value(self, [key.value for key in self.rows])
         self.clear()
-        for key in sorted(presence):
+        for key in keys:
             metas = presence[key].get("metas", []) if isinstance(presence[key], dict) else []
             newest = {k: v for k, v in (metas[-1] if metas else {}).items() if k != "phx_ref"}
             self.add_row(plain(key), len(metas), plain(orjson.dumps(newest).decode()), key=key)
+        if current in keys:
+            self.move_cursor(row=keys.index(current))
 
 
 class SubscriberTable(DataTable[Any]):
@@ -57,17 +61,29 @@ class SubscriberTable(DataTable[Any]):
         self.add_column("remote", key="remote")
 
     def show(self, subscribers: list[dict[str, Any]]) -> None:
-        """Replace the rows with the ``subscribers`` of an ``inspect`` reply."""
+        """Replace the rows with the ``subscribers`` of an ``inspect`` reply.
+
+        The cursor stays on its socket, so that a refresh never moves ``d`` to someone else.
+        """
+        current = _cursor_value(self, self._ids)
         self.clear()
         for number, subscriber in enumerate(subscribers):
             socket_id = subscriber.get("socket_id")
             self.add_row(plain(socket_id), plain(subscriber.get("user")), plain(subscriber.get("remote")),
                          key=f"{number}:{socket_id}")
         self._ids = [s.get("socket_id") for s in subscribers]
+        if current is not None and current in self._ids:
+            self.move_cursor(row=self._ids.index(current))
 
     def action_disconnect(self) -> None:
-        ids = self._ids
-        if 0 <= self.cursor_row < len(ids) and isinstance(ids[self.cursor_row], str):
-            self.post_message(self.DisconnectRequested(ids[self.cursor_row]))
+        socket_id = _cursor_value(self, self._ids)
+        if isinstance(socket_id, str):
+            self.post_message(self.DisconnectRequested(socket_id))
         else:
             self.notify("no socket selected (anonymous sockets have no id)", severity="warning")
+
+
+def _cursor_value(table: DataTable[Any], values: list[Any]) -> Any:
+    """The value for the row under ``table``'s cursor, from ``values`` in row order (None if no row)."""
+    row = table.cursor_row
+    return values[row] if 0 <= row < len(values) else None
