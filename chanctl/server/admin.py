@@ -16,10 +16,12 @@ limit like any other client.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import os
 import random
 import time
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -162,7 +164,7 @@ class AdminTap:
         rate = [round((a - b) / elapsed, 1) for a, b in zip(counters, before, strict=True)]
         topics = self.server.pubsub.topics()
         presence = self.server.presence.topics()
-        busiest = sorted(topics.items(), key=lambda item: -item[1])[:STATS_TOPICS]
+        busiest = heapq.nlargest(STATS_TOPICS, topics.items(), key=itemgetter(1))
         return {
             "node": NODE, "t": time.time(), "connections": len(self.server.connections),
             "topics": len(topics), "subscriptions": sum(topics.values()),
