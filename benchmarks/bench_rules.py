@@ -13,7 +13,7 @@ same user joining rooms it joined before (a reconnect), and "cold", a new user e
 every decision is a real evaluation.
 
 First, in this process, the cost of one cold `Rule.allows` of the same rule: compiled into Python
-closures (chanctl/rules_compile.py, what the server runs) and left to the `cel` library.
+a Python function (chanctl/rules_compile.py, what the server runs) and left to the `cel` library.
 """
 
 from __future__ import annotations

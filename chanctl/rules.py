@@ -4,7 +4,7 @@ CEL (Common Expression Language) is compiled once at load by the ``common-expres
 package (Rust core), so a typo is a load error, not a surprise at the first join; the checks the
 library lacks (unknown captures, rules that cannot be boolean) run on :mod:`chanctl.rules_syntax`'s
 tree. At run time a rule that fails (a missing key, a type mismatch) denies and logs why; it never
-crashes a channel. Rules in the common subset of CEL run as Python closures
+crashes a channel. Rules in the common subset of CEL run as generated Python functions
 (:mod:`chanctl.rules_compile`), which leave every error and every doubtful case to the library; the
 library sees only the parts of the variables a rule reads (:class:`_Pruner`). A rule also remembers
 its recent decisions (:class:`Rule`).
@@ -244,12 +244,12 @@ class Expression:
     prune: Any = None
     """Cuts the variables down to what the expression reads (see :class:`_Pruner`); None: all."""
     fast: rules_compile.Compiled | None = None
-    """The expression as Python closures, when it is within their subset of CEL."""
+    """The expression as a Python function, when it is within the compiled subset of CEL."""
 
     def evaluate(self, variables: dict[str, Any]) -> Any:
         """The value; raises whatever the CEL runtime raises (KeyError, TypeError, RuntimeError...).
 
-        The closures answer when they are sure of the library's answer; otherwise (an error, or a
+        The Python function answers when it is sure of the library's answer; otherwise (an error, or a
         case they leave to it) the library evaluates, and says what went wrong."""
         if self.fast is not None:
             try:
@@ -279,7 +279,7 @@ class Rule:
     A rule the ``cel`` library evaluates remembers its decisions, keyed by the parts of ``user``,
     ``topic`` and ``params`` it reads: ``data`` is static, so those parts decide the result. The
     library costs about 17 µs an evaluation, a remembered decision under 1 µs (a whole join is about
-    19 µs of server CPU). A compiled rule (:mod:`chanctl.rules_compile`) costs about 2 µs, which
+    19 µs of server CPU). A compiled rule (:mod:`chanctl.rules_compile`) costs 1-2 µs, which
     remembering would not save: its key and upkeep cost as much. Rules that read ``payload`` and
     failures (each one is logged) are not remembered.
     """

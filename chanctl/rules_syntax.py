@@ -6,7 +6,7 @@ expression the library has already accepted into nodes that keep their offsets, 
 say *where* a rule names an unknown variable or topic capture, whether its result can be boolean at
 all, and the explainer can show the value of each path a rule read (``data.rooms[topic.id]``).
 
-It evaluates nothing itself: :mod:`chanctl.rules_compile` builds Python closures from this tree for
+It evaluates nothing itself: :mod:`chanctl.rules_compile` writes a Python function from this tree for
 the common subset of CEL, and the compiled ``cel`` program evaluates the rest.
 """
 
