@@ -65,8 +65,12 @@ def compile_tree(source: str, tree: Node) -> Compiled | None:
     generator.line(f"return _result({result})")
     body = "".join(f"        {line}\n" for line in generator.memos + generator.lines)
     text = f"def evaluate(v):\n    try:\n{body}    except Exception:\n        raise Unknown from None\n"
+    try:
+        code = compile(text, f"<rule {source!r}>", "exec")
+    except (SyntaxError, RecursionError, MemoryError):  # Python allows 20 nested blocks, which a
+        return None  # chain of about 20 && reaches: the library runs such a rule
     namespace = {**_HELPERS, **generator.constants}
-    exec(compile(text, f"<rule {source!r}>", "exec"), namespace)  # noqa: S102 - our own generated code
+    exec(code, namespace)  # noqa: S102 - our own generated code
     return namespace["evaluate"]  # type: ignore[no-any-return]
 
 

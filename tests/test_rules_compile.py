@@ -231,3 +231,13 @@ def test_each_operation_on_any_pair_of_values(source, a, b):
         return
     event("answered")
     assert same(got, expected), (source, params, got, expected)
+
+
+def test_a_rule_nested_deeper_than_python_allows_is_left_to_the_library():
+    """Each && nests the generated code deeper; past Python's limit the library runs the rule."""
+    source = " && ".join(f"user.id != {i}" for i in range(30))
+    rule = compile_rule(source)
+    assert rule.expression.fast is None
+    assert rule.allows({"user": {"id": 99}}) and not rule.allows({"user": {"id": 7}})
+    shallow = compile_rule(" && ".join(f"user.id != {i}" for i in range(5)))
+    assert shallow.expression.fast is not None
