@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import cel
 import orjson
 
 from chanctl import rules_syntax
@@ -177,7 +176,7 @@ class Explainer:
 
 def _value_of(path: str, variables: dict[str, Any]) -> dict[str, Any]:
     try:
-        return {"value": cel.compile(path).execute(variables)}
+        return {"value": rules_syntax.cel_compile(path).execute(variables)}
     except Exception as exc:  # a missing key is exactly what an explanation should show
         return {"error": f"{type(exc).__name__}: {exc}"}
 

@@ -21,7 +21,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-import cel
 
 from chanctl import rules_compile, rules_syntax
 
@@ -219,7 +218,7 @@ def _key_getter(source: str, node: rules_syntax.Node) -> Any:
             return value
 
         return read
-    program = cel.compile(source[node.start : node.end])
+    program = rules_syntax.cel_compile(source[node.start : node.end])
     if node.kind == "literal":
         constant = program.execute({})
         return lambda variables: constant
@@ -357,7 +356,7 @@ def compile_expression(
         RuleError: as :func:`compile_rule`.
     """
     try:
-        program = cel.compile(source)
+        program = rules_syntax.cel_compile(source)
     except ValueError as exc:
         raise RuleError(*_parse_error(str(exc), source)) from None
     tree = rules_syntax.parse(source)
@@ -383,7 +382,7 @@ def compile_expression(
     run_tree = rules_syntax.parse(run_source) if flats else tree
     if run_tree is None:  # never expected; evaluate the expression as written
         run_source, run_tree, flats = source, tree, []
-    run_program = cel.compile(run_source) if flats else program
+    run_program = rules_syntax.cel_compile(run_source) if flats else program
     fast = rules_compile.compile_tree(source, tree)
     return Expression(source, run_program, tree, _Pruner(run_source, run_tree, tree, flats), fast)
 

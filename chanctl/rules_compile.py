@@ -29,9 +29,8 @@ from collections.abc import Callable
 from math import isnan
 from typing import Any
 
-import cel
 
-from chanctl.rules_syntax import Node
+from chanctl.rules_syntax import Node, cel_compile
 
 __all__ = ["Compiled", "Unknown", "compile_tree"]
 
@@ -282,7 +281,7 @@ class _Generator:
         if node.value not in ("number", "string") or text[-1] in "uU":
             raise _Outside  # bytes and uint: types that Python values do not carry
         try:
-            return cel.compile(text).execute({})
+            return cel_compile(text).execute({})
         except ValueError:  # 9223372036854775808: valid only after a minus, which the library folds
             raise _Outside from None
 

@@ -15,8 +15,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Node", "Step", "accesses", "free_variables", "parse", "paths", "result_kind", "selections"]
+__all__ = [
+    "Node", "Step", "accesses", "cel_compile", "free_variables", "parse", "paths", "result_kind", "selections",
+]
+
+
+def cel_compile(source: str) -> Any:
+    """The ``cel`` library's ``compile``, imported on first use.
+
+    The library's package imports its own command line (prompt_toolkit and more, about 100 ms) on
+    import; commands that never compile a rule (``chanctl token``, ``send``, ``listen``) skip it.
+    """
+    import cel
+
+    return cel.compile(source)
 
 _TOKEN = re.compile(
     r"""

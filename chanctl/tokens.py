@@ -21,9 +21,11 @@ from itsdangerous import BadData, BadSignature, SignatureExpired, TimestampSigne
 
 from chanctl.errors import TokenExpired, TokenInvalid, TokenMissing
 
-__all__ = ["DEFAULT_SALT", "TokenSigner", "VerifiedToken"]
+__all__ = ["DEFAULT_ADMIN_CLAIM", "DEFAULT_SALT", "TokenSigner", "VerifiedToken"]
 
 DEFAULT_SALT = "user socket"
+DEFAULT_ADMIN_CLAIM = "admin"
+"""The claim that makes a token an admin token (``auth.admin_claim``)."""
 _SHAPE = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
 _CLOCK_SKEW = 5  # seconds a token may be stamped ahead of our clock (another node's clock)
 

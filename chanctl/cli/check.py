@@ -8,15 +8,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
 from chanctl.cli.common import claim_value, die, err, out, parse_claims
 from chanctl.cli.exit_codes import ExitCode
-from chanctl.config.load import LoadedConfig, load_config
 from chanctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from chanctl.config.load import LoadedConfig
 
 __all__ = ["check"]
 
@@ -42,6 +44,8 @@ def check(
         return
     if config is None:
         die("check needs a CONFIG file (or --reference)", ExitCode.USAGE)
+    from chanctl.config.load import load_config  # here, so other commands start without the schema
+
     try:
         loaded = load_config(config)
     except ConfigError as exc:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 import typer
 
 from chanctl.cli.exit_codes import ExitCode
-from chanctl.config.load import LoadedConfig, load_config
 from chanctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from chanctl.config.load import LoadedConfig
 
 __all__ = ["DEFAULT_CONFIG", "claim_value", "die", "err", "find_config", "load_or_die", "out", "parse_claims"]
 
@@ -53,6 +55,10 @@ def find_config(explicit: str | None) -> Path | None:
 
 def load_or_die(path: str | os.PathLike[str]) -> LoadedConfig:
     """Load a config; on problems print each one and exit 2."""
+    # Imported here: pydantic, jsonschema and the schema cost ~0.15 s, which commands that need
+    # no config (`chanctl token --user 42` with CHANCTL_SECRET, `send` with CHANCTL_URL) skip.
+    from chanctl.config.load import load_config
+
     try:
         loaded = load_config(path)
     except ConfigError as exc:

@@ -18,7 +18,7 @@ from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_token, resolve_url, run_client
 from chanctl.client import Client, Event, PresenceChange
 from chanctl.protocol.messages import PHX_CLOSE, PHX_ERROR
-from chanctl.server.admin import ADMIN_TOPIC
+from chanctl.protocol.messages import ADMIN_TOPIC
 
 __all__ = ["listen"]
 

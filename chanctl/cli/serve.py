@@ -7,13 +7,15 @@ import logging
 import os
 import signal
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chanctl.cli.common import err, load_or_die
-from chanctl.config.load import LoadedConfig
-from chanctl.server.runtime import ChannelServer, build_server
+
+if TYPE_CHECKING:
+    from chanctl.config.load import LoadedConfig
+    from chanctl.server.runtime import ChannelServer
 
 __all__ = ["serve"]
 
@@ -49,6 +51,8 @@ def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
 
 
 async def _run(loaded: LoadedConfig, host: str | None, port: int | None) -> None:
+    from chanctl.server.runtime import build_server  # here, so other commands start without the server
+
     server = build_server(loaded, host=host, port=port)
     await server.start()
     loop = asyncio.get_running_loop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -18,8 +18,10 @@ from chanctl.cli.common import die, err, find_config, load_or_die
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.common import claim_value
 from chanctl.cli.token import auth_from
-from chanctl.config.model import ServerConfig
 from chanctl.errors import ClientError, ConnectRefused, JoinRefused
+
+if TYPE_CHECKING:
+    from chanctl.config.model import ServerConfig
 
 __all__ = [
     "ConfigOpt", "TokenOpt", "UrlOpt", "UserOpt", "exit_code_for", "resolve_token", "resolve_url", "run_client",

@@ -11,10 +11,9 @@ import typer
 
 from chanctl.cli.common import claim_value, die, err, find_config, load_or_die, out, parse_claims
 from chanctl.cli.exit_codes import ExitCode
-from chanctl.config.model import AuthConfig
 from chanctl.durations import format_duration, parse_duration
 from chanctl.errors import TokenError
-from chanctl.tokens import DEFAULT_SALT, TokenSigner
+from chanctl.tokens import DEFAULT_ADMIN_CLAIM, DEFAULT_SALT, TokenSigner
 
 __all__ = ["app", "auth_from", "signer_from"]
 
@@ -31,7 +30,7 @@ def auth_from(config: str | None) -> tuple[TokenSigner, str]:
         return TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age), auth.admin_claim
     secret = os.environ.get("CHANCTL_SECRET")
     if secret:
-        return TokenSigner(secret, salt=os.environ.get("CHANCTL_SALT", DEFAULT_SALT)), AuthConfig.model_fields["admin_claim"].default
+        return TokenSigner(secret, salt=os.environ.get("CHANCTL_SALT", DEFAULT_SALT)), DEFAULT_ADMIN_CLAIM
     die("no token secret found: pass --config FILE, create ./chanctl.yaml, or set CHANCTL_SECRET", ExitCode.USAGE)
 
 

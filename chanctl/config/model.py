@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from chanctl.durations import parse_duration
 from chanctl.rules import RuleError, compile_expression
+from chanctl.tokens import DEFAULT_ADMIN_CLAIM
 
 __all__ = ["AuthConfig", "Config", "EventConfig", "JoinRule", "PolicyTest", "PresenceConfig", "PresenceLimit", "ServerConfig", "TopicConfig"]
 
@@ -94,7 +95,7 @@ class AuthConfig(_Model):
     """Token namespace, as Phoenix.Token's salt."""
     max_age: Duration = 14 * 86400.0
     """Longest a token is accepted after signing."""
-    admin_claim: str = Field("admin", min_length=1)
+    admin_claim: str = Field(DEFAULT_ADMIN_CLAIM, min_length=1)
     """Token claim that must be ``true`` to join the admin topic ``chanctl:admin``
     (``chanctl token --admin`` sets it)."""
     socket_id: str = "user_socket:{id}"
