@@ -104,10 +104,6 @@ class Router(Generic[T]):
         # sort() is stable, so declaration order breaks ties.
         self._entries.sort(key=lambda entry: entry[0].sort_key())
 
-    @property
-    def patterns(self) -> list[TopicPattern]:
-        return [pattern for pattern, _ in self._entries]
-
     def match(self, topic: str) -> Route[T] | None:
         for pattern, target in self._entries:
             captures = pattern.match(topic)
