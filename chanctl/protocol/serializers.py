@@ -37,11 +37,35 @@ class Serializer(Protocol):
     def encode(self, message: Message | Reply | Broadcast) -> bytes: ...
 
 
+MAX_DEPTH = 250
+"""The deepest nesting a frame may carry, so that its payload can go out again: orjson encodes at
+most 254 levels (the reply envelope adds two) but decodes up to 1,024, and without this check a
+payload could be accepted and then crash its reply, its broadcast or the schema validator."""
+
+
 def _loads(data: str | bytes) -> Any:
     try:
-        return orjson.loads(data)
+        frame = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ProtocolViolation(f"frame is not valid JSON: {exc}", 1007) from None
+    # Counting brackets is a C scan; only a frame that could nest too deep is walked.
+    brackets = data.count("[") + data.count("{") if isinstance(data, str) else data.count(b"[") + data.count(b"{")
+    if brackets > MAX_DEPTH and _too_deep(frame):
+        raise ProtocolViolation(f"frame nests deeper than {MAX_DEPTH} levels", 1007)
+    return frame
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether arrays and objects nest more than MAX_DEPTH levels in ``value`` (walked iteratively)."""
+    stack = [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            if depth > MAX_DEPTH:
+                return True
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _ref(value: Any, name: str) -> str | None:
