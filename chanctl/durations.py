@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["format_duration", "parse_duration"]
@@ -25,6 +26,8 @@ def parse_duration(value: str | int | float) -> float:
         if not match:
             raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 2h, 14d, 2w)")
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not math.isfinite(seconds):
+        raise ValueError(f"a duration must be finite, not {value!r}")
     if seconds <= 0:
         raise ValueError(f"a duration must be positive, not {value!r}")
     return seconds

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from chanctl.cli.common import err, load_or_die
+from chanctl.cli.common import die, err, load_or_die
+from chanctl.cli.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from chanctl.config.load import LoadedConfig
@@ -19,14 +20,18 @@ if TYPE_CHECKING:
 
 __all__ = ["serve"]
 
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 def serve(
     config: Annotated[str, typer.Argument(help="The server's YAML config.")],
     host: Annotated[str | None, typer.Option("--host", help="Override server.host.")] = None,
-    port: Annotated[int | None, typer.Option("--port", "-p", envvar="CHANCTL_PORT", help="Override server.port; 0 picks a free one.")] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", envvar="CHANCTL_PORT", min=0, max=65535, help="Override server.port; 0 picks a free one.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the server described by CONFIG until Ctrl+C or SIGTERM."""
+    if log_level.lower() not in _LOG_LEVELS:
+        die(f"--log-level must be {', '.join(_LOG_LEVELS[:-1])} or {_LOG_LEVELS[-1]}, got {log_level!r}", ExitCode.USAGE)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = load_or_die(config)
     asyncio.run(_run(loaded, host, port))

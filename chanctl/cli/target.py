@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from urllib.parse import urlsplit
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -47,6 +48,13 @@ def resolve_url(url: str | None, config: str | None) -> str:
     if url:
         if not url.startswith(("ws://", "wss://", "http://", "https://")):
             die(f"--url must start with ws://, wss://, http:// or https://, got {url!r}", ExitCode.USAGE)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+        except ValueError as exc:
+            die(f"--url {url!r} is not a valid URL: {exc}", ExitCode.USAGE)
+        if not parts.hostname:
+            die(f"--url {url!r} names no host", ExitCode.USAGE)
         return url
     if config:
         return server_url(load_or_die(find_config(config)).config.server)  # type: ignore[arg-type]

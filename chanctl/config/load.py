@@ -33,6 +33,9 @@ __all__ = ["LoadedConfig", "SAMPLE_SECRET", "load_config", "load_config_text"]
 SAMPLE_SECRET = "dev-only-secret-change-me-0123456789abcdef"
 """The secret the sample configs fall back to; the server warns loudly when it is used."""
 MIN_SECRET_BYTES = 32
+MAX_VALUES = 100_000
+"""How many values a config may hold once YAML aliases are expanded (a billion-laughs file would
+otherwise take all memory); real configs hold a few hundred."""
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 Loc = tuple[str, ...]
@@ -63,6 +66,7 @@ class _Reader:
     marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     scalars: dict[Loc, yaml.ScalarNode] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    values: int = 0
 
     def problem(self, loc: Loc, message: str, hint: str = "", severity: str = "error", column: int | None = None) -> None:
         """Record a problem at ``loc``; ``column`` (1-based, within the string value) points inside it."""
@@ -85,6 +89,10 @@ class _Reader:
         return None, None
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise ConfigError([Problem(f"the config holds more than {MAX_VALUES:,} values once its YAML aliases are "
+                                       "expanded", "", self.file, *self.position(loc))])
         self.marks[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
@@ -167,6 +175,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([Problem(f"cannot read the config: {exc.strerror}", file=path)]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(f"the config {_not_utf8(exc)}", file=path)]) from None
     return load_config_text(text, path, env)
 
 
@@ -180,6 +190,8 @@ def load_config_text(text: str, file: str = "<string>", env: Mapping[str, str] |
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         message = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem(f"invalid YAML: {message}", "", file, line, col)]) from None
+    except RecursionError:
+        raise ConfigError([Problem(_TOO_DEEP, "", file, 1, 1)]) from None
     if node is None:
         raise ConfigError([Problem("the config is empty", "", file, 1, 1, "run `chanctl init` for a starter config")])
     data = reader.build(node, ())
@@ -212,6 +224,12 @@ def _read_data_file(reader: _Reader, name: str, base_dir: Path, data: dict[str, 
     except OSError as exc:
         reader.problem(loc, f"cannot read {path}: {exc.strerror}")
         return {}
+    except UnicodeDecodeError as exc:
+        reader.problem(loc, f"{path} {_not_utf8(exc)}")
+        return {}
+    except RecursionError:
+        reader.problem(loc, f"{path}: {_TOO_DEEP}")
+        return {}
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
         reader.problem(loc, f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}")
         return {}
@@ -223,6 +241,13 @@ def _read_data_file(reader: _Reader, name: str, base_dir: Path, data: dict[str, 
         reader.problem(loc, f"{path} repeats data key {both[0]!r}", "a key lives in `data:` or in the file, not both")
         return {}
     return {str(key): value for key, value in extra.items()}
+
+
+_TOO_DEEP = "the YAML is nested too deeply to read"
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
 
 
 def _order(problem: Problem) -> tuple[int, int]:
