@@ -217,9 +217,13 @@ def _address(address: Any) -> str | None:
 
 def _entry(entry: tuple[float, str, str, str, Any, Any, int]) -> dict[str, Any]:
     t, direction, topic, event, user, payload, recipients = entry
-    text = orjson.dumps(payload).decode()
+    if isinstance(payload, bytes):  # a binary push or broadcast (PROTOCOL.md §2.3): no JSON to show
+        text, size = f"<{len(payload)} bytes, binary>", len(payload)
+    else:
+        text = orjson.dumps(payload).decode()
+        size = len(text)
     return {
-        "t": t, "dir": direction, "topic": topic, "event": event, "user": user, "size": len(text),
+        "t": t, "dir": direction, "topic": topic, "event": event, "user": user, "size": size,
         "payload": text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS] + "…", "recipients": recipients,
     }
 
