@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from chanctl.errors import ConfigError
 if TYPE_CHECKING:
     from chanctl.config.load import LoadedConfig
 
-__all__ = ["DEFAULT_CONFIG", "claim_value", "die", "err", "find_config", "load_or_die", "out", "parse_claims"]
+__all__ = ["DEFAULT_CONFIG", "claim_value", "die", "err", "find_config", "load_or_die", "out", "parse_claims", "positive_seconds"]
 
 DEFAULT_CONFIG = "chanctl.yaml"
 
@@ -89,3 +90,11 @@ def parse_claims(items: list[str]) -> dict[str, Any]:
             die("--claim id=... is reserved; use --user", ExitCode.USAGE)
         claims[key] = claim_value(value)
     return claims
+
+
+def positive_seconds(value: float | None) -> float | None:
+    """``--timeout`` callback: 0, a negative number or nan would only surface later as a misleading
+    "timed out" from the connection, so they are usage errors here."""
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise typer.BadParameter(f"must be a positive number of seconds, not {value}")
+    return value

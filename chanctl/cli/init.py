@@ -22,5 +22,8 @@ def init(
     target = Path(path)
     if target.exists() and not force:
         die(f"{path} exists; pass --force to overwrite it", ExitCode.USAGE)
-    target.write_text(files("chanctl.cli").joinpath("starter.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    try:
+        target.write_text(files("chanctl.cli").joinpath("starter.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    except OSError as exc:
+        die(f"cannot write {path}: {exc.strerror}", ExitCode.USAGE)
     err(f"wrote {path}; next: `chanctl check {path}`, then `chanctl serve {path}`")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from chanctl.cli.common import err, out
+from chanctl.cli.common import err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_token, resolve_url, run_client
 from chanctl.client import Client, Event, PresenceChange
@@ -31,7 +31,7 @@ def listen(
     config: ConfigOpt = None,
     json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
     count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit 0 after this many events.")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds (exit 4 if --count was not reached).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", callback=positive_seconds, help="Stop after this many seconds (exit 4 if --count was not reached).")] = None,
 ) -> None:
     """Join TOPICS and print every event. Exit 3 if a join is refused, 4 if unreachable."""
     server = resolve_url(url, config)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from chanctl.cli.common import die, err, out
+from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_token, resolve_url, run_client
 from chanctl.client import Client
@@ -38,7 +38,7 @@ def send(
     params: Annotated[str, typer.Option("--params", help="JSON join payload.")] = "{}",
     broadcast: Annotated[bool, typer.Option("--broadcast", help="Publish server-side via the admin plane, without joining (needs an admin token).")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print each reply as a JSON line.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the connection and each reply.")] = 5.0,
+    timeout: Annotated[float, typer.Option("--timeout", callback=positive_seconds, help="Seconds to wait for the connection and each reply.")] = 5.0,
 ) -> None:
     """Push EVENT to TOPIC and print the reply. Exit 0 ok, 1 error reply, 2 usage, 3 refused, 4 timeout."""
     join_params = _parse(params, "--params")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from chanctl.cli.common import err
+from chanctl.cli.common import err, positive_seconds
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, exit_code_for, resolve_token, resolve_url
 
 __all__ = ["watch"]
@@ -20,7 +20,7 @@ def watch(
     token: TokenOpt = None,
     url: UrlOpt = None,
     config: ConfigOpt = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds for the connection, the join and each command.")] = 10.0,
+    timeout: Annotated[float, typer.Option("--timeout", callback=positive_seconds, help="Seconds for the connection, the join and each command.")] = 10.0,
 ) -> None:
     """Live dashboard: topics, presence lists, traffic. Needs an admin token (--user mints one).
 

@@ -81,3 +81,21 @@ async def test_a_ttl_too_large_for_a_token_is_a_usage_error():
     no_traceback(result)
     assert result.code == 2 and result.out == ""
     assert result.err.startswith("chanctl: --ttl:")
+
+
+@pytest.mark.parametrize("where", ["missing/dir/chanctl.yaml", "."], ids=["missing-dir", "a-directory"])
+async def test_init_where_it_cannot_write_is_a_clear_error(tmp_path, where):
+    target = tmp_path / where
+    result = await chanctl("init", str(target), "--force")
+    no_traceback(result)
+    assert result.code == 2
+    assert result.err.startswith(f"chanctl: cannot write {target}: ")
+
+
+@pytest.mark.parametrize("command", [["send", "room:lobby", "new_msg"], ["listen", "room:lobby"], ["watch"]])
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan"])
+async def test_a_timeout_that_is_not_positive_is_a_usage_error(command, timeout):
+    result = await chanctl(*command, "--url", "ws://127.0.0.1:1/socket", "--token", "t", "--timeout", timeout)
+    no_traceback(result)
+    assert result.code == 2
+    assert "--timeout" in result.err and "cannot reach" not in result.err
