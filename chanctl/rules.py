@@ -17,6 +17,7 @@ payload) and ``data`` (the config's static data).
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,11 @@ class _Pruner:
         self.cacheable = all(root != "payload" for root, _ in self.inputs)
         """False for rules over an event payload: those inputs rarely repeat, and can be large."""
 
+    def written(self, text: str) -> str:
+        """``text`` with each flattened variable (``__chanctl_0``) put back as its path (``params.x``)."""
+        paths = {name: ".".join((root, *names)) for name, root, names in self.flats}
+        return _FLAT_NAME.sub(lambda match: paths.get(match.group(), match.group()), text)
+
     def key(self, variables: dict[str, Any]) -> tuple[Any, ...]:
         """A hashable summary of every input the expression reads, for remembering its results."""
         values: list[Any] = []
@@ -159,6 +165,10 @@ class _Pruner:
         return out
 
 
+_FLAT_PREFIX = "__chanctl_"
+_FLAT_NAME = re.compile(_FLAT_PREFIX + r"\d+")
+
+
 def _flatten(source: str, tree: rules_syntax.Node) -> tuple[str, list[tuple[str, str, tuple[str, ...]]]]:
     """The expression with each static path outside ``data`` (``user.id``, ``topic.id``) replaced by
     a variable of its own, and those variables: CEL converts a scalar several times faster than a
@@ -182,7 +192,7 @@ def _flatten(source: str, tree: rules_syntax.Node) -> tuple[str, list[tuple[str,
         if any(start <= path.start and path.end <= end for start, end in keep):
             continue
         key = (str(node.value), tuple(reversed(fields)))
-        name = names.setdefault(key, f"__chanctl_{len(names)}")
+        name = names.setdefault(key, f"{_FLAT_PREFIX}{len(names)}")
         spans.append((node.start, path.end, name))
     rewritten = source
     for start, end, name in sorted(spans, reverse=True):
@@ -255,7 +265,12 @@ class Expression:
                 return self.fast(variables)
             except rules_compile.Unknown:
                 pass
-        return self.program.execute(variables if self.prune is None else self.prune(variables))
+        try:
+            return self.program.execute(variables if self.prune is None else self.prune(variables))
+        except RuntimeError as exc:  # "Undefined variable": name the path as the rule writes it
+            if self.prune is None or _FLAT_NAME.search(str(exc)) is None:
+                raise
+            raise RuntimeError(self.prune.written(str(exc))) from None
 
 
 CACHE_SIZE = 4096

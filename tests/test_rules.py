@@ -6,7 +6,7 @@ import logging
 import cel
 import pytest
 
-from chanctl.rules import Rule, RuleError, compile_rule
+from chanctl.rules import EVENT_VARIABLES, Rule, RuleError, compile_expression, compile_rule
 
 DATA = {
     "rooms": {"42": {"members": [42, 7]}, "lobby": {"public": True}, "7": {"members": [1.0, True, "x"]}},
@@ -97,3 +97,20 @@ def test_only_rules_the_library_evaluates_remember_decisions_and_not_over_a_payl
     compiled = compile_rule("user.id == 1")  # compiled: remembering would cost what evaluating does
     assert compiled.expression.fast is not None and compiled.allows({"user": {"id": 1}})
     assert len(compiled._decisions) == 0
+
+
+@pytest.mark.parametrize("params", [None, 5, "s", [1], {}, {"x": 1}])
+def test_a_failure_names_the_path_as_written_not_the_flattened_variable(params):
+    # A client's join params (or payload) decide which key is missing; the log line and push_to's
+    # error reply must name it as the rule says it, not as chanctl rewrote it for CEL.
+    rule = compile_rule('params.x == 1 && params.name.startsWith("a")')
+    allowed, why = rule.decide({"params": params})
+    assert allowed is False
+    assert "__chanctl_" not in why
+    assert "params.name" in why or "params.x" in why
+
+
+def test_push_to_names_the_missing_payload_path():
+    expression = compile_expression('"p:" + payload.target', EVENT_VARIABLES, frozenset(), "string")
+    with pytest.raises(RuntimeError, match="'payload.target'"):
+        expression.evaluate({"payload": {}})
