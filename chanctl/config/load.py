@@ -194,7 +194,10 @@ def load_config_text(text: str, file: str = "<string>", env: Mapping[str, str] |
         raise ConfigError([Problem(_TOO_DEEP, "", file, 1, 1)]) from None
     if node is None:
         raise ConfigError([Problem("the config is empty", "", file, 1, 1, "run `chanctl init` for a starter config")])
-    data = reader.build(node, ())
+    try:
+        data = reader.build(node, ())
+    except RecursionError:
+        raise ConfigError([Problem(_TOO_DEEP, "", file, 1, 1, _SELF_ALIAS)]) from None
     if not isinstance(data, dict):
         raise ConfigError([Problem("the config must be a mapping of keys (server, auth, topics, ...)", "", file, 1, 1)])
     config = None
@@ -244,6 +247,7 @@ def _read_data_file(reader: _Reader, name: str, base_dir: Path, data: dict[str, 
 
 
 _TOO_DEEP = "the YAML is nested too deeply to read"
+_SELF_ALIAS = "or an alias sits inside the node it names, as in `a: &x [*x]`"
 
 
 def _not_utf8(exc: UnicodeDecodeError) -> str:

@@ -129,3 +129,12 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_problem_prints_file_line_column_and_path():
     [problem] = problems(GOOD + "servre: 1\n")
     assert str(problem).startswith("app.yaml:6:1: error: servre: unknown key 'servre'")
+
+
+def test_an_alias_inside_the_node_it_names_is_a_problem_not_a_traceback():
+    # YAML allows `&x [*x]`; building it never ends, and the RecursionError reached the user.
+    with pytest.raises(ConfigError) as info:
+        load_config_text("auth: {secret: x}\ndata: {loop: &x [*x]}\ntopics: {a: {join: true}}\n", "c.yaml", {})
+    problem = info.value.problems[0]
+    assert problem.message == "the YAML is nested too deeply to read"
+    assert "alias" in problem.hint
