@@ -91,8 +91,7 @@ class _Reader:
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.values += 1
         if self.values > MAX_VALUES:
-            raise ConfigError([Problem(f"the config holds more than {MAX_VALUES:,} values once its YAML aliases are "
-                                       "expanded", "", self.file, *self.position(loc))])
+            raise ConfigError([Problem(_too_many("the config"), "", self.file, *self.position(loc))])
         self.marks[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
@@ -236,6 +235,9 @@ def _read_data_file(reader: _Reader, name: str, base_dir: Path, data: dict[str, 
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
         reader.problem(loc, f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}")
         return {}
+    if _exceeds_max_values(extra):
+        reader.problem(loc, _too_many(str(path)))
+        return {}
     if not isinstance(extra, dict):
         reader.problem(loc, f"{path} must hold a mapping of keys, like `data:`")
         return {}
@@ -244,6 +246,26 @@ def _read_data_file(reader: _Reader, name: str, base_dir: Path, data: dict[str, 
         reader.problem(loc, f"{path} repeats data key {both[0]!r}", "a key lives in `data:` or in the file, not both")
         return {}
     return {str(key): value for key, value in extra.items()}
+
+
+def _too_many(what: str) -> str:
+    return f"{what} holds more than {MAX_VALUES:,} values once its YAML aliases are expanded"
+
+
+def _exceeds_max_values(value: Any) -> bool:
+    """Whether ``value`` holds more than MAX_VALUES values, counting each alias use again (as every
+    reader of the data will); stops counting at the limit, so a billion laughs costs no more."""
+    stack, seen = [value], 0
+    while stack:
+        seen += 1
+        if seen > MAX_VALUES:
+            return True
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 _TOO_DEEP = "the YAML is nested too deeply to read"

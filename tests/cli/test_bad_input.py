@@ -40,7 +40,8 @@ async def test_a_config_that_cannot_be_read_is_a_located_problem(tmp_path, name,
 @pytest.mark.parametrize("name, content, message", [
     ("data.yaml", b"rooms: \xff\xfe\n", "is not UTF-8 text"),
     ("data.yaml", ("rooms: " + "[" * 5000 + "]" * 5000 + "\n").encode(), "nested too deeply"),
-], ids=["not-utf8", "deep"])
+    ("data.yaml", alias_bomb().encode(), "YAML aliases"),
+], ids=["not-utf8", "deep", "alias-bomb"])
 async def test_a_data_file_that_cannot_be_read_is_a_located_problem(tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content)
     config = tmp_path / "chanctl.yaml"
