@@ -44,23 +44,24 @@ def server_url(server: ServerConfig) -> str:
     return f"ws://{host}:{server.port}{server.path}"
 
 
-def resolve_url(url: str | None, config: str | None) -> str:
+def resolve_url(url: str | None, config: str | None, source: str = "--url") -> str:
+    """``source`` names where ``url`` came from in messages (``--url`` or ``CHANCTL_URL``)."""
     if url:
         if not url.startswith(("ws://", "wss://", "http://", "https://")):
-            die(f"--url must start with ws://, wss://, http:// or https://, got {url!r}", ExitCode.USAGE)
+            die(f"{source} must start with ws://, wss://, http:// or https://, got {url!r}", ExitCode.USAGE)
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
         except ValueError as exc:
-            die(f"--url {url!r} is not a valid URL: {exc}", ExitCode.USAGE)
+            die(f"{source} {url!r} is not a valid URL: {exc}", ExitCode.USAGE)
         if not parts.hostname:
-            die(f"--url {url!r} names no host", ExitCode.USAGE)
+            die(f"{source} {url!r} names no host", ExitCode.USAGE)
         return url
     if config:
         return server_url(load_or_die(find_config(config)).config.server)  # type: ignore[arg-type]
     env = os.environ.get("CHANCTL_URL")
     if env:
-        return resolve_url(env, None)
+        return resolve_url(env, None, "CHANCTL_URL")
     path = find_config(None)
     if path is not None:
         return server_url(load_or_die(path).config.server)

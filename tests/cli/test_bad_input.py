@@ -100,3 +100,10 @@ async def test_a_timeout_that_is_not_positive_is_a_usage_error(command, timeout)
     no_traceback(result)
     assert result.code == 2
     assert "--timeout" in result.err and "cannot reach" not in result.err
+
+
+async def test_a_malformed_chanctl_url_is_named_as_such():
+    result = await chanctl("send", "room:lobby", "new_msg", "--token", "t", env={"CHANCTL_URL": "ws://[::1/socket"})
+    no_traceback(result)
+    assert result.code == 2
+    assert result.err.startswith("chanctl: CHANCTL_URL 'ws://[::1/socket' is not a valid URL")
