@@ -13,7 +13,7 @@ the common subset of CEL, and the compiled ``cel`` program evaluates the rest.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,16 +276,22 @@ def paths(node: Node) -> list[Node]:
             for part in _indexes(n):
                 visit(part, bound)
             return
-        if n.kind == "call" and n.value in _MACROS and len(n.children) >= 3 and n.children[1].kind == "ident":
-            visit(n.children[0], bound)
-            for child in n.children[2:]:
-                visit(child, bound | {str(n.children[1].value)})
-            return
-        for child in n.children:
-            visit(child, bound)
+        _descend(n, bound, visit)
 
     visit(node, frozenset())
     return found
+
+
+def _descend(n: Node, bound: frozenset[str], visit: Callable[[Node, frozenset[str]], None]) -> None:
+    """Visit ``n``'s children; inside a macro's body its variable (the ``m`` of
+    ``list.exists(m, m > 1)``) is bound, so it is not a free variable there."""
+    if n.kind == "call" and n.value in _MACROS and len(n.children) >= 3 and n.children[1].kind == "ident":
+        visit(n.children[0], bound)
+        for child in n.children[2:]:
+            visit(child, bound | {str(n.children[1].value)})
+        return
+    for child in n.children:
+        visit(child, bound)
 
 
 def _indexes(n: Node) -> Iterator[Node]:
@@ -383,13 +389,7 @@ def accesses(node: Node) -> list[tuple[str, list[Step]]]:
             visit(n.children[0], bound)
             record(n.children[1], bound, n.children[0])
             return
-        if n.kind == "call" and n.value in _MACROS and len(n.children) >= 3 and n.children[1].kind == "ident":
-            visit(n.children[0], bound)
-            for child in n.children[2:]:
-                visit(child, bound | {str(n.children[1].value)})
-            return
-        for child in n.children:
-            visit(child, bound)
+        _descend(n, bound, visit)
 
     visit(node, frozenset())
     return found
