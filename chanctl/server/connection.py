@@ -185,7 +185,7 @@ class Connection:
                     actions = proto.receive(data, now)
                 except ProtocolViolation as exc:
                     log.info("closing %s: %s", self.ws.remote_address, exc.reason)
-                    self.server.stats.protocol_violations += 1
+                    stats.protocol_violations += 1
                     self.flush()
                     # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
                     self.close(exc.code, exc.reason.encode()[:123].decode(errors="ignore"))

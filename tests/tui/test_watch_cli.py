@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 from tests.cli.run import chanctl, user_args
 
@@ -25,8 +23,3 @@ async def test_no_server_given_is_a_usage_error():
     assert result.code == 2
     assert "no server given" in result.err
 
-
-def test_other_commands_do_not_import_textual():
-    code = "import sys, chanctl.cli.main\nprint('textual' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
