@@ -14,7 +14,7 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
+from pydantic.fields import PydanticUndefined
 
 from chanctl.config.model import Config, JoinRule
 
