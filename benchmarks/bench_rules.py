@@ -8,12 +8,12 @@ repetition, so the baseline (`join: true`) is measured in the same run. The rule
 room rule, over a data_file of N rooms. Reported: medians of joins/s and of server CPU µs per join
 (from /proc/PID/schedstat), and their ratios. The issue asks for a throughput ratio of at least 0.9.
 
-A rule remembers its decisions (chanctl/rules.py, Rule), so two CEL figures are given: "warm", the
+A rule remembers its decisions (chanctl/rules/rule.py, Rule), so two CEL figures are given: "warm", the
 same user joining rooms it joined before (a reconnect), and "cold", a new user each repetition, so
 every decision is a real evaluation.
 
 First, in this process, the cost of one cold `Rule.allows` of the same rule: compiled into Python
-a Python function (chanctl/rules_compile.py, what the server runs) and left to the `cel` library.
+a Python function (chanctl/rules/compiled.py, what the server runs) and left to the `cel` library.
 """
 
 from __future__ import annotations

@@ -13,11 +13,10 @@ from typing import Any
 
 import orjson
 
-from chanctl import rules_syntax
 from chanctl.config.load import LoadedConfig
 from chanctl.config.model import PolicyTest
 from chanctl.protocol.router import Router
-from chanctl.rules import Rule
+from chanctl.rules import Rule, syntax
 from chanctl.server.behaviours import CompiledTopic, build_router, schema_errors
 
 __all__ = ["Explanation", "Explainer", "PolicyResult"]
@@ -156,7 +155,7 @@ class Explainer:
         if rule.expression is not None and rule.expression.tree is not None:
             source = rule.expression.source
             seen = set()
-            for node in rules_syntax.paths(rule.expression.tree):
+            for node in syntax.paths(rule.expression.tree):
                 path = source[node.start : node.end]
                 if path not in seen:
                     seen.add(path)
@@ -176,7 +175,7 @@ class Explainer:
 
 def _value_of(path: str, variables: dict[str, Any]) -> dict[str, Any]:
     try:
-        return {"value": rules_syntax.cel_compile(path).execute(variables)}
+        return {"value": syntax.cel_compile(path).execute(variables)}
     except Exception as exc:  # a missing key is exactly what an explanation should show
         return {"error": f"{type(exc).__name__}: {exc}"}
 

@@ -11,9 +11,9 @@ the value the library gives on the same variables. Wherever the library fails (a
 type mismatch: the rule denies and the library's message is the one logged) or where the two might
 differ (uint, NaN, integers beyond 64 bits or doubles compared with integers beyond 2**53, bytes,
 strings of doubles, map keys that are not strings, Python types outside JSON's), it raises
-:class:`Unknown` and the caller asks the library. ``tests/test_rules_compile.py`` checks the
+:class:`Unknown` and the caller asks the library. ``tests/rules/test_compiled.py`` checks the
 contract against the library on random expressions and values. As with the library's pruned
-evaluation (:class:`chanctl.rules._Pruner`), only the parts of the variables a rule reads count: a
+evaluation (:class:`chanctl.rules.prune.Pruner`), only the parts of the variables a rule reads count: a
 value the library could not convert (a date in a YAML data file) matters only where it is read.
 
 The subset: literals (no ``u`` or bytes), lists, variables, ``.field`` and ``[index]``, ``has()``,
@@ -30,7 +30,7 @@ from math import isnan
 from typing import Any
 
 
-from chanctl.rules_syntax import Node, cel_compile
+from chanctl.rules.syntax import Node, cel_compile
 
 __all__ = ["Compiled", "Unknown", "compile_tree"]
 

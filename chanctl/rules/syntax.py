@@ -6,7 +6,7 @@ expression the library has already accepted into nodes that keep their offsets, 
 say *where* a rule names an unknown variable or topic capture, whether its result can be boolean at
 all, and the explainer can show the value of each path a rule read (``data.rooms[topic.id]``).
 
-It evaluates nothing itself: :mod:`chanctl.rules_compile` writes a Python function from this tree for
+It evaluates nothing itself: :mod:`chanctl.rules.compiled` writes a Python function from this tree for
 the common subset of CEL, and the compiled ``cel`` program evaluates the rest.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "Node", "Step", "accesses", "cel_compile", "free_variables", "parse", "paths", "result_kind", "selections",
+    "Node", "Step", "accesses", "cel_compile", "free_variables", "parse", "paths", "result_kind", "selections", "walk",
 ]
 
 
@@ -222,28 +222,29 @@ def parse(source: str) -> Node | None:
         return None
 
 
-def _walk(node: Node, bound: frozenset[str]) -> Iterator[tuple[Node, frozenset[str]]]:
+def walk(node: Node, bound: frozenset[str]) -> Iterator[tuple[Node, frozenset[str]]]:
+    """Every node under ``node`` with the macro variables bound there (``m`` in ``l.exists(m, m > 1)``)."""
     yield node, bound
     if node.kind == "call" and node.value in _MACROS and len(node.children) >= 3 and node.children[1].kind == "ident":
         target, var, *rest = node.children
-        yield from _walk(target, bound)
+        yield from walk(target, bound)
         inner = bound | {str(var.value)}
         for child in rest:
-            yield from _walk(child, inner)
+            yield from walk(child, inner)
         return
     for child in node.children:
-        yield from _walk(child, bound)
+        yield from walk(child, bound)
 
 
 def free_variables(node: Node) -> list[Node]:
     """Identifiers that name a variable (not one bound by a macro), in source order."""
-    return [n for n, bound in _walk(node, frozenset()) if n.kind == "ident" and n.value not in bound]
+    return [n for n, bound in walk(node, frozenset()) if n.kind == "ident" and n.value not in bound]
 
 
 def selections(node: Node, variable: str) -> list[tuple[str, int]]:
     """``(field, offset)`` for each ``variable.field`` or ``variable["field"]`` in the expression."""
     found = []
-    for n, bound in _walk(node, frozenset()):
+    for n, bound in walk(node, frozenset()):
         if not n.children or variable in bound:
             continue
         base = n.children[0]
@@ -352,7 +353,7 @@ def accesses(node: Node) -> list[tuple[str, list[Step]]]:
         return (n, links[::-1]) if n.kind == "ident" else None
 
     def uses(n: Node, names: frozenset[str]) -> bool:
-        return any(i.kind == "ident" and i.value in names for i, _ in _walk(n, frozenset()))
+        return any(i.kind == "ident" and i.value in names for i, _ in walk(n, frozenset()))
 
     def record(path: Node, bound: frozenset[str], member: Node | None) -> None:
         root, links = chain(path)  # type: ignore[misc]

@@ -1,6 +1,6 @@
 """The compiled fast path against the ``cel`` library: same answers on random rules and values.
 
-The contract (chanctl/rules_compile.py): a compiled expression returns a value only when the library
+The contract (chanctl/rules/compiled.py): a compiled expression returns a value only when the library
 gives that same value on the full, unpruned variables; otherwise it raises Unknown and the library
 decides. Random expressions come from the compiled subset's grammar (plus a few constructs outside
 it), over random JSON-shaped variables with missing keys, nesting and mixed types.
@@ -15,9 +15,8 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from chanctl import rules_syntax
-from chanctl.rules import RuleError, compile_expression, compile_rule
-from chanctl.rules_compile import Unknown, compile_tree
+from chanctl.rules import RuleError, compile_expression, compile_rule, syntax
+from chanctl.rules.compiled import Unknown, compile_tree
 
 KEYS = ["id", "a", "b", "members", "public", "rooms", "1", "42", "é"]
 STRINGS = ["", "a", "b", "1", "42", "ab", "a b", "é", "lobby", "-7", "+3", "007", "9223372036854775808"]
@@ -107,7 +106,7 @@ def test_the_fast_path_answers_only_as_the_library_does(source, cases):
         cel.compile(source)
     except Exception:  # noqa: BLE001 - not CEL at all
         assume(False)
-    tree = rules_syntax.parse(source)
+    tree = syntax.parse(source)
     assume(tree is not None)
     fast = compile_tree(source, tree)
     event("compiled" if fast is not None else "left to the library")
@@ -182,7 +181,7 @@ CHAT_ROOM = (
     ],
 )
 def test_common_rules_are_answered_without_the_library(source, values_, expected):
-    fast = compile_tree(source, rules_syntax.parse(source))
+    fast = compile_tree(source, syntax.parse(source))
     assert fast is not None
     assert same(fast(values_), expected)
     assert same(reference(source, values_), expected)
@@ -200,7 +199,7 @@ def test_common_rules_are_answered_without_the_library(source, values_, expected
     ],
 )
 def test_doubtful_cases_are_left_to_the_library(source, values_):
-    fast = compile_tree(source, rules_syntax.parse(source))
+    fast = compile_tree(source, syntax.parse(source))
     assert fast is not None
     with pytest.raises(Unknown):
         fast(values_)
@@ -220,7 +219,7 @@ pairs = st.one_of(values, st.sampled_from(INTS), st.sampled_from(FLOATS), st.sam
 def test_each_operation_on_any_pair_of_values(source, a, b):
     """Every operation of the subset on every kind of operand the variables can hold."""
     params = {"a": a, "b": b}
-    fast = compile_tree(source, rules_syntax.parse(source))
+    fast = compile_tree(source, syntax.parse(source))
     expected = reference(source, {"params": params})
     if fast is None:  # a map literal: outside the subset
         return
