@@ -48,7 +48,9 @@ class Diff:
     Combining keeps a property phoenix.js relies on when diffs are batched: applying the combined
     diff to *any* state a client saw during the batch (its ``presence_state`` may have been taken
     half-way) ends in the same state. So a meta that joined and left within the batch is sent as a
-    leave only (a client that saw it must drop it; for one that did not, the leave is a no-op).
+    leave only (a client that saw it must drop it; for one that did not, the leave is a no-op), and
+    one that left and came back (a peer node's presence, same ``phx_ref``) as a join only (phoenix.js
+    applies joins before leaves, so sending both would drop it).
     """
 
     joins: dict[str, dict[str, Meta]] = field(default_factory=dict)
@@ -58,7 +60,11 @@ class Diff:
         return bool(self.joins or self.leaves)
 
     def join(self, key: str, meta: Meta) -> None:
-        self.joins.setdefault(key, {})[meta["phx_ref"]] = meta
+        ref = meta["phx_ref"]
+        left = self.leaves.get(key)
+        if left is not None and left.pop(ref, None) is not None and not left:
+            del self.leaves[key]
+        self.joins.setdefault(key, {})[ref] = meta
 
     def leave(self, key: str, meta: Meta) -> None:
         ref = meta["phx_ref"]

@@ -122,6 +122,18 @@ def test_new_ref_is_16_url_safe_characters_and_unique():
     assert all(len(r) == 16 and set(r) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") for r in made)
 
 
+def test_a_meta_that_left_and_came_back_in_one_batch_is_sent_as_a_join_only():
+    """A peer node down and back inside one window: phoenix.js applies joins before leaves, so a
+    diff with both would drop the presence from every client that had it."""
+    p = TopicPresence(refs())
+    remote = {("c9", "9"): {"phx_ref": "REMOTE1"}}
+    p.replace_part("n2", remote)
+    batch = Diff()
+    batch.add(p.drop_node("n2"))
+    batch.add(p.replace_part("n2", remote))
+    assert batch.payload() == {"joins": {"9": {"metas": [{"phx_ref": "REMOTE1"}]}}, "leaves": {}}
+
+
 def test_a_meta_joined_and_left_in_one_batch_is_sent_as_a_leave_only():
     p = TopicPresence(refs())
     batch = Diff()
@@ -132,7 +144,11 @@ def test_a_meta_joined_and_left_in_one_batch_is_sent_as_a_leave_only():
 
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["track", "update", "untrack"]), st.sampled_from(["c1", "c2", "c3", "c4"]), st.sampled_from(["a", "b"])),
+    st.tuples(
+        st.sampled_from(["track", "update", "untrack", "peer_up", "peer_down"]),
+        st.sampled_from(["c1", "c2", "c3", "c4"]),
+        st.sampled_from(["a", "b"]),
+    ),
     max_size=25,
 )
 
@@ -149,6 +165,10 @@ def test_a_batched_diff_brings_every_snapshot_taken_in_the_batch_to_the_final_st
                 return p.track("n1", owner, key, {"o": owner})[1]
             if op == "update":
                 return p.update("n1", owner, key, lambda m: {**m, "n": m.get("n", 0) + 1})[1]
+            if op == "peer_up":  # a peer node's presence, re-sent with its own phx_ref when it returns
+                return p.replace_part("n2", {("p1", key): {"phx_ref": f"REMOTE-{key}"}})
+            if op == "peer_down":
+                return p.drop_node("n2")
             return p.untrack("n1", owner, key)
         except PresenceError:
             return Diff()
