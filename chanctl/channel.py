@@ -201,7 +201,7 @@ class Channel:
         Raises:
             PresenceError: ``already_tracked`` (this channel tracks ``key``), ``not joined``.
         """
-        return self._connection.server.presence.track(self._connection, self._joined(), str(key), meta)
+        return self._connection.server.presence.track(self._joined(), str(key), meta)
 
     def update(self, key: str | int, meta: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]) -> str:
         """Replace this channel's meta under ``key``, or transform it with a function; returns the new ``phx_ref``.

@@ -121,3 +121,35 @@ async def run_js(script: str, timeout: float = 4 * TIMEOUT, **env: str) -> list[
     if proc.returncode != 0:
         pytest.fail(f"phoenix.js scenario failed (exit {proc.returncode}):\n{stdout.decode()}\n{stderr.decode()}")
     return lines
+
+
+class ManualClock:
+    """A clock for :attr:`PresenceTracker.clock`: time stands still until a test calls :meth:`advance`,
+    which runs the timers that fall due, so batching windows are stepped through, never waited for."""
+
+    class Timer:
+        def __init__(self, when: float, callback: Any, args: tuple[Any, ...]):
+            self.when, self.callback, self.args, self.cancelled = when, callback, args, False
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+        self._timers: list[ManualClock.Timer] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any, *args: Any) -> "ManualClock.Timer":
+        timer = self.Timer(when, callback, args)
+        self._timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        due = sorted((t for t in self._timers if t.when <= self.now), key=lambda t: t.when)
+        self._timers = [t for t in self._timers if t.when > self.now]
+        for timer in due:
+            if not timer.cancelled:
+                timer.callback(*timer.args)

@@ -177,9 +177,11 @@ class PresenceConfig(_Model):
     mode: Literal["list", "count"] = "list"
     """``list``: ``presence_state`` and ``presence_diff`` with every member (Phoenix's events);
     ``count``: only ``presence_count`` ``{count, sessions}``, for topics too big to list."""
-    batch: Annotated[float, BeforeValidator(_window)] = 0.05
-    """Coalesce the diffs of one topic over this window: the first change after a quiet window
-    goes out at once, later ones together at its end; 0 sends every diff at once as Phoenix does."""
+    batch: Annotated[float, BeforeValidator(_window)] = 0.0
+    """Opt-in: coalesce the diffs of one topic over this window (say ``50ms``): the first change
+    after a quiet window goes out at once, later ones together at its end, and a joiner inside a
+    window gets the list as of the window's start, which the window's diff completes. 0 (the
+    default) sends every diff at once, to every member, as Phoenix does."""
     max_updates: PresenceLimit = PresenceLimit()
     """Cap on presence updates per connection; past it an update gets an error reply."""
 

@@ -2,19 +2,26 @@
 
 What it does per topic with ``presence:`` in the config (PROTOCOL.md §6):
 
-- after every successful join (and rejoin) it tracks the channel under its key and sends the
-  joiner ``presence_state``, and every member a ``presence_diff``;
+- after every successful join (and rejoin) it tracks the channel under its key, sends every
+  member (the joiner included) a ``presence_diff`` and the joiner its ``presence_state``, right
+  after the join reply, in that order (checklist items 38-41);
 - it untracks everything a channel tracked when the channel stops, whatever the reason (leave,
   disconnect, crash, duplicate join, idle timeout, forced disconnect): the connection calls
   :meth:`PresenceTracker.left` from its one leave path;
 - it serves the handler API (``Channel.track/update/untrack/presence_list``).
 
-**Why batching.** Phoenix sends one diff to every member per join, so N joins cost O(N²) frames.
-Here the diffs of a topic are coalesced over ``batch`` seconds (a throttle: the first change after
-a quiet window goes out at once, in Phoenix's order reply, diff, state; changes inside the window go
-out together at its end). Joiners inside a window get their ``presence_state`` at the flush too, all
-sharing one encoded copy of the list. ``count`` mode sends only ``presence_count`` for topics too big
-to list. Each connection has a token bucket of updates per topic pattern.
+**Batching (opt-in, ``presence.batch``).** Phoenix sends one diff to every member per change, so N
+joins cost O(N²) frames. With a window set, the diffs of a topic are coalesced over it (a throttle:
+the first change after a quiet window goes out at once, the changes inside a window go out as one
+diff at its end). A joiner inside a window still gets its ``presence_state`` at once: the list as of
+the window's start (one encoding shared by every joiner of the window), which the window's diff then
+completes, its own join included. :class:`~chanctl.presence.state.Diff` keeps the property this
+relies on: the combined diff, applied to any state a client saw during the window, ends in the
+server's state. ``count`` mode sends only ``presence_count`` for topics too big to list. Each
+connection has a token bucket of updates per topic pattern.
+
+The tracker keeps nothing of a connection: a channel's entry goes when the channel stops, and the
+update buckets are weakly keyed, so a closed connection holds no memory here.
 
 Nothing here assumes one process: the state of a topic is kept in node-tagged parts
 (:mod:`chanctl.presence.state`), this tracker writes only its own node's part, and diffs go to local
@@ -32,7 +39,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -54,11 +61,18 @@ PRESENCE_STATE = "presence_state"
 PRESENCE_DIFF = "presence_diff"
 PRESENCE_COUNT = "presence_count"
 TOO_MANY_UPDATES = "too many presence updates"
-STATE_BUDGET = 32 * 1024 * 1024
-"""With batching on: bytes that may wait unsent to clients that were just sent a ``presence_state``;
-joiners past it get theirs at a later try (and no diffs meanwhile: the state will hold them), so
-that a burst of N joins into a big topic never holds N copies of the full list in memory at once."""
-_SENDING_RECOUNT = 1024
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Time and timers of batching windows: the running event loop, or a test's manual clock."""
+
+    def time(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Timer: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,11 +106,9 @@ class PresenceSpec:
 
 @dataclass(eq=False)
 class _Owner:
-    """One channel incarnation that tracks presences: Phoenix's tracked pid."""
+    """One channel incarnation that tracks presences: Phoenix's tracked pid (its id, not the channel)."""
 
     id: str
-    connection: Any
-    channel: ChannelState
     spec: PresenceSpec
 
 
@@ -106,14 +118,14 @@ class _Topic:
     spec: PresenceSpec
     state: TopicPresence = field(default_factory=TopicPresence)
     pending: Diff = field(default_factory=Diff)
+    """Changes since the last flush."""
     changed: bool = False
-    waiting: list[_Owner] = field(default_factory=list)
-    """Joiners whose ``presence_state`` goes out at the next flush."""
-    timer: asyncio.Handle | None = None
-    """The next flush of diffs (and of the joiners' states)."""
-    retry: asyncio.Handle | None = None
-    """The next try at the states the budget held back; it never holds back a diff."""
+    timer: Timer | None = None
+    """The next flush of ``pending``."""
     last_flush: float = float("-inf")
+    snapshot: orjson.Fragment | None = None
+    """With batching: the encoded list as of the last flush, which ``pending`` completes; every
+    joiner of a window shares it."""
 
 
 @dataclass
@@ -140,8 +152,6 @@ class PresenceStats:
     states: int = 0
     counts: int = 0
     limited: int = 0
-    deferred: int = 0
-    """Times a joiner's state waited for a later flush (the state budget was spent)."""
 
 
 class PresenceTracker:
@@ -151,10 +161,10 @@ class PresenceTracker:
         pubsub: where diffs go (to local subscribers).
         config: the server config; topics with ``presence:`` are tracked on join.
         node: this node's id in the node-tagged state; random when not given.
-        clock: seconds, monotonic (the event loop's, by default).
+        clock: the time and timers of batching windows (the running event loop by default).
     """
 
-    def __init__(self, pubsub: LocalPubSub, config: Config, node: str | None = None, clock: Callable[[], float] | None = None):
+    def __init__(self, pubsub: LocalPubSub, config: Config, node: str | None = None, clock: Clock | None = None):
         self.pubsub = pubsub
         self.node = node or os.urandom(4).hex()
         self.data = config.data
@@ -170,19 +180,21 @@ class PresenceTracker:
         self._owners: dict[ChannelState, _Owner] = {}
         self._buckets: weakref.WeakKeyDictionary[Any, dict[PresenceSpec, _Bucket]] = weakref.WeakKeyDictionary()
         self._ids = itertools.count(1)
-        self._clock = clock
-        self._sending: list[_Owner] = []
-        """Joiners recently sent a ``presence_state``, until their connection has sent everything."""
-        self._in_flight = 0
-        """At least the bytes still unsent to ``_sending`` (recounted when it reaches the budget)."""
+        self.clock = clock
+        """Batching windows run on this clock; tests set a manual one (before any join) to step
+        through windows without waiting."""
+
+    def _time(self) -> Clock:
+        return self.clock if self.clock is not None else asyncio.get_running_loop()
 
     def now(self) -> float:
-        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+        return self._time().time()
 
     # -- the connection's hooks ------------------------------------------------------------------
 
     def joined(self, connection: Any, channel: ChannelState, user: dict[str, Any], params: Any) -> str | None:
-        """A channel joined: track it under its key if its topic has ``presence:``; returns the key."""
+        """A channel joined (its reply is out): track it under its key if its topic has
+        ``presence:``, send the diff and the joiner's own view at once; returns the key."""
         spec = self._specs.get(channel.route.pattern.source)
         if spec is None:
             return None
@@ -197,13 +209,30 @@ class PresenceTracker:
         except PresenceError as exc:
             log.warning("not tracking a presence on %s: %s", channel.topic, exc.reason)
             key = None
-        owner = self._owner(connection, channel, spec)
+        owner = self._owner(channel, spec)
         topic = self._topic(channel.topic, spec)
+        window = spec.config.batch
+        now = self.now()
+        in_window = window > 0 and (topic.timer is not None or now - topic.last_flush < window)
+        # Inside a window the joiner's state is the list as of the window's start (taken before its
+        # own track): the window's diff, which it gets with everyone, completes it.
+        state = self._snapshot(topic) if in_window and spec.config.mode == "list" else None
         if key is not None:
             meta = {**spec.config.meta, "online_at": int(time.time())}
             self._record(topic, topic.state.track(self.node, owner.id, key, meta)[1])
-        topic.waiting.append(owner)
-        self._schedule(topic)
+        broadcast = False
+        if in_window:
+            self._flush_at_window_end(topic)
+        else:
+            broadcast = self._flush(topic, now)  # Phoenix's order: reply (sent), diff, state
+        if spec.config.mode == "count":
+            if not broadcast:
+                connection.push(channel, PRESENCE_COUNT, _count(topic.state))
+                self.stats.counts += 1
+        else:
+            connection.push(channel, PRESENCE_STATE, state if state is not None else self._snapshot(topic))
+            self.stats.states += 1
+        self._forget_if_empty(topic)
         return key
 
     def left(self, channel: ChannelState) -> None:
@@ -217,14 +246,14 @@ class PresenceTracker:
 
     # -- the handler API -------------------------------------------------------------------------
 
-    def track(self, connection: Any, channel: ChannelState, key: str, meta: Meta) -> str:
+    def track(self, channel: ChannelState, key: str, meta: Meta) -> str:
         """Track ``key`` for this channel; returns the new ``phx_ref``.
 
         Raises:
             PresenceError: ``already_tracked``.
         """
         spec = self._specs.get(channel.route.pattern.source, self._manual)
-        owner = self._owner(connection, channel, spec)
+        owner = self._owner(channel, spec)
         topic = self._topic(channel.topic, spec)
         stored, diff = topic.state.track(self.node, owner.id, str(key), meta)
         self._changed(topic, diff)
@@ -285,17 +314,16 @@ class PresenceTracker:
     def close(self) -> None:
         """Cancel pending flushes (server shutdown)."""
         for topic in self._topics.values():
-            for handle in (topic.timer, topic.retry):
-                if handle is not None:
-                    handle.cancel()
-            topic.timer = topic.retry = None
+            if topic.timer is not None:
+                topic.timer.cancel()
+                topic.timer = None
 
-    # -- batching --------------------------------------------------------------------------------
+    # -- batching ------------------------------------------------------------------------------
 
-    def _owner(self, connection: Any, channel: ChannelState, spec: PresenceSpec) -> _Owner:
+    def _owner(self, channel: ChannelState, spec: PresenceSpec) -> _Owner:
         owner = self._owners.get(channel)
         if owner is None:
-            owner = self._owners[channel] = _Owner(f"{next(self._ids)}", connection, channel, spec)
+            owner = self._owners[channel] = _Owner(f"{next(self._ids)}", spec)
         return owner
 
     def _topic(self, name: str, spec: PresenceSpec) -> _Topic:
@@ -310,111 +338,61 @@ class PresenceTracker:
             topic.changed = True
 
     def _changed(self, topic: _Topic, diff: Diff) -> None:
+        """An update, untrack or remote change: sent after the handler's reply (as Phoenix's tracker
+        does), or at the end of the current window."""
         self._record(topic, diff)
-        if diff:
-            self._schedule(topic, at_once=False)
-
-    def _schedule(self, topic: _Topic, at_once: bool = True) -> None:
-        """Flush now (a join: Phoenix's reply, diff, state), soon (after the handler's reply, as
-        Phoenix's tracker does for updates and leaves), or at the end of the current window."""
-        if topic.timer is not None:
-            return  # a flush is due; this change rides with it
+        if not diff or topic.timer is not None:
+            return  # nothing to send, or a flush is due and this change rides with it
         window = topic.spec.config.batch
-        now = self.now()
-        loop = asyncio.get_running_loop()
-        if now - topic.last_flush < window:
-            topic.timer = loop.call_at(topic.last_flush + window, self._flush, topic, None, True)
-        elif at_once:
-            self._flush(topic, now)
+        if window > 0 and self.now() - topic.last_flush < window:
+            self._flush_at_window_end(topic)
         else:
-            topic.timer = loop.call_soon(self._flush, topic, None)
+            topic.timer = asyncio.get_running_loop().call_soon(self._flush_soon, topic)
 
-    def _flush(self, topic: _Topic, now: float | None, batched: bool = False) -> None:
+    def _flush_at_window_end(self, topic: _Topic) -> None:
+        if topic.timer is None:
+            topic.timer = self._time().call_at(topic.last_flush + topic.spec.config.batch, self._flush_soon, topic)
+
+    def _flush_soon(self, topic: _Topic) -> None:
         topic.timer = None
-        topic.last_flush = self.now() if now is None else now
-        waiting, topic.waiting = topic.waiting, []
+        self._flush(topic, self.now())
+        self._forget_if_empty(topic)
+
+    def _flush(self, topic: _Topic, now: float) -> bool:
+        """Send what changed to every member; True when a frame went to all of them."""
+        if topic.timer is not None:
+            topic.timer.cancel()  # a join flushes at once what was due soon
+            topic.timer = None
+        topic.last_flush = now
+        changed, topic.changed = topic.changed, False
         if topic.spec.config.mode == "count":
-            self._flush_count(topic, waiting)
-        else:
-            self._flush_list(topic, waiting, batched)
-        topic.changed = False
-        self._retry_later(topic)
-        self._forget_if_empty(topic)
+            topic.pending = Diff()
+            if changed:
+                self.pubsub.broadcast(topic.name, PRESENCE_COUNT, _count(topic.state))
+                self.stats.counts += 1
+            return changed
+        if not topic.pending:
+            return False
+        diff, topic.pending = topic.pending, Diff()
+        topic.snapshot = None  # the list moved on
+        self.pubsub.broadcast(topic.name, PRESENCE_DIFF, diff.payload())
+        self.stats.diffs += 1
+        return True
 
-    def _retry(self, topic: _Topic) -> None:
-        topic.retry = None
-        waiting, topic.waiting = topic.waiting, []
-        self._send_states(topic, [owner for owner in waiting if not owner.channel.closed])
-        self._retry_later(topic)
-        self._forget_if_empty(topic)
-
-    def _retry_later(self, topic: _Topic) -> None:
-        if topic.waiting and topic.retry is None:
-            loop = asyncio.get_running_loop()
-            topic.retry = loop.call_later(topic.spec.config.batch, self._retry, topic)
+    def _snapshot(self, topic: _Topic) -> orjson.Fragment:
+        """The encoded list, once per window: as of the last flush when nothing is pending (then
+        kept for the window's other joiners), else the list as it is now (also completed by the
+        window's diff, see the module docstring)."""
+        if topic.snapshot is not None:
+            return topic.snapshot
+        encoded = orjson.Fragment(orjson.dumps(topic.state.list()))
+        if not topic.pending:
+            topic.snapshot = encoded
+        return encoded
 
     def _forget_if_empty(self, topic: _Topic) -> None:
-        if not topic.state.sessions and topic.timer is None and topic.retry is None and self._topics.get(topic.name) is topic:
+        if not topic.state.sessions and topic.timer is None and self._topics.get(topic.name) is topic:
             del self._topics[topic.name]  # nobody left; a later join starts afresh
-
-    def _flush_list(self, topic: _Topic, waiting: list[_Owner], batched: bool) -> None:
-        joiners = [owner for owner in waiting if not owner.channel.closed] if topic.spec.auto else []
-        if topic.pending:
-            diff, topic.pending = topic.pending, Diff()
-            # At the end of a window, a joiner's presence_state below already holds this diff: it
-            # would be a duplicate, and in a burst of joins the largest frame of all, sent to the
-            # most clients. (Unbatched, the joiner gets its diff too, in Phoenix's order.)
-            skip = {owner.connection for owner in joiners} if batched else ()
-            self.pubsub.broadcast(topic.name, PRESENCE_DIFF, diff.payload(), skip=skip)
-            self.stats.diffs += 1
-        self._send_states(topic, joiners)
-
-    def _send_states(self, topic: _Topic, joiners: list[_Owner]) -> None:
-        """Push ``presence_state`` to ``joiners`` while the budget lasts; the rest wait for a retry."""
-        if joiners:
-            # One encode of the list for every joiner of this window; each frame keeps its join_ref.
-            encoded = orjson.dumps(topic.state.list())
-            state = orjson.Fragment(encoded)
-            served = 0
-            paced = topic.spec.config.batch > 0  # unbatched is Phoenix's behaviour: every state at once
-            for owner in joiners:
-                if paced:
-                    if self._in_flight >= STATE_BUDGET or len(self._sending) >= _SENDING_RECOUNT:
-                        # An upper bound (some has been sent since): count again only when it seems
-                        # spent, or the list is long (so that it never keeps closed connections long).
-                        self._in_flight = self._unsent()
-                        if self._in_flight >= STATE_BUDGET:
-                            break
-                    self._sending.append(owner)
-                    self._in_flight += len(encoded)
-                owner.connection.push(owner.channel, PRESENCE_STATE, state)
-                served += 1
-            self.stats.states += served
-            self.stats.deferred += len(joiners) - served
-            topic.waiting[:0] = joiners[served:]
-
-    def _unsent(self) -> int:
-        """Bytes still unsent to the joiners recently sent a state (and forget those that are done)."""
-        total, still = 0, []
-        for owner in self._sending:
-            unsent = 0 if owner.channel.closed else owner.connection.unsent()
-            if unsent:
-                total += unsent
-                still.append(owner)
-        self._sending = still
-        return total
-
-    def _flush_count(self, topic: _Topic, waiting: list[_Owner]) -> None:
-        topic.pending = Diff()
-        payload = _count(topic.state)
-        if topic.changed:
-            self.pubsub.broadcast(topic.name, PRESENCE_COUNT, payload)
-            self.stats.counts += 1
-            return
-        for owner in waiting:
-            if not owner.channel.closed:
-                owner.connection.push(owner.channel, PRESENCE_COUNT, payload)
-                self.stats.counts += 1
 
     def _allow(self, connection: Any, spec: PresenceSpec) -> bool:
         buckets = self._buckets.setdefault(connection, {})

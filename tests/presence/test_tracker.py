@@ -11,7 +11,7 @@ from chanctl.config.load import load_config_text
 from chanctl.errors import ConfigError
 from chanctl.protocol.router import Router
 from chanctl.server.runtime import build_server
-from tests.support import SECRET, TIMEOUT, RawClient
+from tests.support import SECRET, TIMEOUT, ManualClock, RawClient
 
 CONFIG = """
 auth: {secret: "${CHANCTL_SECRET}"}
@@ -19,7 +19,7 @@ server: {idle_timeout: %(idle)s}
 topics:
   "room:{id}":
     join: true
-    presence: {meta: {typing: false}, batch: %(batch)s, mode: %(mode)s, max_updates: {updates: 3, per: 60s}}
+    presence: {meta: {typing: false}, %(batch)smode: %(mode)s, max_updates: {updates: 3, per: 60s}}
     events:
       typing: {schema: {typing: {type: boolean}}, do: presence}
       status: {do: presence}
@@ -28,8 +28,9 @@ topics:
 """
 
 
-def server(make_server, batch="0", mode="list", idle="60s"):
-    return make_server(CONFIG % {"batch": batch, "mode": mode, "idle": idle})
+def server(make_server, batch=None, mode="list", idle="60s"):
+    """A server with presence on ``room:{id}``; ``batch=None`` keeps the default (Phoenix's: no batching)."""
+    return make_server(CONFIG % {"batch": "" if batch is None else f"batch: {batch}, ", "mode": mode, "idle": idle})
 
 
 async def join(c, topic="room:1", j="1", params=None):
@@ -62,6 +63,31 @@ async def test_presence_is_tracked_on_join_in_phoenix_order(make_server, mint):
         assert isinstance(meta["online_at"], int) and len(meta["phx_ref"]) == 16
         assert state == ["3", None, "room:1", "presence_state", {"7": {"metas": [meta]}}]
         assert srv.presence.list("room:1") == state[4]
+
+
+async def test_38_40_41_in_phoenix_order_with_the_defaults_at_full_speed(make_server, mint):
+    """Issue 9: with the default presence config, a raw client that joins, pushes and leaves back to
+    back sees Phoenix's frames, each right after the reply that caused it; nobody waits for a window."""
+    async with server(make_server) as srv, await RawClient.connect(srv.url, mint(7)) as a, await RawClient.connect(srv.url, mint(8)) as b:
+        await a.send(["1", "1", "room:1", "phx_join", {}])
+        await b.send(["1", "1", "room:1", "phx_join", {}])
+        reply, diff, state = [await a.recv() for _ in range(3)]  # 38: A's own join
+        assert [reply[3], state[0], state[1], state[3]] == ["phx_reply", "1", None, "presence_state"]
+        p = only_meta(diff_of(diff)["joins"], "7")
+        assert diff_of(diff) == {"joins": {"7": {"metas": [p]}}, "leaves": {}} and state[4]["7"] == {"metas": [p]}
+        b_reply, b_diff, b_state = [await b.recv() for _ in range(3)]  # 38 for B; A gets B's diff too
+        assert [b_reply[3], b_diff[3], b_state[3]] == ["phx_reply", "presence_diff", "presence_state"]
+        assert set(diff_of(b_diff)["joins"]) == {"8"} and set(b_state[4]) == {"7", "8"}
+        assert diff_of(await a.recv()) == diff_of(b_diff)
+        assert (await a.call(["1", "2", "room:1", "typing", {"typing": True}]))[4]["status"] == "ok"  # 40
+        for c in (a, b):
+            update = diff_of(await c.recv())
+            p2 = only_meta(update["joins"], "7")
+            assert p2["phx_ref_prev"] == p["phx_ref"] and p2["typing"] is True
+            assert update == {"joins": {"7": {"metas": [p2]}}, "leaves": {"7": {"metas": [p]}}}
+        await a.send(["1", "3", "room:1", "phx_leave", {}])  # 41
+        assert diff_of(await b.recv()) == {"joins": {}, "leaves": {"7": {"metas": [p2]}}}
+        assert set(srv.presence.list("room:1")) == {"8"}
 
 
 async def test_second_session_of_a_key_is_a_second_meta(make_server, mint):
@@ -210,7 +236,7 @@ class Tracking(Channel):
 
 @pytest.fixture
 def handler_server(make_server):
-    def make(batch="0"):
+    def make(batch=None):
         srv = server(make_server, batch=batch)
         srv.router = Router()
         srv.router.add("room:{id}", Tracking)
@@ -285,43 +311,50 @@ async def test_update_cap_answers_with_an_error_reply(make_server, mint):
 
 
 async def test_batched_joins_cost_one_diff_per_window(make_server, mint):
-    """Ten joins inside one window: the member gets one combined diff; each joiner only its complete
-    presence_state (the diff would repeat what the state holds)."""
+    """Opt-in batching, on the tracker's clock: ten joins inside one window each get their
+    presence_state at once (the list as of the window's start, one encoding for all), then every
+    member, the joiners included, gets one combined diff at the window's end."""
+    clock = ManualClock()
     async with server(make_server, batch="1s") as srv:
+        srv.presence.clock = clock
         first = await RawClient.connect(srv.url, mint(0))
-        _, diff, _ = await join(first)  # a quiet topic: the first change goes out at once
-        assert set(diff_of(diff)["joins"]) == {"0"}
+        _, diff, state = await join(first)  # a quiet topic: the first change goes out at once
+        assert set(diff_of(diff)["joins"]) == {"0"} and set(state[4]) == {"0"}
         others = [await RawClient.connect(srv.url, mint(i)) for i in range(1, 11)]
         for c in others:
             await c.send(["1", "1", "room:1", "phx_join", {}])
-        everyone = {str(i) for i in range(11)}
         for c in others:
             frames = [await c.recv(), await c.recv()]
             assert [f[3] for f in frames] == ["phx_reply", "presence_state"]
-            assert set(frames[1][4]) == everyone
-        combined = diff_of(await first.recv())
-        assert set(combined["joins"]) == everyone - {"0"} and combined["leaves"] == {}
+            assert frames[1][4] == state[4]  # the window's start; its diff brings the rest
         await asyncio.gather(*(c.nothing() for c in [first, *others]))
-        assert srv.presence.stats.diffs == 2
+        clock.advance(1)
+        everyone = {str(i) for i in range(11)}
+        for c in [first, *others]:
+            combined = diff_of(await c.recv())
+            assert set(combined["joins"]) == everyone - {"0"} and combined["leaves"] == {}
+        assert set(srv.presence.list("room:1")) == everyone
+        assert srv.presence.stats.diffs == 2 and srv.presence.stats.states == 11
         for c in [first, *others]:
             await c.close()
 
 
-async def test_joiners_past_the_state_budget_get_their_state_at_a_later_flush(make_server, mint, monkeypatch):
-    """A burst never holds every joiner's copy of a big list at once; each still gets a complete state."""
-    monkeypatch.setattr("chanctl.presence.tracker.STATE_BUDGET", 1)  # one state in flight at a time
-    async with server(make_server, batch="50ms") as srv:
-        first = await RawClient.connect(srv.url, mint(0))
-        await join(first)
-        others = [await RawClient.connect(srv.url, mint(i)) for i in range(1, 6)]
-        for c in others:
-            await c.send(["1", "1", "room:1", "phx_join", {}])
-        for c in others:
-            state = await c.recv_until(lambda f: f[3] == "presence_state")
-            assert set(state[4]) == {str(i) for i in range(6)}
-        assert srv.presence.stats.states == 6 and srv.presence.stats.deferred >= 4
-        for c in [first, *others]:
-            await c.close()
+async def test_a_batched_joiner_gets_its_state_before_the_reply_to_its_next_push(make_server, mint):
+    """Issue 9's raw-frame client: joining inside a window, the state comes right after the join
+    reply, not after the reply to the next push (nor only when the window ends)."""
+    clock = ManualClock()
+    async with server(make_server, batch="50ms") as srv, await RawClient.connect(srv.url, mint(1)) as a:
+        srv.presence.clock = clock
+        async with await RawClient.connect(srv.url, mint(2)) as b:
+            await join(b)
+            frames = await join(a)
+            assert [f[3] for f in frames] == ["phx_reply", "presence_state"]
+            reply = await a.call(["1", "2", "room:1", "typing", {"typing": True}])
+            assert reply[4]["status"] == "ok"
+            await a.nothing()
+            clock.advance(0.05)
+            diff = diff_of(await a.recv())
+            assert set(diff["joins"]) == {"1"}  # its own join (its update folded in) and nothing else
 
 
 async def test_count_mode_sends_occupancy_not_members(make_server, mint):
@@ -337,7 +370,7 @@ async def test_count_mode_sends_occupancy_not_members(make_server, mint):
 
 
 async def test_key_expression_reads_join_params(make_server, mint):
-    text = (CONFIG % {"batch": "0", "mode": "list", "idle": "60s"}).replace(
+    text = (CONFIG % {"batch": "", "mode": "list", "idle": "60s"}).replace(
         "presence: {meta", "presence: {key: 'string(user.id) + \"/\" + params.device', meta")
     async with make_server(text) as srv, await RawClient.connect(srv.url, mint(7)) as a:
         _, _, state = await join(a, params={"device": "phone"})
@@ -374,7 +407,7 @@ topics:
 def test_presence_true_means_the_defaults():
     loaded = load_config_text(f"auth: {{secret: {SECRET}}}\ntopics: {{lobby: {{join: true, presence: true}}}}")
     presence = loaded.config.topics["lobby"].presence
-    assert presence is not None and presence.key == "user.id" and presence.mode == "list" and presence.batch == 0.05
+    assert presence is not None and presence.key == "user.id" and presence.mode == "list" and presence.batch == 0
     assert build_server(loaded).presence.list("lobby") == {}
 
 

@@ -64,8 +64,8 @@ async def test_two_clients_see_each_other(chat: ChannelHarness):
     await a.assert_push("presence_state", timeout=TIMEOUT)
     _, b = await chat.connect(7).join("room:42", timeout=TIMEOUT)
     await b.assert_push("presence_state", lambda p: set(p) == {"42", "7"}, timeout=TIMEOUT)
-    # (b may or may not get this diff: inside the batch window its presence_state already holds it.)
     await a.assert_push("presence_diff", {"joins": {"7": {}}}, timeout=TIMEOUT)
+    await b.assert_push("presence_diff", {"joins": {"7": {}}}, timeout=TIMEOUT)  # the joiner too, as in Phoenix
     b.push("new_msg", {"body": "from b"})
     await a.assert_broadcast("new_msg", {"body": "from b", "user_id": 7}, timeout=TIMEOUT)
     await b.socket.close()
