@@ -16,7 +16,7 @@ import orjson
 from chanctl.errors import ProtocolViolation
 from chanctl.protocol.messages import Broadcast, Message, Reply
 
-__all__ = ["BinaryFrame", "Serializer", "V1Json", "V2Json", "negotiate"]
+__all__ = ["BinaryFrame", "Serializer", "V1Json", "V2Json", "binary_push", "negotiate"]
 
 _VSN = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
 
@@ -94,6 +94,18 @@ def _field(value: str | None, name: str) -> bytes:
 def _binary(kind: int, *fields: tuple[str | None, str], payload: bytes) -> BinaryFrame:
     encoded = [_field(value, name) for value, name in fields]
     return BinaryFrame(bytes([kind, *map(len, encoded)]) + b"".join(encoded) + payload)
+
+
+def binary_push(message: Message) -> BinaryFrame:
+    """What a client sends for a push with a ``bytes`` payload (kind 0 with its ref, §2.3), as
+    phoenix.js writes it: for clients and the test harness. The server's own pushes carry no ref.
+
+    Raises:
+        ProtocolViolation: a field longer than the 255 bytes a binary frame can say.
+    """
+    assert isinstance(message.payload, bytes)
+    fields = (message.join_ref, "join_ref"), (message.ref, "ref"), (message.topic, "topic"), (message.event, "event")
+    return _binary(_PUSH, *fields, payload=message.payload)
 
 
 class V2Json:

@@ -206,7 +206,7 @@ def _uniform() -> float:
 def _connection(connection: Connection) -> dict[str, Any]:
     return {
         "socket_id": connection.socket_id, "user": connection.user.get("id"),
-        "remote": _address(connection.ws.remote_address), "connected_at": connection.connected_at,
+        "remote": _address(connection.transport.remote_address), "connected_at": connection.connected_at,
         "topics": sorted(connection.proto.channels),
     }
 

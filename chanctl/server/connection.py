@@ -1,12 +1,13 @@
 """Connection: one live WebSocket, its SocketProtocol, a reader, and a bounded outbound path.
 
 Frames are read and dispatched strictly in order (a join blocks the socket until its callback
-returns, as in Phoenix). Outbound frames are complete WebSocket frames (see
-:mod:`chanctl.server.wire`): ``deliver`` appends them to a pending list and the server's
-:class:`~chanctl.server.wire.Flusher` writes the list to the transport once per loop tick, so a
-broadcast costs no task and no await per subscriber. What a client has not read stays in its
-transport's buffer; past ``outbound_buffer`` bytes the connection is closed (1013, "slow
-consumer") and counted, instead of growing server memory.
+returns, as in Phoenix). The link itself is a :class:`~chanctl.server.transport.Transport`, so
+nothing here knows the socket library. Outbound frames are what the transport's encoder makes
+(for a WebSocket, complete frames; see :mod:`chanctl.server.wire`): ``deliver`` appends them to a
+pending list and the server's :class:`~chanctl.server.wire.Flusher` hands the list to the
+transport once per loop tick, so a broadcast costs no task and no await per subscriber. What a
+client has not read stays in its transport's buffer; past ``outbound_buffer`` bytes the connection
+is closed (1013, "slow consumer") and counted, instead of growing server memory.
 """
 
 from __future__ import annotations
@@ -16,26 +17,21 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
-
 from chanctl.channel import Channel, Outcome, error
 from chanctl.errors import PresenceError, ProtocolViolation
 from chanctl.protocol.messages import Broadcast
 from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, SocketProtocol
-from chanctl.server.wire import FrameEncoder, ws_frame
 
 if TYPE_CHECKING:
     from chanctl.server.runtime import ChannelServer
+    from chanctl.server.transport import Transport
 
 __all__ = ["Connection"]
 
 log = logging.getLogger("chanctl.connection")
 
-_OPEN = State.OPEN
 _UNENCODABLE = (TypeError, ProtocolViolation)
 """What serializers raise for a payload they cannot carry (orjson's JSONEncodeError is a TypeError;
 binary fields over 255 bytes are a ProtocolViolation)."""
@@ -47,25 +43,25 @@ class Connection:
     """One client connection. ``deliver`` is the fan-out entry point; the rest is the read loop."""
 
     def __init__(
-        self, server: ChannelServer, ws: ServerConnection, user: dict[str, Any], serializer: Serializer,
+        self, server: ChannelServer, transport: Transport, user: dict[str, Any], serializer: Serializer,
         socket_id: str | None = None,
     ):
         self.server = server
-        self.ws = ws
+        self.transport = transport
+        """The client's link; the connection reads, writes and closes only through it."""
         self.user = user
         self.socket_id = socket_id
         """The socket id (PROTOCOL.md §4); ``server.disconnect(socket_id)`` closes every socket of it."""
         self.assigns: dict[str, Any] = {}
         self.serializer = serializer
-        self.encoder = FrameEncoder.of(serializer)
-        """Whole WebSocket frames for this connection's serializer; the pubsub's fastlane key."""
+        self.encoder = transport.encoder(serializer)
+        """What the transport writes for this serializer; the pubsub's fastlane key."""
         limits = server.config.server
         rate = limits.rate_limit
         self.proto = SocketProtocol(
             serializer, server.router, max_channels=limits.max_channels, stats=server.protocol_stats,
             rate_limit=None if rate is None else TokenBucket(rate.per_second, rate.burst, last=asyncio.get_running_loop().time()),
         )
-        self._transport = ws.transport
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._max_buffered = limits.outbound_buffer
@@ -95,30 +91,29 @@ class Connection:
         """Write this tick's frames with one ``transport.write`` (called by the Flusher)."""
         pending, self._pending = self._pending, []
         size, self._pending_bytes = self._pending_bytes, 0
-        # Frames go straight to the transport: websockets' sans-I/O protocol keeps no record of
-        # sent data frames, so this is safe while it is OPEN and nothing else sends data frames.
-        if self._closing or not pending or self.ws.protocol.state is not _OPEN:
+        if self._closing or not pending:
             return
-        transport = self._transport
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        transport = self.transport
+        if not transport.write(pending):
+            return
         stats = self.server.stats
         stats.messages_out += len(pending)
         stats.bytes_out += size
-        if transport.get_write_buffer_size() > self._max_buffered:
+        if transport.unsent() > self._max_buffered:
             self._slow_consumer()
 
     def _slow_consumer(self) -> None:
         self.server.stats.slow_consumers += 1
-        log.warning("closing slow consumer %s: more than %d bytes unread", self.ws.remote_address, self._max_buffered)
+        log.warning("closing slow consumer %s: more than %d bytes unread", self.transport.remote_address, self._max_buffered)
         self._drop_pending()
         self.close(1013, "slow consumer")
         # It is not reading, so it will not answer the close handshake either: do not hold its
         # buffer for websockets' whole close timeout.
-        asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, self._transport.abort)
+        asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, self.transport.abort)
 
     def unsent(self) -> int:
         """Bytes queued for this client and not yet taken by the kernel."""
-        return self._pending_bytes + self._transport.get_write_buffer_size()
+        return self._pending_bytes + self.transport.unsent()
 
     def _drop_pending(self) -> None:
         self._pending = []
@@ -127,7 +122,7 @@ class Connection:
     def flush(self) -> None:
         """Move the frames the protocol produced into the outbound path."""
         for frame in self.proto.data_to_send():
-            self.deliver(ws_frame(frame))
+            self.deliver(self.encoder.frame(frame))
 
     def push(self, channel: ChannelState, event: str, payload: Any) -> None:
         self.proto.push(channel, event, payload)
@@ -145,12 +140,12 @@ class Connection:
         self._write_pending()
         self._closing = True
         self._close_code = code
-        self._closed = self.server.spawn(self.ws.close(code, reason))
+        self._closed = self.server.spawn(self.transport.close(code, reason))
 
     @property
     def close_code(self) -> int | None:
         """The code this connection ended with: ours if the server closed it, else the client's."""
-        return self._close_code if self._close_code is not None else self.ws.close_code
+        return self._close_code if self._close_code is not None else self.transport.close_code
 
     # -- idle timeout (the runtime owns time; a lazy timer costs one float store per frame) ---
 
@@ -173,7 +168,7 @@ class Connection:
         self._arm_idle(loop, self.server.config.server.idle_timeout)
         proto, stats = self.proto, self.server.stats
         try:
-            async for data in self.ws:
+            async for data in self.transport:
                 if self._closing:
                     # Read on and discard until the client's close frame: a client still sending
                     # would otherwise stall the close handshake behind its unread frames.
@@ -184,7 +179,7 @@ class Connection:
                 try:
                     actions = proto.receive(data, now)
                 except ProtocolViolation as exc:
-                    log.info("closing %s: %s", self.ws.remote_address, exc.reason)
+                    log.info("closing %s: %s", self.transport.remote_address, exc.reason)
                     stats.protocol_violations += 1
                     self.flush()
                     # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
@@ -194,8 +189,6 @@ class Connection:
                     for action in actions:
                         await self._apply(action)
                     self.flush()
-        except ConnectionClosed:
-            pass
         finally:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()

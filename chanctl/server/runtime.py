@@ -38,6 +38,7 @@ from chanctl.server.behaviours import build_router
 from chanctl.server.connection import Connection
 from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, token_from_subprotocols
 from chanctl.server.metrics import LatencyHistogram, render_metrics
+from chanctl.server.transport import Transport, WebSocketTransport
 from chanctl.server.wire import Flusher
 from chanctl.tokens import TokenSigner
 
@@ -116,6 +117,9 @@ class ChannelServer:
         self._by_socket_id: dict[str, set[Connection]] = {}
         self.started_at = time.time()
         self._server: Server | None = None
+        self._stopped = False
+        self._drained: asyncio.Event | None = None
+        """Set when the last connection is gone, once a shutdown waits for that."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ws_path = self.config.server.path.rstrip("/") + "/websocket"
 
@@ -164,19 +168,27 @@ class ChannelServer:
 
     async def shutdown(self, timeout: float = 10.0) -> None:
         """Stop accepting, close every connection with 1012 (Service Restart) in batches, wait
-        at most ``timeout`` seconds for them to go, then drop the rest."""
-        if self._server is None:
+        at most ``timeout`` seconds for them to go, then drop the rest and stop the server's
+        timers and background tasks. Also for a server that never listened (the test harness's)."""
+        if self._stopped:
             return
+        self._stopped = True
         server, self._server = self._server, None
-        server.close(close_connections=False)
+        if server is not None:
+            server.close(close_connections=False)
         remaining = list(self.connections)
         log.info("draining %d connections", len(remaining))
         for start in range(0, len(remaining), SHUTDOWN_BATCH):
             for connection in remaining[start : start + SHUTDOWN_BATCH]:
                 connection.close(1012, "server restarting")
             await asyncio.sleep(0)  # let the batch's close frames go out before the next
+        if remaining:
+            self._drained = asyncio.Event()
         try:
-            await asyncio.wait_for(server.wait_closed(), timeout)
+            if server is not None:
+                await asyncio.wait_for(server.wait_closed(), timeout)
+            elif self._drained is not None and self.connections:
+                await asyncio.wait_for(self._drained.wait(), timeout)
         except TimeoutError:
             log.warning("shutdown timed out after %gs; dropping the remaining connections", timeout)
         for task in list(self._tasks):
@@ -271,9 +283,18 @@ class ChannelServer:
 
     async def _handle(self, ws: _WebSocket) -> None:
         assert ws.session is not None
-        user, serializer = ws.session
+        await self.accept(WebSocketTransport(ws), *ws.session)
+
+    async def accept(self, transport: Transport, claims: dict[str, Any], serializer: Serializer) -> None:
+        """Serve one client over ``transport`` until it closes: the way in for every transport.
+
+        The caller has done the handshake: ``claims`` are the verified token's (they become the
+        channels' ``user``) and ``serializer`` is the negotiated vsn's. The WebSocket listener
+        calls this for each upgrade; :mod:`chanctl.testing` calls it with an in-memory transport.
+        """
+        user = claims
         socket_id = self._socket_id(user)
-        connection = Connection(self, ws, user, serializer, socket_id)
+        connection = Connection(self, transport, user, serializer, socket_id)
         self.connections.add(connection)
         if socket_id is not None:
             self._by_socket_id.setdefault(socket_id, set()).add(connection)
@@ -282,6 +303,8 @@ class ChannelServer:
             await connection.run()
         finally:
             self.connections.discard(connection)
+            if not self.connections and self._drained is not None:
+                self._drained.set()
             self.stats.closes[connection.close_code] += 1
             same_id = self._by_socket_id.get(socket_id)
             if same_id is not None:

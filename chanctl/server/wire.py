@@ -59,6 +59,9 @@ class FrameEncoder:
     def encode(self, message: Message | Reply | Broadcast) -> bytes:
         return ws_frame(self.serializer.encode(message))
 
+    frame = staticmethod(ws_frame)
+    """Serialized bytes (a reply, a push) as their WebSocket frame."""
+
 
 class Flusher:
     """Collects the connections that got frames during this tick and flushes them in one callback.

@@ -3,9 +3,11 @@
 Nothing here re-implements the server. :class:`ChannelHarness` builds a real
 :class:`~chanctl.server.runtime.ChannelServer` (router, YAML channels, Python handlers, pubsub,
 presence) without listening, and each :meth:`ChannelHarness.connect` hands the server's own
-connection handler an :class:`_InMemoryWebSocket`: the real :class:`~chanctl.server.connection.Connection`
-reads JSON text frames from a queue and writes whole WebSocket frames to an :class:`_InMemoryTransport`,
-which parses them back into :class:`~chanctl.protocol.messages.Message` objects for the test's inbox.
+server an :class:`_InMemoryTransport` through the one way in every transport uses,
+:meth:`ChannelServer.accept <chanctl.server.runtime.ChannelServer.accept>`: the real
+:class:`~chanctl.server.connection.Connection` reads the test's frames from a queue and writes whole
+WebSocket frames to it, which it parses back into :class:`~chanctl.protocol.messages.Message` objects
+for the test's inbox.
 So join rules, schemas, handler callbacks, timers, crashes, presence and fastlane broadcasts run
 exactly as they do behind a socket, and every payload makes a JSON round trip both ways (Phoenix's
 ChannelTest only stringifies the keys of what the test sends; a JSON round trip also catches
@@ -20,12 +22,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable, Iterator, Mapping
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
 from websockets.streams import StreamReader
 
 from chanctl.config.load import LoadedConfig
@@ -40,7 +40,7 @@ from chanctl.protocol.messages import (
     PHX_REPLY,
     Message,
 )
-from chanctl.protocol.serializers import V2Json, _binary
+from chanctl.protocol.serializers import V2Json, binary_push
 from chanctl.server.runtime import ChannelServer, build_server
 from chanctl.server.wire import FrameEncoder
 
@@ -111,14 +111,14 @@ def _decode_binary(data: bytes) -> Message:
     return Message(fields.get("join_ref"), None, fields["topic"], fields["event"], payload)
 
 
-class _InMemoryTransport:
-    """What the Connection writes to: parses its unmasked server frames back into Messages."""
+class _FrameReader:
+    """Parses the server's unmasked WebSocket frames back into Messages for an inbox."""
 
     def __init__(self, receive: Callable[[Message], None]):
         self._receive = receive
         self._reader = StreamReader()
 
-    def write(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> None:
         self._reader.feed_data(data)
         while True:
             parser = Frame.parse(self._reader.read_exact, mask=False)
@@ -134,29 +134,28 @@ class _InMemoryTransport:
             else:
                 self._receive(_decode_binary(bytes(frame.data)))
 
-    def get_write_buffer_size(self) -> int:
-        return 0  # the test reads everything at once: never a slow consumer
-
-    def abort(self) -> None:
-        pass
 
 
-class _InMemoryWebSocket:
-    """Stands in for websockets' ServerConnection: what ChannelServer._handle and Connection use."""
+class _InMemoryTransport:
+    """A :class:`~chanctl.server.transport.Transport` whose other end is the test: it reads what
+    the test sends from a queue and parses what the server writes into the test's inbox."""
 
-    def __init__(self, claims: dict[str, Any], receive: Callable[[Message], None]):
-        self.session = (claims, _SERIALIZER)
-        self.transport = _InMemoryTransport(receive)
-        self.protocol = SimpleNamespace(state=State.OPEN)
-        self.remote_address = ("chanctl.testing", 0)
+    remote_address = ("chanctl.testing", 0)
+
+    def __init__(self, receive: Callable[[Message], None]):
+        self._frames = _FrameReader(receive)
         self.close_code: int | None = None
         self.close_reason = ""
         self._incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
 
+    def encoder(self, serializer: Any) -> FrameEncoder:
+        return FrameEncoder.of(serializer)  # whole WebSocket frames, as a real socket's
+
     def send(self, data: str | bytes) -> None:
+        """A frame from the test, as the client."""
         self._incoming.put_nowait(data)
 
-    def __aiter__(self) -> _InMemoryWebSocket:
+    def __aiter__(self) -> _InMemoryTransport:
         return self
 
     async def __anext__(self) -> str | bytes:
@@ -165,11 +164,23 @@ class _InMemoryWebSocket:
             raise StopAsyncIteration
         return data
 
+    def write(self, frames: list[bytes]) -> bool:
+        if self.close_code is not None:
+            return False
+        for frame in frames:
+            self._frames.feed(frame)
+        return True
+
+    def unsent(self) -> int:
+        return 0  # the test reads everything at once: never a slow consumer
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-            self.protocol.state = State.CLOSED
             self._incoming.put_nowait(None)
+
+    def abort(self) -> None:
+        self._incoming.put_nowait(None)
 
 
 class _Inbox:
@@ -223,21 +234,20 @@ class TestSocket:
         """The verified token claims the channels see as ``user``."""
         self.inbox = _Inbox()
         """Everything the server sent this socket and the test has not consumed."""
-        self.ws = _InMemoryWebSocket(claims, self.inbox.put)
+        self.transport = _InMemoryTransport(self.inbox.put)
         self._refs = itertools.count(1)
-        self._task = harness.server.spawn(harness.server._handle(self.ws))  # type: ignore[arg-type]
+        self._task = harness.server.spawn(harness.server.accept(self.transport, claims, _SERIALIZER))
 
     def send(self, join_ref: str | None, topic: str, event: str, payload: Any, ref: str | None = None) -> str:
         """Send one frame as phoenix.js would; returns its ref. The payload goes through JSON, or
         as a binary frame when it is ``bytes``."""
         ref = ref or str(next(self._refs))
         if isinstance(payload, bytes):
-            fields = (join_ref, "join_ref"), (ref, "ref"), (topic, "topic"), (event, "event")
-            self.ws.send(bytes(_binary(0, *fields, payload=payload)))
+            self.transport.send(bytes(binary_push(Message(join_ref, ref, topic, event, payload))))
             return ref
         # Non-string keys become strings, as JSON (and Phoenix.ChannelTest) make them.
         frame = [join_ref, ref, topic, event, {} if payload is None else payload]
-        self.ws.send(orjson.dumps(frame, option=orjson.OPT_NON_STR_KEYS).decode())
+        self.transport.send(orjson.dumps(frame, option=orjson.OPT_NON_STR_KEYS).decode())
         return ref
 
     async def join(self, topic: str, payload: Any = None, timeout: float = ASSERT_TIMEOUT) -> tuple[Any, TestChannel]:
@@ -261,19 +271,19 @@ class TestSocket:
 
     async def close(self) -> None:
         """Close the connection as a client would: every channel's ``terminate`` runs (``closed``)."""
-        await self.ws.close(1000, "test closed the socket")
+        await self.transport.close(1000, "test closed the socket")
         await self.wait_closed()
 
     async def wait_closed(self) -> int | None:
         """Wait for the connection to end (e.g. after ``server.disconnect(socket_id)``); returns the
         close code, once every channel's ``terminate`` has run."""
         await self._task
-        return self.ws.close_code
+        return self.transport.close_code
 
     @property
     def closed(self) -> bool:
         """Whether the connection was closed, by the test or by the server."""
-        return self.ws.close_code is not None
+        return self.transport.close_code is not None
 
     def unconsumed(self, include_replies: bool = False) -> list[Message]:
         """The pushes and broadcasts (and replies, if asked) nobody asserted."""
@@ -336,12 +346,12 @@ class TestSubscription(_Receiver):
         self.inbox = _Inbox()
         self.encoder = FrameEncoder.of(_SERIALIZER)
         """The pubsub's fastlane key: the same frames a V2 connection gets."""
-        self._transport = _InMemoryTransport(self.inbox.put)
+        self._frames = _FrameReader(self.inbox.put)
         self._pubsub = harness.server.pubsub
         self._pubsub.subscribe(topic, self)
 
     def deliver(self, frame: bytes) -> None:
-        self._transport.write(frame)
+        self._frames.feed(frame)
 
     def unsubscribe(self) -> None:
         self._pubsub.unsubscribe(self.topic, self)
@@ -462,11 +472,10 @@ class ChannelHarness:
     async def aclose(self) -> None:
         """Close every socket (their channels terminate) and stop the server's timers."""
         for socket in self.sockets:
-            if not socket._task.done():
+            if not socket.closed:
                 await socket.close()
-        for task in list(self.server._tasks):
-            task.cancel()
-        self.server.presence.close()
+            await socket.wait_closed()
+        await self.server.shutdown()
 
     async def __aenter__(self) -> ChannelHarness:
         return self

@@ -41,16 +41,16 @@ async def test_slow_reader_is_closed_at_the_bound_and_fast_readers_lose_nothing(
             server.pubsub.broadcast("room:lobby", "bulk", {"n": n, "body": body})
             await asyncio.sleep(0)  # one tick: the flusher writes
             if not slow_conn._closing:
-                peak = max(peak, slow_conn.ws.transport.get_write_buffer_size())
+                peak = max(peak, slow_conn.transport.unsent())
             async with progress:
                 await asyncio.wait_for(progress.wait_for(lambda: len(got) > n - window), TIMEOUT)
         await asyncio.wait_for(reader, TIMEOUT)
         assert got == list(range(total))
         assert server.stats.slow_consumers == 1
         assert peak <= BOUND
-        await asyncio.wait_for(slow_conn.ws.wait_closed(), TIMEOUT)  # aborted after its grace second
-        assert slow_conn.ws.protocol.close_sent.code == 1013
-        assert slow_conn.ws.protocol.close_sent.reason == "slow consumer"
+        await asyncio.wait_for(slow_conn.transport.ws.wait_closed(), TIMEOUT)  # aborted after its grace second
+        assert slow_conn.transport.ws.protocol.close_sent.code == 1013
+        assert slow_conn.transport.ws.protocol.close_sent.reason == "slow consumer"
         await fast.close()
         slow.ws.transport.abort()
 

@@ -1,0 +1,145 @@
+"""The transport seam: what a :class:`~chanctl.server.connection.Connection` reads from and writes to.
+
+A connection never touches a socket library. It reads client messages from a :class:`Transport`
+(``async for data in transport``), writes the frames of one loop tick with one
+:meth:`Transport.write`, asks :meth:`Transport.unsent` how much its client has not taken yet (the
+slow-consumer limit), and closes through it. The transport also says how a message becomes the
+bytes it writes (:meth:`Transport.encoder`), which is the fastlane key of the pubsub: connections
+of the same transport kind and serializer share one encoding of each broadcast.
+
+:class:`WebSocketTransport` is the one for ``websockets`` connections; the test harness
+(:mod:`chanctl.testing`) brings an in-memory one, and a LongPoll transport fits the same shape. A
+transport is handed to :meth:`ChannelServer.accept <chanctl.server.runtime.ChannelServer.accept>`
+with the token claims and the serializer its handshake settled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from chanctl.protocol.messages import Broadcast
+from chanctl.protocol.serializers import Serializer
+from chanctl.server.wire import FrameEncoder
+
+__all__ = ["Transport", "TransportEncoder", "WebSocketTransport"]
+
+
+class TransportEncoder(Protocol):
+    """How messages become the bytes a transport writes; shared by every connection that wants
+    the same bytes (the pubsub caches a broadcast's encoding per encoder)."""
+
+    def encode(self, message: Broadcast) -> bytes:
+        """A broadcast as written bytes (for a WebSocket, the whole frame)."""
+        ...
+
+    def frame(self, data: bytes) -> bytes:
+        """Bytes a serializer produced (a reply, a push) as written bytes."""
+        ...
+
+
+class Transport(Protocol):
+    """One client's link, as the connection sees it.
+
+    Invariants a transport keeps, so the connection need not know the socket library:
+
+    - :meth:`write` never blocks and never awaits; it takes whole frames, in order, and either
+      writes all of them or none (returning False when the link can no longer carry data frames,
+      e.g. while closing), so a client never sees half a frame.
+    - nothing else writes data frames on the link meanwhile.
+    - iterating ends (without raising) when the link is closed, whoever closed it.
+    """
+
+    remote_address: Any
+    """Who is at the other end, for logs and the admin plane."""
+
+    def encoder(self, serializer: Serializer) -> TransportEncoder:
+        """The (shared) encoder of this transport kind for ``serializer``."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        """Client messages: ``str`` for text, ``bytes`` for binary."""
+        ...
+
+    def write(self, frames: list[bytes]) -> bool:
+        """Write this tick's frames at once; False (nothing written) when the link cannot take them."""
+        ...
+
+    def unsent(self) -> int:
+        """Bytes written and not yet taken by the client (the kernel's share not counted)."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason``; frames written before go out first."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the link now, without a closing handshake (a client that stopped reading)."""
+        ...
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the link closed with (None: still open, or closed without a close frame)."""
+        ...
+
+
+log = logging.getLogger("chanctl.transport")
+
+_OPEN = State.OPEN
+
+
+class WebSocketTransport:
+    """A ``websockets`` server connection as a :class:`Transport`.
+
+    Frames go straight to the asyncio transport under the websockets connection, as
+    ``websockets.broadcast()`` does, and under the same two conditions, checked on every write:
+    the connection is OPEN (no data frame may follow a close frame), and no fragmented message is
+    being sent (our frames would land between its fragments). websockets' sans-I/O protocol keeps
+    no record of the data frames it sent, so frames written this way and its own control frames
+    (pong, close) interleave safely at frame boundaries. Like ``broadcast()``, there is no
+    backpressure here: the connection bounds :meth:`unsent` itself.
+    """
+
+    def __init__(self, ws: ServerConnection):
+        self.ws = ws
+        self.remote_address = ws.remote_address
+        self._protocol = ws.protocol
+        self._transport = ws.transport
+
+    def encoder(self, serializer: Serializer) -> FrameEncoder:
+        return FrameEncoder.of(serializer)
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        try:
+            async for data in self.ws:
+                yield data
+        except ConnectionClosed:  # closed abnormally; a normal close just ends the loop above
+            return
+
+    def write(self, frames: list[bytes]) -> bool:
+        if self._protocol.state is not _OPEN:
+            return False  # closing: the close frame is (or is about to be) the last one
+        if self.ws.send_in_progress is not None:
+            # chanctl never sends fragmented messages; if something did, say so, as broadcast() does.
+            log.warning("skipped %d frames to %s: a fragmented message is being sent", len(frames), self.remote_address)
+            return False
+        self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        return True
+
+    def unsent(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code, reason)
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code
