@@ -4,6 +4,11 @@ A handler has Phoenix's callbacks, async: ``join``, ``handle_in``, ``handle_info
 and the four directions at hand: ``reply`` (answer the client message being handled), ``push``
 (to this client), ``broadcast`` (to every subscriber, this client included) and ``broadcast_from``
 (to every subscriber but this client). One instance serves one (connection, topic) incarnation.
+
+A handler sees the server through :attr:`Channel.socket`, a :class:`ChannelSocket` that the
+connection builds at join, as Phoenix hands a channel its ``Socket``: topic, join_ref, assigns and
+user, and the directions, timers and presence, all through it. Nothing of the runtime (the
+connection, the pubsub, the presence tracker) is reachable from here.
 Messages from elsewhere in the server reach ``handle_info``: timers set with :meth:`send_after`
 (cancelled when the channel stops) and :meth:`send_info` publishes to a topic's channels. They run
 in order with the connection's client events, never concurrently with another callback of it.
@@ -21,21 +26,16 @@ in order with the connection's client events, never concurrently with another ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any, ClassVar
-
-from chanctl.errors import PresenceError
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     import asyncio
 
-    from chanctl.protocol.socket import ChannelState, LeaveReason
-    from chanctl.server.behaviours import CompiledTopic
-    from chanctl.server.connection import Connection
+    from chanctl.protocol.socket import LeaveReason
 
-__all__ = ["Channel", "Outcome", "error", "ok"]
+__all__ = ["Channel", "ChannelSocket", "Outcome", "error", "ok"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,49 +56,85 @@ def error(response: Any) -> Outcome:
     return Outcome("error", response)
 
 
-class Channel:
-    """Base class of channel handlers. Override the callbacks you need."""
+Meta = dict[str, Any]
+
+
+class ChannelSocket(Protocol):
+    """One joined channel as its handler sees the server: Phoenix's ``Socket`` for a channel.
+
+    The connection builds one per join and sets it as :attr:`Channel.socket` before ``join`` runs.
+    Until the join succeeds (and after the channel stops), ``push``, ``reply`` and ``stop`` do
+    nothing and the presence calls raise ``PresenceError("not joined")``.
+    """
 
     topic: str
     """The joined topic, e.g. ``room:42``."""
     captures: dict[str, str]
     """The topic pattern's named captures, e.g. ``{"id": "42"}`` for ``room:{id}``."""
+    join_ref: str | None
+    """The ref of the join that made this channel (every frame of the channel carries it)."""
     user: dict[str, Any]
     """The connection's verified token claims; ``user["id"]`` is always set."""
     assigns: dict[str, Any]
     """Per-connection storage shared by every channel of the connection (Phoenix socket assigns)."""
+    socket_id: str | None
+    """The connection's socket id (``auth.socket_id`` filled from the claims), None when anonymous."""
+    ref: str | None
+    """The ref of the client message being handled, else None."""
+    presence_key: str | None
+    """The key this channel was tracked under on join (topics with ``presence:``), else None."""
+
+    @property
+    def joined(self) -> bool:
+        """True from the successful join until the channel stops."""
+        ...
+
+    def push(self, event: str, payload: Any) -> None: ...
+    def reply(self, ref: str | None, outcome: Outcome) -> None: ...
+    def broadcast(self, event: str, payload: Any) -> None: ...
+    def broadcast_from(self, event: str, payload: Any) -> None: ...
+    def publish(self, topic: str, event: str, payload: Any) -> None: ...
+    def stop(self) -> None: ...
+    def send_after(self, seconds: float, message: Any) -> asyncio.TimerHandle: ...
+    def send_info(self, topic: str, message: Any) -> int: ...
+    def track(self, key: str, meta: Meta) -> str: ...
+    def update(self, key: str, meta: Meta | Callable[[Meta], Meta]) -> str: ...
+    def untrack(self, key: str | None = None) -> None: ...
+    def presence_list(self) -> dict[str, dict[str, list[Meta]]]: ...
+
+
+class Channel:
+    """Base class of channel handlers. Override the callbacks you need."""
+
+    socket: ChannelSocket
+    """This channel's socket, set by the server before ``join`` runs."""
     data: dict[str, Any] = {}
     """The config's static facts (``data:`` and ``data_file:``), as the rules see them."""
 
-    presence_key: str | None = None
-    """The key this channel was tracked under on join (topics with ``presence:``), else None."""
+    @property
+    def topic(self) -> str:
+        """The joined topic, e.g. ``room:42``."""
+        return self.socket.topic
 
-    _connection: Connection
-    _state: ChannelState | None = None
-    _ref: str | None = None
-    _join_gate: CompiledTopic | None = None
-    """The topic's YAML join rule, checked before this handler's ``join`` when both are given."""
-    _timers: set[asyncio.TimerHandle] | None = None
+    @property
+    def captures(self) -> dict[str, str]:
+        """The topic pattern's named captures, e.g. ``{"id": "42"}`` for ``room:{id}``."""
+        return self.socket.captures
 
-    def _bind(self, connection: Connection, topic: str, captures: dict[str, str]) -> None:
-        self._connection = connection
-        self.topic = topic
-        self.captures = captures
-        self.user = connection.user
-        self.assigns = connection.assigns
+    @property
+    def user(self) -> dict[str, Any]:
+        """The connection's verified token claims; ``user["id"]`` is always set."""
+        return self.socket.user
 
-    async def _run_join(self, params: Any) -> Outcome | None:
-        if self._join_gate is not None:
-            refused = self._join_gate.authorize_join(self.user, self.topic, self.captures, params)
-            if refused is not None:
-                return refused
-        return await self.join(params)
+    @property
+    def assigns(self) -> dict[str, Any]:
+        """Per-connection storage shared by every channel of the connection (Phoenix socket assigns)."""
+        return self.socket.assigns
 
-    def _stop(self) -> None:
-        """The channel stopped: cancel its timers."""
-        for timer in self._timers or ():
-            timer.cancel()
-        self._timers = None
+    @property
+    def presence_key(self) -> str | None:
+        """The key this channel was tracked under on join (topics with ``presence:``), else None."""
+        return self.socket.presence_key
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -131,22 +167,21 @@ class Channel:
 
     # -- the four directions -----------------------------------------------------------------
 
-    def push(self, event: str, payload: dict[str, Any]) -> None:
+    def push(self, event: str, payload: Any) -> None:
         """Send ``event`` to this channel's client only."""
-        if self._state is not None:
-            self._connection.push(self._state, event, payload)
+        self.socket.push(event, payload)
 
-    def broadcast(self, event: str, payload: dict[str, Any]) -> None:
+    def broadcast(self, event: str, payload: Any) -> None:
         """Send ``event`` to every subscriber of the topic, this client included."""
-        self._connection.server.pubsub.broadcast(self.topic, event, payload)
+        self.socket.broadcast(event, payload)
 
-    def broadcast_from(self, event: str, payload: dict[str, Any]) -> None:
+    def broadcast_from(self, event: str, payload: Any) -> None:
         """Send ``event`` to every subscriber of the topic except this client."""
-        self._connection.server.pubsub.broadcast(self.topic, event, payload, exclude=self._connection)
+        self.socket.broadcast_from(event, payload)
 
-    def publish(self, topic: str, event: str, payload: dict[str, Any]) -> None:
+    def publish(self, topic: str, event: str, payload: Any) -> None:
         """Send ``event`` to every subscriber of another ``topic`` (Phoenix's ``Endpoint.broadcast``)."""
-        self._connection.server.pubsub.broadcast(topic, event, payload)
+        self.socket.publish(topic, event, payload)
 
     # -- messages from the server ------------------------------------------------------------
 
@@ -156,44 +191,29 @@ class Channel:
         Callable from ``join`` too (Phoenix's ``send(self(), :after_join)``). The timer is cancelled
         when the channel stops; cancel it earlier with the returned handle's ``cancel()``.
         """
-        import asyncio  # here, not at the top: `import chanctl` must not pull in asyncio (test_package)
-
-        if self._timers is None:
-            self._timers = set()
-        timers = self._timers
-
-        def fire() -> None:
-            timers.discard(timer)
-            if self._state is not None and not self._state.closed:
-                self._connection.send_info(self._state, message)
-
-        timer = asyncio.get_running_loop().call_later(seconds, fire)
-        timers.add(timer)
-        return timer
+        return self.socket.send_after(seconds, message)
 
     def send_info(self, topic: str, message: Any) -> int:
         """Deliver ``message`` to :meth:`handle_info` of every channel joined to ``topic`` on this
         server (this one included, if joined); returns how many."""
-        return self._connection.server.send_info(topic, message)
+        return self.socket.send_info(topic, message)
 
     def stop(self) -> None:
         """Stop this channel normally (Phoenix's ``{:stop, :normal, ...}``): once the running callback
         has returned and its reply is sent, the client gets ``phx_close`` and ``terminate`` runs."""
-        if self._state is not None:
-            self._connection.stop(self._state)
+        self.socket.stop()
 
     def socket_ref(self) -> str | None:
         """The ref of the client message being handled, for a later :meth:`reply`."""
-        return self._ref
+        return self.socket.ref
 
     def reply(self, ref: str | None, outcome: Outcome) -> None:
         """Answer the client message ``ref`` (from :meth:`socket_ref`) after ``handle_in`` returned None."""
-        if self._state is not None:
-            self._connection.reply(self._state, ref, outcome)
+        self.socket.reply(ref, outcome)
 
     # -- presence (PROTOCOL.md §6) -----------------------------------------------------------
 
-    def track(self, key: str | int, meta: dict[str, Any]) -> str:
+    def track(self, key: str | int, meta: Meta) -> str:
         """Track this channel under ``key`` with ``meta``; returns the ``phx_ref``.
 
         Every member gets a ``presence_diff``; the presence goes when the channel stops.
@@ -201,26 +221,21 @@ class Channel:
         Raises:
             PresenceError: ``already_tracked`` (this channel tracks ``key``), ``not joined``.
         """
-        return self._connection.server.presence.track(self._joined(), str(key), meta)
+        return self.socket.track(str(key), meta)
 
-    def update(self, key: str | int, meta: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+    def update(self, key: str | int, meta: Meta | Callable[[Meta], Meta]) -> str:
         """Replace this channel's meta under ``key``, or transform it with a function; returns the new ``phx_ref``.
 
         Raises:
             PresenceError: ``nopresence``, ``not joined``, or ``too many presence updates`` past the
                 topic's ``presence.max_updates``. Raised out of ``handle_in`` it becomes an error reply.
         """
-        return self._connection.server.presence.update(self._connection, self._joined(), str(key), meta)
+        return self.socket.update(str(key), meta)
 
     def untrack(self, key: str | int | None = None) -> None:
         """Stop tracking ``key`` (every key of this channel when None); a no-op if not tracked."""
-        self._connection.server.presence.untrack(self._joined(), None if key is None else str(key))
+        self.socket.untrack(None if key is None else str(key))
 
-    def presence_list(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    def presence_list(self) -> dict[str, dict[str, list[Meta]]]:
         """Who is on this topic: ``{key: {"metas": [...]}}``, Phoenix's ``Presence.list``."""
-        return self._connection.server.presence.list(self.topic)
-
-    def _joined(self) -> ChannelState:
-        if self._state is None:
-            raise PresenceError("not joined")
-        return self._state
+        return self.socket.presence_list()

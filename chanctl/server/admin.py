@@ -244,7 +244,7 @@ class AdminChannel(Channel):
         return None
 
     def _joined(self) -> None:
-        if self._state is None or self._state.closed:
+        if not self.socket.joined:
             return
         self.push("snapshot", self._tap.snapshot())
         self._tap.attach(self)
@@ -259,12 +259,12 @@ class AdminChannel(Channel):
             topic, name, body = payload.get("topic"), payload.get("event"), payload.get("payload", {})
             if not isinstance(topic, str) or not isinstance(name, str) or not isinstance(body, dict):
                 return error({"reason": "broadcast takes {topic: string, event: string, payload: object}"})
-            return ok({"subscribers": self._connection.server.pubsub.broadcast(topic, name, body)})
+            return ok({"subscribers": self._tap.server.pubsub.broadcast(topic, name, body)})
         if event == "disconnect":
             socket_id = payload.get("socket_id")
             if not isinstance(socket_id, str):
                 return error({"reason": "disconnect takes {socket_id: string}"})
-            return ok({"closed": self._connection.server.disconnect(socket_id)})
+            return ok({"closed": self._tap.server.disconnect(socket_id)})
         if event == "inspect":
             topic = payload.get("topic")
             if not isinstance(topic, str):

@@ -116,8 +116,10 @@ class DeclarativeChannel(Channel):
         self.data = topic.data
 
     async def join(self, params: Any) -> Outcome | None:
+        # The join rule already allowed this join: the connection checks a topic's
+        # CompiledTopic.authorize_join before any channel's join.
         self._params = params
-        return self._spec.authorize_join(self.user, self.topic, self.captures, params)
+        return None
 
     async def handle_in(self, event: str, payload: Any) -> Outcome | None:
         spec = self._spec.events.get(event)
@@ -170,7 +172,8 @@ class DeclarativeChannel(Channel):
 
 @dataclass(frozen=True)
 class CompiledTopic:
-    """One topic pattern with its rules compiled; calling it makes the channel for one join."""
+    """One topic pattern with its rules compiled; calling it makes the channel for one join, and
+    the connection checks :meth:`authorize_join` before that channel's ``join`` runs."""
 
     pattern: str
     join_rule: Rule | None
@@ -185,8 +188,6 @@ class CompiledTopic:
             return DeclarativeChannel(self)
         channel = self.handler()
         channel.data = self.data
-        if self.join_rule is not None:
-            channel._join_gate = self
         return channel
 
     def variables(self, user: dict[str, Any], topic: str, captures: dict[str, str], params: Any, payload: Any = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from chanctl.protocol.messages import Broadcast
 from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, SocketProtocol
+from chanctl.server.context import ChannelContext
 
 if TYPE_CHECKING:
     from chanctl.server.runtime import ChannelServer
@@ -202,17 +203,22 @@ class Connection:
 
     async def _apply(self, action: Join | Deliver | Leave) -> None:
         if isinstance(action, Deliver):
-            await self._deliver(action)
+            await self._handle_in(action)
         elif isinstance(action, Join):
             await self._join(action)
         else:
             await self._leave(action)
 
     async def _join(self, join: Join) -> None:
-        handler: Channel = join.route.target()
-        handler._bind(self, join.topic, join.route.captures)
+        factory = join.route.target
+        handler: Channel = factory()
+        context = handler.socket = ChannelContext(self, join)
+        # A topic with both a join rule and a handler checks the rule first (CompiledTopic).
+        gate = getattr(factory, "authorize_join", None)
         try:
-            outcome = await handler._run_join(join.payload)
+            outcome = None if gate is None else gate(self.user, join.topic, join.route.captures, join.payload)
+            if outcome is None:
+                outcome = await handler.join(join.payload)
         except Exception:
             log.exception("join crashed on %s", join.topic)
             self.server.stats.joins["crashed"] += 1
@@ -226,17 +232,19 @@ class Connection:
                 log.exception("join reply on %s cannot be encoded", join.topic)
                 self.proto.join_crashed(join)
                 return
-            handler._state = channel
+            context.channel = channel
             self.server.pubsub.subscribe(join.topic, self, channel, frozenset(handler.intercept))
             self.flush()  # the join reply goes before the presence frames (reply, diff, state)
-            handler.presence_key = self.server.presence.joined(self, channel, self.user, join.payload)
+            context.presence_key = self.server.presence.joined(self, channel, self.user, join.payload)
         else:
             self.proto.join_refused(join, outcome.response)
 
-    async def _deliver(self, action: Deliver) -> None:
+    async def _handle_in(self, action: Deliver) -> None:
         channel = action.channel
         handler: Channel = channel.handler
-        handler._ref = action.ref
+        context = handler.socket
+        assert isinstance(context, ChannelContext)
+        context.ref = action.ref
         server = self.server
         tap = server.pubsub.tap
         if tap is not None:
@@ -251,7 +259,7 @@ class Connection:
             await self._crash(channel)
             return
         finally:
-            handler._ref = None
+            context.ref = None
             server.stats.handler_latency.observe(time.perf_counter() - started)
         if outcome is not None:
             server.stats.replies[outcome.status] += 1
@@ -261,7 +269,7 @@ class Connection:
                 log.exception("reply on %s to %r cannot be encoded", channel.topic, action.event)
                 await self._crash(channel)
 
-    def send_info(self, channel: ChannelState, message: Any) -> None:
+    def queue_info(self, channel: ChannelState, message: Any) -> None:
         """Queue ``message`` for the channel's ``handle_info``, after the callback running now."""
         self.server.spawn(self._info(channel, message))
 
@@ -305,7 +313,9 @@ class Connection:
 
     async def _leave(self, leave: Leave) -> None:
         channel = leave.channel
-        channel.handler._stop()
+        context = channel.handler.socket
+        assert isinstance(context, ChannelContext)
+        context.cancel_timers()
         self.server.pubsub.unsubscribe(channel.topic, self, channel)
         self.server.presence.left(channel)
         if leave.reason is LeaveReason.DUPLICATE_JOIN:

@@ -222,7 +222,7 @@ class ChannelServer:
         """Deliver ``message`` to ``handle_info`` of every channel joined to ``topic`` on this node."""
         subscriptions = self.pubsub.subscriptions(topic)
         for connection, channel in subscriptions:
-            connection.send_info(channel, message)
+            connection.queue_info(channel, message)
         return len(subscriptions)
 
     # -- handshake ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 
 from chanctl.channel import Channel, ok
 from chanctl.protocol.router import Router
+from chanctl.server.runtime import ChannelServer
 from tests.support import run_js
 
 pytestmark = pytest.mark.node
@@ -23,6 +24,8 @@ topics:
 class RoomChannel(Channel):
     """The room of the scenario: presence from the config, plus hooks the scenario drives."""
 
+    server: ChannelServer
+
     async def handle_in(self, event, payload):
         if event == "typing":
             self.update(self.presence_key, lambda meta: {**meta, "typing": payload["typing"]})
@@ -30,7 +33,7 @@ class RoomChannel(Channel):
         if event == "list":
             return ok(self.presence_list())
         if event == "kick":  # the server disconnects every socket of this user (PROTOCOL.md §4)
-            self._connection.server.disconnect(self._connection.socket_id)
+            self.server.disconnect(self.socket.socket_id)
             return None
         if event == "boom":
             raise RuntimeError("crash on purpose")
@@ -122,6 +125,7 @@ async def test_phoenix_js_presence_matches_the_server_everywhere(make_server, mi
     server = make_server(CONFIG % batch)
     server.router = Router()
     server.router.add("room:{id}", RoomChannel)
+    RoomChannel.server = server  # what the kick event disconnects through, as the admin plane does
     async with server:
         out = await run_js(SCENARIO, URL=server.url.removesuffix("/websocket"), T1=mint(1), T2=mint(2), T3=mint(3))
     labels = [line.get("label") for line in out if "label" in line]

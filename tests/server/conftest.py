@@ -25,6 +25,8 @@ class ConformanceChannel(Channel):
     """§10's channel: join takes orders from its params; ping echoes, boom raises, shout broadcasts."""
 
     terminated: asyncio.Queue[tuple[str, LeaveReason]]
+    server: ChannelServer
+    """What ``kick`` disconnects through, as the admin plane does."""
 
     async def join(self, params: Any) -> Outcome | None:
         params = params if isinstance(params, dict) else {}
@@ -56,7 +58,7 @@ class ConformanceChannel(Channel):
             self.stop()
             return ok({"bye": True})
         if event == "kick":  # the admin plane's disconnect, triggered from the client under test
-            closed = self._connection.server.disconnect(self._connection.socket_id)
+            closed = self.server.disconnect(self.socket.socket_id)
             return ok({"closed": closed})
         if event == "bin":
             self.push("blob", payload)
@@ -91,6 +93,7 @@ def conformance_server(make_server) -> Callable[..., ChannelServer]:
         built.router.add("room:*", ConformanceChannel)
         built.router.add("intercept:*", InterceptingChannel)
         ConformanceChannel.terminated = asyncio.Queue()
+        ConformanceChannel.server = built
         return built
 
     return make
