@@ -7,7 +7,6 @@ import pytest
 
 from tests.cli.run import chanctl
 from tests.conftest import CHAT
-from tests.support import TIMEOUT
 
 GOOD_HEAD = 'auth:\n  secret: "${CHANCTL_SECRET}"\ntopics:\n  "room:{id}": {join: true}\n'
 
