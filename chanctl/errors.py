@@ -2,6 +2,8 @@
 
     ChanctlError
     ├── ConfigError            a config file that cannot be loaded (carries every Problem)
+    ├── RuleError              a rule or expression that does not compile (located by the compile step)
+    ├── HandlerError           a ``handler:`` class that cannot be imported (located by the compile step)
     ├── TokenError
     │   ├── TokenMissing       no token was given
     │   ├── TokenInvalid       malformed, forged, wrong salt or wrong secret
@@ -29,12 +31,14 @@ __all__ = [
     "ConfigError",
     "ConnectRefused",
     "ConnectionLost",
+    "HandlerError",
     "JoinRefused",
     "PresenceError",
     "Problem",
     "ProtocolViolation",
     "PubSubError",
     "ReplyTimeout",
+    "RuleError",
     "ServerError",
     "TokenError",
     "TokenExpired",
@@ -44,6 +48,7 @@ __all__ = [
 ]
 
 import json
+from typing import Any
 from dataclasses import dataclass
 
 
@@ -88,12 +93,41 @@ class Problem:
 class ConfigError(ChanctlError):
     """A config that does not load; ``problems`` lists every error found."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], partial: Any = None):
         super().__init__(problems)
         self.problems = problems
+        self.partial = partial
+        """From the loader: the parts that did load (a ``LoadedConfig`` of the valid topics), which
+        ``chanctl check`` compiles too so that one run reports every problem."""
 
     def __str__(self) -> str:
         return "\n".join(str(p) for p in self.problems)
+
+
+class RuleError(ChanctlError, ValueError):
+    """A rule that does not compile; ``column`` is 1-based within the expression when known.
+
+    (Also a ValueError, as it was before it joined this tree.)"""
+
+    def __init__(self, message: str, column: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.column = column
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class HandlerError(ChanctlError, ValueError):
+    """A ``handler:`` class that cannot be imported; ``column`` is 1-based within the spec."""
+
+    def __init__(self, message: str, column: int = 1):
+        super().__init__(message)
+        self.message = message
+        self.column = column
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class TokenError(ChanctlError):

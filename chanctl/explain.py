@@ -1,8 +1,9 @@
 """Why a user may or may not join a topic or send an event: the authorization explainer.
 
-It runs the same compiled topics the server runs (:func:`~chanctl.server.behaviours.build_router`),
-in the same order (pattern, join rule, then the event's declaration, schema and ``allow`` rule), and
-records what decided and the value of every path the deciding rule read. ``chanctl check --explain``
+It takes the same compiled config the server runs (:func:`~chanctl.server.compile.compile_config`)
+and asks the same decision functions the server asks (``CompiledTopic.authorize_join`` for a join,
+``CompiledTopic.check_event`` for an event: declared, schema, ``allow``), then records what decided
+and the value of every path the deciding rule read. ``chanctl check --explain``
 prints it; the config's ``tests:`` run through it, so a policy test and the server cannot disagree.
 """
 
@@ -13,11 +14,11 @@ from typing import Any
 
 import orjson
 
-from chanctl.config.load import LoadedConfig
 from chanctl.config.model import PolicyTest
 from chanctl.protocol.router import Router
 from chanctl.rules import Rule, syntax
-from chanctl.server.behaviours import CompiledTopic, build_router, schema_errors
+from chanctl.server.behaviours import CompiledTopic
+from chanctl.server.compile import CompiledConfig
 
 __all__ = ["Explanation", "Explainer", "PolicyResult"]
 
@@ -79,11 +80,11 @@ class PolicyResult:
 
 
 class Explainer:
-    """Decisions against one loaded config."""
+    """Decisions against one compiled config."""
 
-    def __init__(self, loaded: LoadedConfig):
-        self.loaded = loaded
-        self.router: Router[CompiledTopic] = build_router(loaded)
+    def __init__(self, compiled: CompiledConfig):
+        self.compiled = compiled
+        self.router: Router[CompiledTopic] = compiled.router()
 
     def join(self, user: dict[str, Any], topic: str, params: Any = None) -> Explanation:
         """May ``user`` (token claims with ``id``) join ``topic`` with ``params``?"""
@@ -99,6 +100,8 @@ class Explainer:
             return Explanation(None, action, spec.pattern, f"topics.{spec.pattern}.handler",
                                note=f"{self._handler(spec)}.join decides at run time")
         explanation = self._rule(spec.join_rule, variables, action, spec.pattern, where)
+        # The verdict is the server's own decision; the rule's trace above says why.
+        explanation.allowed = spec.authorize_join(user, topic, route.captures, params) is None
         if explanation.allowed and spec.handler is not None:
             explanation.note = f"then {self._handler(spec)}.join runs, and may still refuse"
         return explanation
@@ -117,20 +120,21 @@ class Explainer:
         if spec.handler is not None:
             return Explanation(None, action, spec.pattern, f"topics.{spec.pattern}.handler",
                                note=f"{self._handler(spec)}.handle_in decides at run time", before=before)
-        compiled = spec.events.get(event)
+        payload = {} if payload is None else payload
+        variables = spec.variables(user, topic, route.captures, params or {}, payload)
+        check = spec.check_event(event, payload, lambda: variables)  # handle_in's own decision
+        compiled = check.event
         if compiled is None:
             declared = ", ".join(spec.events) or "none"
             return Explanation(False, action, spec.pattern, f"topics.{spec.pattern}.events",
                                note=f"{event!r} is not declared (declared: {declared}); the reply is 'unknown event'", before=before)
-        payload = {} if payload is None else payload
         where = f"topics.{spec.pattern}.events.{event}"
-        if compiled.validator is not None:
-            errors = schema_errors(compiled.validator, payload)
-            if errors is not None:
-                return Explanation(False, action, spec.pattern, where + ".schema",
-                                   note=f"the payload is invalid: {_json(errors)}", before=before)
-        variables = spec.variables(user, topic, route.captures, params or {}, payload)
+        if check.step == "schema":
+            assert check.refused is not None
+            return Explanation(False, action, spec.pattern, where + ".schema",
+                               note=f"the payload is invalid: {_json(check.refused.response['errors'])}", before=before)
         explanation = self._rule(compiled.allow, variables, action, spec.pattern, where + ".allow")
+        explanation.allowed = check.refused is None
         explanation.before = before
         if explanation.allowed:
             explanation.note = f"then: do {compiled.config.do}"
@@ -139,7 +143,7 @@ class Explainer:
     def run_tests(self) -> list[PolicyResult]:
         """Every ``tests:`` case of the config."""
         results = []
-        for index, test in enumerate(self.loaded.config.tests):
+        for index, test in enumerate(self.compiled.config.tests):
             user = {**test.claims, "id": test.user}
             if test.join is not None:
                 explanation = self.join(user, test.join, test.params)

@@ -1,7 +1,8 @@
 """Import the Python channel classes a config names (``handler: package.module:Class``).
 
-Imports happen at load, so ``chanctl check`` reports a missing module or class with its position
-instead of the first join failing. The config's directory goes on ``sys.path`` first, so a config
+Imports happen in the compile step (:func:`chanctl.server.compile.compile_config`), so
+``chanctl check`` reports a missing module or class with its position instead of the first join
+failing; loading a config imports nothing. The config's directory goes on ``sys.path`` first, so a config
 and its handler module can sit side by side (``sample_configs/counter.yaml`` and
 ``sample_configs/counter_app/``) and ``chanctl serve`` works from any directory.
 """
@@ -13,17 +14,9 @@ import sys
 from pathlib import Path
 
 from chanctl.channel import Channel
+from chanctl.errors import HandlerError
 
 __all__ = ["HandlerError", "import_handler"]
-
-
-class HandlerError(ValueError):
-    """A handler that cannot be imported; ``column`` is 1-based within the spec."""
-
-    def __init__(self, message: str, column: int = 1):
-        super().__init__(message)
-        self.message = message
-        self.column = column
 
 
 def import_handler(spec: str, base_dir: Path | None) -> type[Channel]:

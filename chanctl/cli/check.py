@@ -44,10 +44,12 @@ def check(
         return
     if config is None:
         die("check needs a CONFIG file (or --reference)", ExitCode.USAGE)
-    from chanctl.config.load import load_config  # here, so other commands start without the schema
+    # Here, so other commands start without the schema; the very step serve takes, so check refuses
+    # exactly what serve would.
+    from chanctl.server.compile import compile_file
 
     try:
-        loaded = load_config(config)
+        compiled = compile_file(config)
     except ConfigError as exc:
         for problem in exc.problems:
             out(str(problem))
@@ -56,10 +58,11 @@ def check(
         raise typer.Exit(int(ExitCode.ERROR)) from None
     from chanctl.explain import Explainer  # imports the server's compiled topics: only when needed
 
-    explainer = Explainer(loaded)
+    explainer = Explainer(compiled)
     if explain:
         _explain(explainer, user, claim or [], topic, params, event, payload, json)
         return
+    loaded = compiled.loaded
     for warning in loaded.warnings:
         out(str(warning))
     _summary(config, loaded)

@@ -17,8 +17,12 @@ from chanctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from chanctl.config.load import LoadedConfig
+    from chanctl.server.compile import CompiledConfig
 
-__all__ = ["DEFAULT_CONFIG", "claim_value", "die", "err", "find_config", "load_or_die", "out", "parse_claims", "positive_seconds"]
+__all__ = [
+    "DEFAULT_CONFIG", "claim_value", "compile_or_die", "die", "err", "find_config", "load_or_die", "out", "parse_claims",
+    "positive_seconds",
+]
 
 DEFAULT_CONFIG = "chanctl.yaml"
 
@@ -63,10 +67,24 @@ def load_or_die(path: str | os.PathLike[str]) -> LoadedConfig:
     try:
         loaded = load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            err(str(problem))
-        die(f"{path} does not load ({len(exc.problems)} problem{'s' * (len(exc.problems) != 1)})", ExitCode.USAGE)
+        _refuse(path, exc)
     return loaded
+
+
+def compile_or_die(loaded: LoadedConfig) -> CompiledConfig:
+    """Compile a loaded config (rules, schemas, handlers); on problems exit as :func:`load_or_die`."""
+    from chanctl.server.compile import compile_config
+
+    try:
+        return compile_config(loaded)
+    except ConfigError as exc:
+        _refuse(loaded.path, exc)
+
+
+def _refuse(path: str | os.PathLike[str], exc: ConfigError) -> NoReturn:
+    for problem in exc.problems:
+        err(str(problem))
+    die(f"{path} does not load ({len(exc.problems)} problem{'s' * (len(exc.problems) != 1)})", ExitCode.USAGE)
 
 
 def claim_value(text: str) -> Any:

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from chanctl.cli.common import die, err, load_or_die
+from chanctl.cli.common import compile_or_die, die, err, load_or_die
 from chanctl.cli.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from chanctl.config.load import LoadedConfig
+    from chanctl.server.compile import CompiledConfig
     from chanctl.server.runtime import ChannelServer
 
 __all__ = ["serve"]
@@ -33,8 +34,8 @@ def serve(
     if log_level.lower() not in _LOG_LEVELS:
         die(f"--log-level must be {', '.join(_LOG_LEVELS[:-1])} or {_LOG_LEVELS[-1]}, got {log_level!r}", ExitCode.USAGE)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    loaded = load_or_die(config)
-    asyncio.run(_run(loaded, host, port))
+    compiled = compile_or_die(load_or_die(config))
+    asyncio.run(_run(compiled, host, port))
 
 
 def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
@@ -55,10 +56,11 @@ def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
     return lines
 
 
-async def _run(loaded: LoadedConfig, host: str | None, port: int | None) -> None:
+async def _run(compiled: CompiledConfig, host: str | None, port: int | None) -> None:
     from chanctl.server.runtime import build_server  # here, so other commands start without the server
 
-    server = build_server(loaded, host=host, port=port)
+    loaded = compiled.loaded
+    server = build_server(compiled, host=host, port=port)
     await server.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -4,6 +4,10 @@ PyYAML's node tree keeps the position of every key and value; we build plain dat
 recording those positions, interpolate ``${VAR}`` and ``${VAR:-default}``, let pydantic validate,
 and map each validation error's location back to the YAML. ``check`` wants every problem at once,
 so nothing stops at the first one.
+
+Loading only reads: it imports no user code, edits no ``sys.path`` and compiles no rule. The one
+compile step, :func:`chanctl.server.compile.compile_config`, does those, and locates its problems
+through :meth:`LoadedConfig.locate`.
 """
 
 from __future__ import annotations
@@ -16,17 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import orjson
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from chanctl.config.model import Config
+from chanctl.config.model import Config, TopicConfig
 from chanctl.errors import ConfigError, Problem
-from chanctl.handlers import HandlerError, import_handler
 from chanctl.protocol.messages import ADMIN_TOPIC
 from chanctl.protocol.router import Router, TopicPattern
-from chanctl.rules import EVENT_VARIABLES, JOIN_VARIABLES, RuleError, compile_expression, compile_rule
 
 __all__ = ["LoadedConfig", "SAMPLE_SECRET", "load_config", "load_config_text"]
 
@@ -48,10 +49,19 @@ class LoadedConfig:
     config: Config
     path: str
     warnings: list[Problem] = field(default_factory=list)
+    positions: _Reader | None = field(default=None, repr=False, compare=False)
+    """Where each key sits in the file, for :meth:`locate`."""
 
     @property
     def base_dir(self) -> Path:
         return _base_dir(self.path)
+
+    def locate(self, loc: Loc, message: str, hint: str = "", severity: str = "error", column: int | None = None) -> Problem:
+        """A problem at key path ``loc`` (e.g. ``("topics", "room:{id}", "join")``) with its file
+        position; ``column`` (1-based, within a string value) points inside the value."""
+        if self.positions is None:
+            return Problem(message, _dotted(loc), self.path, None, None, hint, severity)
+        return self.positions.locate(loc, message, hint, severity, column)
 
 
 def _base_dir(file: str) -> Path:
@@ -82,13 +92,16 @@ class _Reader:
         path = _dotted(loc)
         if severity == "error" and any(p.path == path and p.severity == "error" for p in self.problems):
             return  # one error per key: a union type or an unset variable would otherwise echo
+        self.problems.append(self.locate(loc, message, hint, severity, column))
+
+    def locate(self, loc: Loc, message: str, hint: str = "", severity: str = "error", column: int | None = None) -> Problem:
         line, col = self.position(loc)
         excerpt = ""
         node = self.scalars.get(loc)
         if column is not None and node is not None:
             line, col, text = _position_in_scalar(node, column - 1)
             excerpt = f"{text}\n{' ' * (col - 1)}^"
-        self.problems.append(Problem(message, path, self.file, line, col, hint, severity, excerpt))
+        return Problem(message, _dotted(loc), self.file, line, col, hint, severity, excerpt)
 
     def position(self, loc: Loc) -> tuple[int | None, int | None]:
         for end in range(len(loc), -1, -1):
@@ -214,15 +227,31 @@ def load_config_text(text: str, file: str = "<string>", env: Mapping[str, str] |
     except ValidationError as exc:
         for error in exc.errors():
             _report(reader, data, error)
-    _check_semantics(reader, data, _base_dir(file))
+    _check_semantics(reader, data)
     if config is not None and config.data_file is not None:
         extra = _read_data_file(reader, config.data_file, _base_dir(file), config.data)
         if extra:
             config = config.model_copy(update={"data": {**config.data, **extra}})
     errors = [p for p in reader.problems if p.severity == "error"]
     if errors or config is None:
-        raise ConfigError(sorted(reader.problems, key=_order))
-    return LoadedConfig(config, file, [p for p in reader.problems if p.severity != "error"])
+        raise ConfigError(sorted(reader.problems, key=_order), _partial(reader, data, file))
+    return LoadedConfig(config, file, [p for p in reader.problems if p.severity != "error"], reader)
+
+
+def _partial(reader: _Reader, data: dict[str, Any], file: str) -> LoadedConfig:
+    """The topics that are valid on their own, for ``chanctl check`` to compile too, so that it
+    reports a bad rule in the same run as a misspelled key elsewhere."""
+    topics = {}
+    raw = data.get("topics")
+    for pattern, topic in (raw.items() if isinstance(raw, dict) else ()):
+        try:
+            TopicPattern.parse(pattern)
+            topics[pattern] = TopicConfig.model_validate(topic)
+        except (ValueError, ValidationError):  # already reported above
+            continue
+    facts = data.get("data")
+    config = Config.model_construct(topics=topics, data=facts if isinstance(facts, dict) else {})
+    return LoadedConfig(config, file, [], reader)
 
 
 def _read_data_file(reader: _Reader, name: str, base_dir: Path, data: dict[str, Any]) -> dict[str, Any]:
@@ -370,7 +399,7 @@ def _known_keys(loc: Loc) -> list[str]:
     return []
 
 
-def _check_semantics(reader: _Reader, data: dict[str, Any], base_dir: Path) -> None:
+def _check_semantics(reader: _Reader, data: dict[str, Any]) -> None:
     """Checks beyond types, run on the raw data so that they report even when types fail."""
     auth = data.get("auth")
     secret = auth.get("secret") if isinstance(auth, dict) else None
@@ -394,20 +423,18 @@ def _check_semantics(reader: _Reader, data: dict[str, Any], base_dir: Path) -> N
         return
     router: Router[None] = Router()
     for source, topic in topics.items():
-        captures: frozenset[str] | None = None
         reader.marks[("topics", source)] = reader.marks.get(("topics", source, "<key>"), reader.position(("topics", source)))
         try:
             pattern = TopicPattern.parse(source)
         except ValueError as exc:
             reader.problem(("topics", source), f"bad topic pattern: {exc}")
         else:
-            captures = frozenset(pattern.captures)
             router.add(pattern, None)
             if source == ADMIN_TOPIC:
                 reader.problem(("topics", source), f"{ADMIN_TOPIC} is reserved for the admin plane",
                                "admin tokens join it (`chanctl token --admin`); name your topic otherwise")
         if isinstance(topic, dict):
-            _check_topic(reader, ("topics", source), topic, captures, base_dir)
+            _check_topic(reader, ("topics", source), topic)
     for earlier, later in router.shadowed():
         reader.problem(("topics", later.source), f"never used: every topic it matches goes to {earlier.source!r} first",
                        "patterns are tried most specific first; drop one or make them disjoint", "warning")
@@ -420,17 +447,13 @@ def _check_semantics(reader: _Reader, data: dict[str, Any], base_dir: Path) -> N
             reader.problem(("tests", str(index)), "an event test needs both `topic:` and `event:`")
 
 
-def _check_topic(reader: _Reader, loc: Loc, topic: dict[str, Any], captures: frozenset[str] | None, base_dir: Path) -> None:
+def _check_topic(reader: _Reader, loc: Loc, topic: dict[str, Any]) -> None:
+    """What can be said without compiling: rules, schemas and handlers are compile_config's."""
     handler = topic.get("handler")
     if "join" not in topic and handler is None:
         reader.marks.setdefault(loc + ("join",), reader.marks.get(loc + ("<key>",), reader.position(loc)))
         reader.problem(loc + ("join",), "is required", _missing_hint(loc + ("join",)))
-    _check_rule(reader, loc + ("join",), topic.get("join"), JOIN_VARIABLES, captures)
     if isinstance(handler, str):
-        try:
-            import_handler(handler, base_dir)
-        except HandlerError as exc:
-            reader.problem(loc + ("handler",), f"bad handler: {exc.message}", column=exc.column)
         if topic.get("events"):
             reader.problem(loc + ("events",), "a topic with a handler handles its own events", "drop `events:` or `handler:`")
     events = topic.get("events")
@@ -438,33 +461,13 @@ def _check_topic(reader: _Reader, loc: Loc, topic: dict[str, Any], captures: fro
         if not isinstance(event, dict):
             continue
         where = loc + ("events", name)
-        schema = event.get("schema")
-        if isinstance(schema, dict):
-            try:
-                jsonschema.Draft202012Validator.check_schema(expand_schema(schema))
-            except jsonschema.SchemaError as exc:
-                reader.problem(where + ("schema",) + tuple(str(p) for p in exc.path), f"invalid JSON Schema: {exc.message}")
-        _check_rule(reader, where + ("allow",), event.get("allow"), EVENT_VARIABLES, captures)
         do, to = event.get("do", "reply"), event.get("to")
         if do == "push_to" and to is None:
             reader.problem(where + ("do",), "push_to needs `to:`, the destination topic", 'e.g. to: \'"notifications:user_" + string(payload.to)\'')
         elif to is not None and do != "push_to":
             reader.problem(where + ("to",), "`to:` is only read by `do: push_to`")
-        if isinstance(to, str):
-            try:
-                compile_expression(to, EVENT_VARIABLES, captures, "string")
-            except RuleError as exc:
-                reader.problem(where + ("to",), f"bad push_to expression: {exc.message}", column=exc.column)
         if event.get("reply") is not None and do != "reply":
             reader.problem(where + ("reply",), "`reply:` is only read by `do: reply`")
-
-
-def _check_rule(reader: _Reader, loc: Loc, rule: Any, variables: frozenset[str], captures: frozenset[str] | None) -> None:
-    if isinstance(rule, str):
-        try:
-            compile_rule(rule, variables, captures)
-        except RuleError as exc:
-            reader.problem(loc, f"bad {loc[-1]} rule: {exc.message}", column=exc.column)
 
 
 def expand_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from chanctl.durations import parse_duration
-from chanctl.rules import RuleError, compile_expression
 from chanctl.tokens import DEFAULT_ADMIN_CLAIM
 
 __all__ = ["AuthConfig", "Config", "EventConfig", "JoinRule", "PolicyTest", "PresenceConfig", "PresenceLimit", "ServerConfig", "TopicConfig"]
@@ -185,16 +184,6 @@ class PresenceConfig(_Model):
     max_updates: PresenceLimit = PresenceLimit()
     """Cap on presence updates per connection; past it an update gets an error reply."""
 
-    @field_validator("key")
-    @classmethod
-    def _key_compiles(cls, key: str) -> str:
-        try:
-            compile_expression(key, PRESENCE_KEY_VARIABLES, None, "string")
-        except RuleError as exc:
-            where = f" at column {exc.column}" if exc.column else ""
-            raise ValueError(f"bad presence key expression{where}: {exc.message}") from None
-        return key
-
 
 PRESENCE_KEY_VARIABLES = frozenset({"user", "topic", "params", "data"})
 """What a presence ``key`` expression may read."""
@@ -219,7 +208,8 @@ class TopicConfig(_Model):
     """Client events this topic accepts; any other event gets an ``unknown event`` error reply."""
     handler: str | None = None
     """A Python channel class, ``package.module:Class`` (a subclass of ``chanctl.Channel``), imported
-    at load with the config's directory on ``sys.path``. It replaces ``events``."""
+    when the config is compiled (serve, check), with the config's directory on ``sys.path``. It
+    replaces ``events``."""
     presence: Annotated[PresenceConfig | None, BeforeValidator(_presence_switch)] = None
     """Track presence on join (``true`` for the defaults); each joiner gets ``presence_state``,
     every member a ``presence_diff``."""

@@ -24,8 +24,8 @@ _HEADER = """\
 # Config reference
 
 Generated from `chanctl/config/model.py` by `chanctl check --reference`; do not edit by hand.
-Every key below is checked at load: an unknown key, a wrong type or a bad rule is an error with
-file:line:column (`chanctl check FILE`).
+Every key below is checked by `chanctl check FILE` (and when `chanctl serve` starts): an unknown
+key, a wrong type or a bad rule is an error with file:line:column.
 """
 
 

@@ -23,6 +23,9 @@ connection has a token bucket of updates per topic pattern.
 The tracker keeps nothing of a connection: a channel's entry goes when the channel stops, and the
 update buckets are weakly keyed, so a closed connection holds no memory here.
 
+The tracker reads no config and compiles nothing: it is handed each topic pattern's
+:class:`PresenceSpec`, built by the one compile step (:func:`chanctl.server.compile.compile_config`).
+
 Nothing here assumes one process: the state of a topic is kept in node-tagged parts
 (:mod:`chanctl.presence.state`), this tracker writes only its own node's part, and diffs go to local
 subscribers only; a replication layer installs peers' parts with :meth:`PresenceTracker.replace_part`
@@ -43,17 +46,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from chanctl.config.model import PRESENCE_KEY_VARIABLES, Config, PresenceConfig, PresenceLimit
 from chanctl.errors import PresenceError
 from chanctl.presence.state import Diff, Meta, TopicPresence
+from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.router import Router
 from chanctl.protocol.socket import ChannelState
-from chanctl.rules import Expression, compile_expression
 
 if TYPE_CHECKING:
     from chanctl.pubsub.local import LocalPubSub
 
-__all__ = ["PresenceSpec", "PresenceTracker"]
+__all__ = ["KeyExpression", "PresenceSettings", "PresenceSpec", "PresenceTracker"]
 
 log = logging.getLogger("chanctl.presence")
 
@@ -75,19 +77,38 @@ class Clock(Protocol):
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Timer: ...
 
 
+class UpdateLimit(Protocol):
+    updates: int
+    """Updates allowed in a burst."""
+    per: float
+    """Seconds over which the allowance refills."""
+
+
+class PresenceSettings(Protocol):
+    """A topic's ``presence:`` settings, as the config declares them (``PresenceConfig``)."""
+
+    key: str
+    meta: dict[str, Any]
+    mode: str
+    batch: float
+    max_updates: UpdateLimit
+
+
+class KeyExpression(Protocol):
+    """A compiled presence key expression."""
+
+    def evaluate(self, variables: dict[str, Any]) -> Any: ...
+
+
 @dataclass(frozen=True, eq=False)
 class PresenceSpec:
     """One topic pattern's presence settings, with its key expression compiled."""
 
-    config: PresenceConfig
+    config: PresenceSettings
     auto: bool
     """Track on join and push ``presence_state`` (the topic has ``presence:``); otherwise only the
     handler API tracks, with these defaults."""
-    key: Expression
-
-    @classmethod
-    def compile(cls, config: PresenceConfig, auto: bool = True) -> PresenceSpec:
-        return cls(config, auto, compile_expression(config.key, PRESENCE_KEY_VARIABLES, None, "string"))
+    key: KeyExpression
 
     def key_for(self, variables: dict[str, Any]) -> str:
         """The presence key (always a string on the wire, as Phoenix stringifies keys).
@@ -129,22 +150,6 @@ class _Topic:
 
 
 @dataclass
-class _Bucket:
-    limit: PresenceLimit
-    tokens: float
-    at: float
-
-    def take(self, now: float) -> bool:
-        rate = self.limit.updates / self.limit.per
-        self.tokens = min(float(self.limit.updates), self.tokens + (now - self.at) * rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
-@dataclass
 class PresenceStats:
     """Counters for metrics and benchmarks."""
 
@@ -159,26 +164,29 @@ class PresenceTracker:
 
     Args:
         pubsub: where diffs go (to local subscribers).
-        config: the server config; topics with ``presence:`` are tracked on join.
+        specs: by topic pattern, the topics with ``presence:``: they are tracked on join.
+        manual: the settings of topics that only a handler's ``track`` tracks.
+        data: the config's data, which key expressions read.
         node: this node's id in the node-tagged state; random when not given.
         clock: the time and timers of batching windows (the running event loop by default).
     """
 
-    def __init__(self, pubsub: LocalPubSub, config: Config, node: str | None = None, clock: Clock | None = None):
+    def __init__(
+        self, pubsub: LocalPubSub, specs: dict[str, PresenceSpec], manual: PresenceSpec, data: dict[str, Any],
+        node: str | None = None, clock: Clock | None = None,
+    ):
         self.pubsub = pubsub
         self.node = node or os.urandom(4).hex()
-        self.data = config.data
+        self.data = data
         self.stats = PresenceStats()
-        self._specs = {
-            pattern: PresenceSpec.compile(topic.presence) for pattern, topic in config.topics.items() if topic.presence is not None
-        }
-        self._manual = PresenceSpec.compile(PresenceConfig(), auto=False)
+        self._specs = specs
+        self._manual = manual
         self._router: Router[PresenceSpec] = Router()
         for pattern, spec in self._specs.items():
             self._router.add(pattern, spec)
         self._topics: dict[str, _Topic] = {}
         self._owners: dict[ChannelState, _Owner] = {}
-        self._buckets: weakref.WeakKeyDictionary[Any, dict[PresenceSpec, _Bucket]] = weakref.WeakKeyDictionary()
+        self._buckets: weakref.WeakKeyDictionary[Any, dict[PresenceSpec, TokenBucket]] = weakref.WeakKeyDictionary()
         self._ids = itertools.count(1)
         self.clock = clock
         """Batching windows run on this clock; tests set a manual one (before any join) to step
@@ -400,8 +408,8 @@ class PresenceTracker:
         now = self.now()
         if bucket is None:
             limit = spec.config.max_updates
-            bucket = buckets[spec] = _Bucket(limit, float(limit.updates), now)
-        return bucket.take(now)
+            bucket = buckets[spec] = TokenBucket(limit.updates / limit.per, limit.updates, last=now)
+        return bucket.take(now) == 0.0
 
 
 def _count(state: TopicPresence) -> dict[str, int]:

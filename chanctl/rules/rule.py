@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from chanctl.errors import RuleError
 from chanctl.rules import compiled, syntax
 from chanctl.rules.prune import Pruner, flatten
 
@@ -25,15 +26,6 @@ JOIN_VARIABLES = frozenset({"user", "topic", "params", "data"})
 """What a join rule may read: there is no event payload yet."""
 EVENT_VARIABLES = RULE_VARIABLES
 """What an event's ``allow`` rule and a ``push_to`` expression may read."""
-
-
-class RuleError(ValueError):
-    """A rule that does not load; ``column`` is 1-based within the expression when known."""
-
-    def __init__(self, message: str, column: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.column = column
 
 
 @dataclass(frozen=True)

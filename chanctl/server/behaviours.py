@@ -1,7 +1,9 @@
 """The declarative behaviours of the YAML: one :class:`~chanctl.channel.Channel` built from config.
 
-Everything a topic declares is compiled once at load (join rule, payload validators), so that the
-per-message path is a dict lookup, a validation and one fan-out.
+Everything a topic declares is compiled once, by :func:`chanctl.server.compile.compile_config`
+(join rule, payload validators), so that the per-message path is a dict lookup, a validation and
+one fan-out. :meth:`CompiledTopic.authorize_join` and :meth:`CompiledTopic.check_event` are the
+decisions; the connection, :class:`DeclarativeChannel` and the explainer all call them.
 """
 
 from __future__ import annotations
@@ -9,21 +11,18 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 
 from chanctl.channel import Channel, Outcome, error, ok
-from chanctl.config.load import LoadedConfig, expand_schema
-from chanctl.config.model import EventConfig, TopicConfig
-from chanctl.handlers import import_handler
-from chanctl.protocol.router import Router, TopicPattern
-from chanctl.rules import EVENT_VARIABLES, JOIN_VARIABLES, Expression, Rule, compile_expression, compile_rule
+from chanctl.config.model import EventConfig
+from chanctl.rules import Expression, Rule
 
-__all__ = ["CompiledEvent", "CompiledTopic", "DeclarativeChannel", "build_router", "compile_topic", "schema_errors", "stamp"]
+__all__ = ["CompiledEvent", "CompiledTopic", "DeclarativeChannel", "EventCheck", "schema_errors", "stamp"]
 
 log = logging.getLogger("chanctl.behaviours")
 
@@ -88,14 +87,16 @@ class CompiledEvent:
     allow: Rule
     to: Expression | None
 
-    @classmethod
-    def compile(cls, config: EventConfig, captures: frozenset[str]) -> "CompiledEvent":
-        validator = None
-        if config.schema_ is not None:
-            validator = jsonschema.Draft202012Validator(expand_schema(config.schema_))
-        allow = compile_rule(config.allow, EVENT_VARIABLES, captures)
-        to = None if config.to is None else compile_expression(config.to, EVENT_VARIABLES, captures, "string")
-        return cls(config, validator, allow, to)
+
+@dataclass(frozen=True, slots=True)
+class EventCheck:
+    """What :meth:`CompiledTopic.check_event` decided about one client event."""
+
+    refused: Outcome | None
+    """The error reply, or None: the event may go on to its ``do``."""
+    step: str
+    """What decided: ``events`` (not declared), ``schema`` (invalid payload) or ``allow``."""
+    event: CompiledEvent | None = None
 
 
 def stamp(user: dict[str, Any], payload: Any) -> dict[str, Any]:
@@ -122,18 +123,14 @@ class DeclarativeChannel(Channel):
         return None
 
     async def handle_in(self, event: str, payload: Any) -> Outcome | None:
-        spec = self._spec.events.get(event)
-        if spec is None:
-            return error({"reason": "unknown event", "event": event})
-        if spec.validator is not None:
-            errors = schema_errors(spec.validator, payload)
-            if errors is not None:
-                return error({"errors": errors})
+        check = self._spec.check_event(
+            event, payload, lambda: self._spec.variables(self.user, self.topic, self.captures, self._params, payload)
+        )
+        if check.refused is not None:
+            return check.refused
+        spec = check.event
+        assert spec is not None
         do = spec.config.do
-        if spec.allow.constant is not True:
-            variables = self._spec.variables(self.user, self.topic, self.captures, self._params, payload)
-            if not spec.allow.allows(variables):
-                return _UNAUTHORIZED
         if do == "broadcast":
             self.broadcast(event, stamp(self.user, payload))
         elif do == "broadcast_from":
@@ -204,20 +201,16 @@ class CompiledTopic:
             return None
         return None if rule.allows(self.variables(user, topic, captures, params)) else _UNAUTHORIZED
 
-
-def compile_topic(pattern: str, config: TopicConfig, data: dict[str, Any], base_dir: Path | None = None) -> CompiledTopic:
-    """A topic pattern with its rules compiled and its handler imported, now rather than per join."""
-    captures = frozenset(TopicPattern.parse(pattern).captures)
-    join_rule = None if config.join is None else compile_rule(config.join, JOIN_VARIABLES, captures)
-    events = {name: CompiledEvent.compile(event, captures) for name, event in config.events.items()}
-    handler = None if config.handler is None else import_handler(config.handler, base_dir)
-    fields = frozenset(config.presence.meta) if config.presence is not None else frozenset()
-    return CompiledTopic(pattern, join_rule, events, data, handler, fields)
-
-
-def build_router(loaded: LoadedConfig) -> Router[CompiledTopic]:
-    """Every topic pattern of a config, compiled, in a router (most specific pattern first)."""
-    router: Router[CompiledTopic] = Router()
-    for pattern, topic in loaded.config.topics.items():
-        router.add(pattern, compile_topic(pattern, topic, loaded.config.data, loaded.base_dir))
-    return router
+    def check_event(self, event: str, payload: Any, variables: Callable[[], dict[str, Any]]) -> EventCheck:
+        """Whether a client event may go on to its ``do``, in ``handle_in``'s order: declared, then
+        its schema, then its ``allow`` rule (on ``variables()``, built only when a rule reads them)."""
+        spec = self.events.get(event)
+        if spec is None:
+            return EventCheck(error({"reason": "unknown event", "event": event}), "events")
+        if spec.validator is not None:
+            errors = schema_errors(spec.validator, payload)
+            if errors is not None:
+                return EventCheck(error({"errors": errors}), "schema", spec)
+        if spec.allow.constant is not True and not spec.allow.allows(variables()):
+            return EventCheck(_UNAUTHORIZED, "allow", spec)
+        return EventCheck(None, "allow", spec)

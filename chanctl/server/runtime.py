@@ -34,7 +34,7 @@ from chanctl.protocol.serializers import Serializer, negotiate
 from chanctl.protocol.socket import Stats as ProtocolStats
 from chanctl.pubsub.local import LocalPubSub
 from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
-from chanctl.server.behaviours import build_router
+from chanctl.server.compile import CompiledConfig, compile_config
 from chanctl.server.connection import Connection
 from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, token_from_subprotocols
 from chanctl.server.metrics import LatencyHistogram, render_metrics
@@ -92,22 +92,27 @@ class ChannelServer:
     """A running chanctl server; use ``async with build_server(cfg) as server``.
 
     Args:
-        loaded: the validated config.
+        loaded: the compiled config (a loaded one is compiled here).
         host, port: override ``server.host`` / ``server.port`` (port 0 picks a free one).
+
+    Raises:
+        ConfigError: ``loaded`` does not compile.
     """
 
-    def __init__(self, loaded: LoadedConfig, *, host: str | None = None, port: int | None = None):
-        self.loaded = loaded
-        self.config = loaded.config
+    def __init__(self, loaded: CompiledConfig | LoadedConfig, *, host: str | None = None, port: int | None = None):
+        compiled = loaded if isinstance(loaded, CompiledConfig) else compile_config(loaded)
+        self.compiled = compiled
+        self.loaded = compiled.loaded
+        self.config = compiled.config
         self.host = host if host is not None else self.config.server.host
         self.port = port if port is not None else self.config.server.port
-        self.router: Router[Any] = build_router(loaded)
+        self.router: Router[Any] = compiled.router()
         auth = self.config.auth
         self.admin_tap = AdminTap(self)
         self.router.add(ADMIN_TOPIC, lambda: AdminChannel(self.admin_tap, auth.admin_claim))
         self.signer = TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age)
         self.pubsub = LocalPubSub()
-        self.presence = PresenceTracker(self.pubsub, self.config)
+        self.presence = PresenceTracker(self.pubsub, compiled.presence, compiled.manual_presence, self.config.data)
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self.protocol_stats = ProtocolStats()
@@ -322,6 +327,10 @@ def _body(status: HTTPStatus, data: bytes, content_type: str) -> Response:
     return Response(status.value, status.phrase, headers, data)
 
 
-def build_server(loaded: LoadedConfig, *, host: str | None = None, port: int | None = None) -> ChannelServer:
-    """The one factory of servers, shared by the CLI, the tests and the benchmarks."""
+def build_server(loaded: CompiledConfig | LoadedConfig, *, host: str | None = None, port: int | None = None) -> ChannelServer:
+    """The one factory of servers, shared by the CLI, the tests and the benchmarks.
+
+    Raises:
+        ConfigError: a loaded config that does not compile (give a compiled one to skip the step).
+    """
     return ChannelServer(loaded, host=host, port=port)

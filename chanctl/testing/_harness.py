@@ -29,6 +29,7 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from chanctl.config.load import LoadedConfig
+from chanctl.server.compile import CompiledConfig
 from chanctl.errors import JoinRefused
 from chanctl.protocol.messages import (
     HEARTBEAT,
@@ -427,10 +428,14 @@ class ChannelHarness:
     Use ``async with ChannelHarness(loaded) as channels`` (the ``chanctl_channels`` fixture does).
 
     Args:
-        loaded: the config, e.g. from :func:`chanctl.config.load.load_config`.
+        loaded: the config, compiled (:func:`chanctl.server.compile.compile_config`) or loaded
+            (:func:`chanctl.config.load.load_config`; then compiled here).
+
+    Raises:
+        ConfigError: a loaded config that does not compile.
     """
 
-    def __init__(self, loaded: LoadedConfig):
+    def __init__(self, loaded: CompiledConfig | LoadedConfig):
         self.server: ChannelServer = build_server(loaded)
         """The real server object: ``server.pubsub``, ``server.presence``, ``server.send_info``, ..."""
         self.sockets: list[TestSocket] = []

@@ -4,7 +4,7 @@
   it fails the test if a push or broadcast arrived that the test never asserted (unless the test
   already failed: one failure is enough to read).
 - ``chanctl_server``: opt-in, the same config served for real on 127.0.0.1 with a free port.
-- ``chanctl_config``: the loaded config both use.
+- ``chanctl_config``: the compiled config both use (what ``chanctl serve`` would run).
 
 The config comes from ``@pytest.mark.chanctl(config=...)`` or the ``chanctl_config`` ini option,
 relative to the rootdir. Marker keyword arguments on the module, class and function merge, the
@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from chanctl.config.load import LoadedConfig, load_config
+from chanctl.config.load import load_config
 from chanctl.errors import ConfigError
+from chanctl.server.compile import CompiledConfig, compile_config
 from chanctl.server.runtime import ChannelServer, build_server
 from chanctl.testing._harness import ChannelHarness, describe
 
@@ -64,7 +65,7 @@ def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-def chanctl_config(request: pytest.FixtureRequest) -> LoadedConfig:
+def chanctl_config(request: pytest.FixtureRequest) -> CompiledConfig:
     """The config of this test: the marker's ``config`` or the ``chanctl_config`` ini option."""
     options = _options(request)
     path = options.get("config") or request.config.getini("chanctl_config")
@@ -75,13 +76,13 @@ def chanctl_config(request: pytest.FixtureRequest) -> LoadedConfig:
         )
     env = {**os.environ, **options.get("env", {})}
     try:
-        return load_config(Path(request.config.rootpath, path), env)
+        return compile_config(load_config(Path(request.config.rootpath, path), env))
     except ConfigError as exc:
         pytest.fail(f"chanctl config {path}:\n{exc}", pytrace=False)
 
 
 @pytest_asyncio.fixture
-async def chanctl_channels(request: pytest.FixtureRequest, chanctl_config: LoadedConfig) -> AsyncIterator[ChannelHarness]:
+async def chanctl_channels(request: pytest.FixtureRequest, chanctl_config: CompiledConfig) -> AsyncIterator[ChannelHarness]:
     """The in-process harness; ``chanctl_channels.connect(user_id)`` plays a client."""
     strict = _options(request).get("strict_pushes", True)
     async with ChannelHarness(chanctl_config) as channels:
@@ -100,7 +101,7 @@ async def chanctl_channels(request: pytest.FixtureRequest, chanctl_config: Loade
 
 
 @pytest_asyncio.fixture
-async def chanctl_server(chanctl_config: LoadedConfig) -> AsyncIterator[ChannelServer]:
+async def chanctl_server(chanctl_config: CompiledConfig) -> AsyncIterator[ChannelServer]:
     """Opt-in: the config served for real on 127.0.0.1, port 0; ``server.url`` and
     ``server.signer.mint(user_id)`` give what a client needs."""
     async with build_server(chanctl_config, host="127.0.0.1", port=0) as server:

@@ -1,9 +1,11 @@
+import sys
 import textwrap
 
 import pytest
 
 from chanctl.config.load import SAMPLE_SECRET, load_config, load_config_text
 from chanctl.errors import ConfigError
+from chanctl.server.compile import compile_config, compile_text
 
 ENV = {"CHANCTL_SECRET": "x" * 40}
 GOOD = """\
@@ -16,8 +18,9 @@ topics:
 
 
 def problems(text: str, env=ENV):
+    """What loading and compiling find (what ``chanctl check`` and ``serve`` refuse)."""
     with pytest.raises(ConfigError) as info:
-        load_config_text(textwrap.dedent(text), "app.yaml", env)
+        compile_text(textwrap.dedent(text), "app.yaml", env)
     return info.value.problems
 
 
@@ -138,3 +141,18 @@ def test_an_alias_inside_the_node_it_names_is_a_problem_not_a_traceback():
     problem = info.value.problems[0]
     assert problem.message == "the YAML is nested too deeply to read"
     assert "alias" in problem.hint
+
+
+def test_loading_imports_no_user_code_and_leaves_sys_path_alone(tmp_path):
+    (tmp_path / "loud_handler_mod.py").write_text("raise RuntimeError('imported at load')\n")
+    config = tmp_path / "app.yaml"
+    config.write_text(GOOD + '  "game:{id}":\n    handler: loud_handler_mod:Game\n')
+    before = list(sys.path)
+    loaded = load_config(config, ENV)
+    assert sys.path == before and "loud_handler_mod" not in sys.modules
+    # The compile step imports it (serve, check, the harness), and says what went wrong where.
+    with pytest.raises(ConfigError) as info:
+        compile_config(loaded)
+    [problem] = info.value.problems
+    assert (problem.path, problem.line) == ("topics.game:{id}.handler", 7)
+    assert "importing loud_handler_mod failed: RuntimeError: imported at load" in problem.message

@@ -9,6 +9,7 @@ import websockets
 from chanctl.channel import Channel, ok
 from chanctl.config.load import load_config_text
 from chanctl.errors import ConfigError
+from chanctl.server.compile import compile_config
 from chanctl.protocol.router import Router
 from chanctl.server.runtime import build_server
 from tests.support import SECRET, TIMEOUT, ManualClock, RawClient
@@ -400,7 +401,7 @@ topics:
     events: {events}
 """
     with pytest.raises(ConfigError) as info:
-        load_config_text(text, "x.yaml")
+        compile_config(load_config_text(text, "x.yaml"))
     assert message in str(info.value) and "x.yaml:" in str(info.value)
 
 
