@@ -120,19 +120,20 @@ class Connection:
         self._pending = []
         self._pending_bytes = 0
 
-    def flush(self) -> None:
-        """Move the frames the protocol produced into the outbound path."""
+    def _queue_output(self) -> None:
+        """Move the frames the protocol produced (replies, pushes, phx_close) into the pending list
+        that the server's Flusher writes at the end of the tick."""
         for frame in self.proto.data_to_send():
             self.deliver(self.encoder.frame(frame))
 
     def push(self, channel: ChannelState, event: str, payload: Any) -> None:
         self.proto.push(channel, event, payload)
-        self.flush()
+        self._queue_output()
 
     def reply(self, channel: ChannelState, ref: str | None, outcome: Outcome) -> None:
         self.server.stats.replies[outcome.status] += 1
         self.proto.reply(channel, ref, outcome.status, outcome.response)
-        self.flush()
+        self._queue_output()
 
     def close(self, code: int, reason: str) -> None:
         """Close from anywhere without awaiting; frames already queued are written first."""
@@ -182,14 +183,14 @@ class Connection:
                 except ProtocolViolation as exc:
                     log.info("closing %s: %s", self.transport.remote_address, exc.reason)
                     stats.protocol_violations += 1
-                    self.flush()
+                    self._queue_output()
                     # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
                     self.close(exc.code, exc.reason.encode()[:123].decode(errors="ignore"))
                     continue
                 async with self._dispatch:
                     for action in actions:
                         await self._apply(action)
-                    self.flush()
+                    self._queue_output()
         finally:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
@@ -234,7 +235,7 @@ class Connection:
                 return
             context.channel = channel
             self.server.pubsub.subscribe(join.topic, self, channel, frozenset(handler.intercept))
-            self.flush()  # the join reply goes before the presence frames (reply, diff, state)
+            self._queue_output()  # the join reply goes before the presence frames (reply, diff, state)
             context.presence_key = self.server.presence.joined(self, channel, self.user, join.payload)
         else:
             self.proto.join_refused(join, outcome.response)
@@ -282,7 +283,7 @@ class Connection:
             except Exception:
                 log.exception("channel crashed on %s handling info %r", channel.topic, message)
                 await self._crash(channel)
-            self.flush()
+            self._queue_output()
 
     def intercept(self, channel: ChannelState, message: Broadcast) -> None:
         """An intercepted broadcast: the channel's ``handle_out`` decides what its client gets."""
@@ -304,7 +305,7 @@ class Connection:
             leave = self.proto.crash(channel) if crashed else self.proto.stop(channel)
             if leave is not None:
                 await self._leave(leave)
-            self.flush()
+            self._queue_output()
 
     async def _crash(self, channel: ChannelState) -> None:
         leave = self.proto.crash(channel)
