@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -15,7 +16,7 @@ import typer
 
 from chanctl.cli.common import err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
-from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_token, resolve_url, run_client
+from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, refreshing_token, resolve_url, run_client
 from chanctl.client import Client, Event, PresenceChange
 from chanctl.protocol.messages import PHX_CLOSE, PHX_ERROR
 from chanctl.protocol.messages import ADMIN_TOPIC
@@ -35,11 +36,11 @@ def listen(
 ) -> None:
     """Join TOPICS and print every event. Exit 3 if a join is refused, 4 if unreachable."""
     server = resolve_url(url, config)
-    identity = resolve_token(user, token, config, admin=ADMIN_TOPIC in topics)
+    identity = refreshing_token(user, token, config, admin=ADMIN_TOPIC in topics)
     run_client(lambda: _listen(server, identity, topics, json, count, timeout))
 
 
-async def _listen(url: str, token: str, topics: list[str], json: bool, count: int | None, timeout: float | None) -> int:
+async def _listen(url: str, token: str | Callable[[], str], topics: list[str], json: bool, count: int | None, timeout: float | None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from chanctl import __version__
-from chanctl.cli import check, init, listen, send, serve, token, watch
+from chanctl.cli import check, init, listen, revoke, send, serve, token, watch
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.errors import ChanctlError
 
@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals hold tokens and secrets
     add_completion=False,
 )
+token.app.command("revoke")(revoke.revoke)
 app.add_typer(token.app, name="token")
 app.command()(serve.serve)
 app.command()(check.check)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +19,7 @@ import typer
 
 from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
-from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_token, resolve_url, run_client
+from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, refreshing_token, resolve_url, run_client
 from chanctl.client import Client
 from chanctl.protocol.messages import Reply
 from chanctl.protocol.messages import ADMIN_TOPIC
@@ -44,7 +44,7 @@ def send(
     join_params = _parse(params, "--params")
     messages = _stdin_messages() if payload == "-" else _one(_payload(payload))
     server = resolve_url(url, config)
-    identity = resolve_token(user, token, config, admin=broadcast or topic == ADMIN_TOPIC)
+    identity = refreshing_token(user, token, config, admin=broadcast or topic == ADMIN_TOPIC)
     run_client(lambda: _send(server, identity, topic, event, messages, join_params, broadcast, json, timeout))
 
 
@@ -102,7 +102,7 @@ class _BadLine:
     """Stands for an unparseable stdin line: nothing is sent, and the exit code says usage."""
 
 
-async def _send(url: str, token: str, topic: str, event: str, messages: AsyncIterator[Any], params: Any,
+async def _send(url: str, token: str | Callable[[], str], topic: str, event: str, messages: AsyncIterator[Any], params: Any,
                 broadcast: bool, json: bool, timeout: float) -> int:
     code = ExitCode.OK
     async with Client(url, token=token, timeout=timeout, reconnect=False) as client:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from chanctl.config.model import ServerConfig
 
 __all__ = [
-    "ConfigOpt", "TokenOpt", "UrlOpt", "UserOpt", "exit_code_for", "resolve_token", "resolve_url", "run_client",
+    "ConfigOpt", "TokenOpt", "UrlOpt", "UserOpt", "exit_code_for", "refreshing_token", "resolve_token", "resolve_url",
+    "run_client",
 ]
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Server socket URL, e.g. ws://127.0.0.1:4000/socket.")]
@@ -76,6 +77,17 @@ def resolve_token(user: str | None, token: str | None, config: str | None, *, ad
         return token
     die("no identity: pass --user ID (mints a token with the config's secret), --token TOKEN, or set CHANCTL_TOKEN",
         ExitCode.USAGE)
+
+
+def refreshing_token(user: str | None, token: str | None, config: str | None, *, admin: bool = False) -> str | Callable[[], str]:
+    """:func:`resolve_token`, except that ``--user`` gives a function minting a fresh token per
+    call, so the client can reconnect and refresh in band past the first token's expiry."""
+    if user is None:
+        return resolve_token(user, token, config, admin=admin)
+    signer, admin_claim = auth_from(config)
+    claims = {admin_claim: True} if admin else {}
+    user_id = claim_value(user)
+    return lambda: signer.mint(user_id, claims)
 
 
 def exit_code_for(exc: ClientError) -> ExitCode:

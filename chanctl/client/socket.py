@@ -41,6 +41,7 @@ from chanctl.errors import (
     Unreachable,
 )
 from chanctl.protocol.messages import (
+    ACCESS_TOKEN,
     HEARTBEAT,
     PHOENIX_TOPIC,
     PHX_CLOSE,
@@ -64,6 +65,8 @@ Event = Message | PresenceChange
 """What a channel's event stream yields: server pushes and broadcasts, and presence changes."""
 
 _SERIALIZER = V2Json()
+TOKEN_EXPIRING = "token_expiring"
+"""The server's push on topic ``phoenix`` ahead of the socket token's expiry."""
 
 
 def endpoint_url(url: str) -> str:
@@ -249,7 +252,9 @@ class Client:
 
     Args:
         url: the socket mount (``ws://127.0.0.1:4000/socket``) or its ``/websocket`` URL.
-        token: sent as the ``token`` query parameter (what phoenix.js sends from ``params``).
+        token: sent as the ``token`` query parameter (what phoenix.js sends from ``params``); a
+            function is called for each (re)connect, as phoenix.js re-reads a ``params`` function,
+            and when the server warns ``token_expiring``, to refresh the socket in band.
         auth_token: sent in the ``base64url.bearer.phx.`` subprotocol instead (phoenix.js ``authToken``).
         params: more query parameters.
         heartbeat: seconds between heartbeats; a heartbeat unanswered by the next one closes the socket.
@@ -262,7 +267,7 @@ class Client:
         self,
         url: str,
         *,
-        token: str | None = None,
+        token: str | Callable[[], str] | None = None,
         auth_token: str | None = None,
         params: dict[str, str] | None = None,
         heartbeat: float = 30.0,
@@ -335,7 +340,7 @@ class Client:
     async def _open(self) -> ClientConnection:
         query = dict(self.params)
         if self.token is not None:
-            query["token"] = self.token
+            query["token"] = self.token() if callable(self.token) else self.token
         query["vsn"] = _SERIALIZER.vsn
         parts = urlsplit(self.url)
         extra = (parts.query + "&" if parts.query else "") + urlencode(query)
@@ -438,9 +443,30 @@ class Client:
                     future.set_result(Reply(message.join_ref, message.ref, message.topic,
                                             str(payload.get("status")), payload.get("response")))
             return
+        if message.topic == PHOENIX_TOPIC and message.event == TOKEN_EXPIRING:
+            self._token_expiring(message.payload)
+            return
         channel = self._channels.get(message.topic)
         if channel is not None and (message.join_ref is None or message.join_ref == channel.join_ref):
             channel._receive(message)
+
+    def _token_expiring(self, payload: Any) -> None:
+        """The server's warning: send a fresh token in band when we can mint one, else say so."""
+        left = payload.get("expires_in") if isinstance(payload, dict) else None
+        if not callable(self.token):
+            self._status(f"the token expires in {left}s and cannot be refreshed; the server will close the socket")
+            return
+        refresh = Message(None, None, PHOENIX_TOPIC, ACCESS_TOKEN, {"access_token": self.token()})
+        self._request(refresh, None, self.timeout).add_done_callback(self._refreshed)
+
+    def _refreshed(self, future: asyncio.Future[Reply]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # the socket dropped; reconnecting mints a fresh token anyway
+        reply = future.result()
+        if reply.status != "ok":
+            self._status(f"token refresh refused: {reply.response}")
+        else:
+            self._status(f"token refreshed; it expires in {reply.response.get('expires_in')}s")
 
     # -- requests ----------------------------------------------------------------------------
 

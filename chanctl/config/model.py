@@ -25,6 +25,13 @@ def _duration(value: Any) -> float:
         raise ValueError(str(exc)) from None
 
 
+def _window(value: Any) -> float:
+    """A duration that may also be 0 (off)."""
+    if not isinstance(value, bool) and str(value).strip() in ("0", "0.0", "0s", "0ms"):
+        return 0.0
+    return _duration(value)
+
+
 _UNITS = {"": 1, "b": 1, "kib": 1024, "kb": 1000, "mib": 1024**2, "mb": 1000**2}
 
 
@@ -42,6 +49,8 @@ def _size(value: Any) -> int:
 Duration = Annotated[float, BeforeValidator(_duration)]
 """Seconds, written as a number or a human duration (``90s``, ``15m``, ``2h``, ``14d``, ``2w``)."""
 ByteSize = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+Window = Annotated[float, BeforeValidator(_window)]
+"""A duration that may also be 0 (off)."""
 """Bytes, written as a number or with a unit (``64KiB``, ``1MiB``)."""
 
 JoinRule = bool | list[int | str] | str
@@ -93,7 +102,14 @@ class AuthConfig(_Model):
     salt: str = "user socket"
     """Token namespace, as Phoenix.Token's salt."""
     max_age: Duration = 14 * 86400.0
-    """Longest a token is accepted after signing."""
+    """Longest a token is accepted after signing, at connect and on open sockets (a token's ``ttl``
+    claim may shorten it)."""
+    expiry_warning: Window = 60.0
+    """How long before a socket's token expires it gets ``token_expiring`` ``{expires_in,
+    expires_at}`` on topic ``phoenix``; 0 sends none."""
+    expiry_grace: Window = 25.0
+    """How long after its token expired a socket may still refresh (event ``access_token``) before
+    it is closed with 4401 "token expired"."""
     admin_claim: str = Field(DEFAULT_ADMIN_CLAIM, min_length=1)
     """Token claim that must be ``true`` to join the admin topic ``chanctl:admin``
     (``chanctl token --admin`` sets it)."""
@@ -147,13 +163,6 @@ class EventConfig(_Model):
     ``'"notifications:user_" + string(payload.to)'``. A failure replies ``{"reason": ...}``."""
 
 
-def _window(value: Any) -> float:
-    """A duration that may also be 0 (off)."""
-    if not isinstance(value, bool) and str(value).strip() in ("0", "0.0", "0s", "0ms"):
-        return 0.0
-    return _duration(value)
-
-
 class PresenceLimit(_Model):
     """At most ``updates`` presence updates per ``per`` seconds from one connection, on the topics
     of this pattern (a token bucket: it refills evenly, and rejoining does not reset it)."""
@@ -176,7 +185,7 @@ class PresenceConfig(_Model):
     mode: Literal["list", "count"] = "list"
     """``list``: ``presence_state`` and ``presence_diff`` with every member (Phoenix's events);
     ``count``: only ``presence_count`` ``{count, sessions}``, for topics too big to list."""
-    batch: Annotated[float, BeforeValidator(_window)] = 0.0
+    batch: Window = 0.0
     """Opt-in: coalesce the diffs of one topic over this window (say ``50ms``): the first change
     after a quiet window goes out at once, later ones together at its end, and a joiner inside a
     window gets the list as of the window's start, which the window's diff completes. 0 (the
@@ -213,6 +222,13 @@ class TopicConfig(_Model):
     presence: Annotated[PresenceConfig | None, BeforeValidator(_presence_switch)] = None
     """Track presence on join (``true`` for the defaults); each joiner gets ``presence_state``,
     every member a ``presence_diff``."""
+
+    @field_validator("events")
+    @classmethod
+    def _no_reserved_events(cls, events: dict[str, EventConfig]) -> dict[str, EventConfig]:
+        if "access_token" in events:
+            raise ValueError("event 'access_token' is reserved: the socket takes it as a token refresh")
+        return events
 
     @model_validator(mode="after")
     def _presence_events_need_presence(self) -> "TopicConfig":

@@ -78,8 +78,8 @@ def _models_in(annotation: Any) -> list[tuple[type[BaseModel], str]]:
 def _field_type(info: Any) -> str:
     for meta in info.metadata:  # Duration and ByteSize parse through a named validator
         func = getattr(getattr(meta, "func", None), "__name__", "")
-        if func in ("_duration", "_size"):
-            return "duration" if func == "_duration" else "size"
+        if func in ("_duration", "_size", "_window"):
+            return {"_duration": "duration", "_size": "size", "_window": "duration, or 0 for off"}[func]
     return _type_name(info.annotation)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ACCESS_TOKEN",
     "ADMIN_TOPIC",
     "Broadcast",
     "HEARTBEAT",
@@ -29,6 +30,9 @@ PHX_ERROR = "phx_error"
 PHX_CLOSE = "phx_close"
 HEARTBEAT = "heartbeat"
 PHOENIX_TOPIC = "phoenix"
+ACCESS_TOKEN = "access_token"
+"""Client event carrying a fresh socket token, on topic ``phoenix`` or a joined channel
+(Supabase Realtime's name); the socket handles it, never a channel (chanctl.server.sessions)."""
 ADMIN_TOPIC = "chanctl:admin"
 """chanctl's reserved topic: the admin plane (chanctl.server.admin); no config may declare it."""
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chanctl.protocol.messages import (
+    ACCESS_TOKEN,
     HEARTBEAT,
     PHOENIX_TOPIC,
     PHX_CLOSE,
@@ -30,7 +31,7 @@ from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.router import Route, Router
 from chanctl.protocol.serializers import Serializer
 
-__all__ = ["ChannelState", "Deliver", "Join", "Leave", "LeaveReason", "SocketProtocol", "Stats"]
+__all__ = ["ChannelState", "Deliver", "Join", "Leave", "LeaveReason", "Refresh", "SocketProtocol", "Stats"]
 
 log = logging.getLogger("chanctl.protocol")
 
@@ -93,6 +94,18 @@ class Leave:
     reason: LeaveReason
 
 
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A fresh socket token (``access_token``, on topic ``phoenix`` or a joined channel): the runtime
+    verifies it and answers with :meth:`SocketProtocol.reply_refresh`."""
+
+    join_ref: str | None
+    """The joined channel's join_ref; None on topic ``phoenix``."""
+    ref: str | None
+    topic: str
+    payload: Any
+
+
 @dataclass
 class Stats:
     """Counters the runtime exports as metrics."""
@@ -128,7 +141,7 @@ class SocketProtocol:
 
     # -- input -------------------------------------------------------------------------------
 
-    def receive(self, data: str | bytes, now: float = 0.0) -> list[Join | Deliver | Leave]:
+    def receive(self, data: str | bytes, now: float = 0.0) -> list[Join | Deliver | Leave | Refresh]:
         """Process one inbound frame; ``now`` (seconds, any epoch) feeds the rate limit.
 
         Raises:
@@ -137,7 +150,7 @@ class SocketProtocol:
         """
         return self.receive_message(self.serializer.decode(data), now)
 
-    def receive_message(self, msg: Message, now: float = 0.0) -> list[Join | Deliver | Leave]:
+    def receive_message(self, msg: Message, now: float = 0.0) -> list[Join | Deliver | Leave | Refresh]:
         """Dispatch a decoded message in Phoenix's precedence (PROTOCOL.md §3, rules 1-7)."""
         topic, event = msg.topic, msg.event
         if topic == PHOENIX_TOPIC and event == HEARTBEAT:
@@ -157,7 +170,11 @@ class SocketProtocol:
                 return []
             if event == PHX_LEAVE:
                 return [self._leave(channel, msg.ref)]
+            if event == ACCESS_TOKEN:
+                return [Refresh(channel.join_ref, msg.ref, topic, msg.payload)]
             return [Deliver(channel, msg.ref, event, msg.payload)]
+        if topic == PHOENIX_TOPIC and event == ACCESS_TOKEN:
+            return [Refresh(None, msg.ref, topic, msg.payload)]
         if event == PHX_JOIN:
             return self._join(msg, replacing=None)
         if event == PHX_LEAVE:
@@ -244,6 +261,15 @@ class SocketProtocol:
         """Send ``event`` to this channel's client only: ``[J, null, topic, event, payload]``."""
         if not channel.closed:
             self._queue(Message(channel.join_ref, None, channel.topic, event, payload))
+
+    def notify(self, event: str, payload: Any) -> None:
+        """Send ``event`` to the socket itself, on topic ``phoenix`` (no channel): ``[null, null,
+        "phoenix", event, payload]``; phoenix.js shows it to ``socket.onMessage``."""
+        self._queue(Message(None, None, PHOENIX_TOPIC, event, payload))
+
+    def reply_refresh(self, refresh: Refresh, status: str, response: Any) -> None:
+        """Answer an ``access_token`` event where it was sent."""
+        self._queue(Reply(refresh.join_ref, refresh.ref, refresh.topic, status, response))
 
     def crash(self, channel: ChannelState) -> Leave | None:
         """The handler raised: queue phx_error and drop the channel (the client may rejoin)."""

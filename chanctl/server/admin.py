@@ -5,7 +5,7 @@ Only a token whose admin claim (``auth.admin_claim``, default ``admin``) is ``tr
 and presence counts, connections), then ``stats`` aggregates at 1 Hz, and every 250 ms a
 ``traffic`` batch: a sampled, rate-capped tail of client events (``in``) and broadcasts (``out``),
 plus the presence diffs of every topic (they are broadcasts, so the same tap sees them). Commands
-are client events on the admin topic: ``broadcast``, ``disconnect`` and ``inspect``.
+are client events on the admin topic: ``broadcast``, ``disconnect``, ``inspect`` and ``revoke``.
 
 The tap costs the data path one attribute check while nobody watches (``pubsub.tap is None``).
 While someone does, each tick keeps a uniform sample (reservoir) of at most ``TAP_RATE / 4``
@@ -28,6 +28,7 @@ import orjson
 
 from chanctl import __version__
 from chanctl.channel import Channel, Outcome, error, ok
+from chanctl.errors import TokenError
 from chanctl.presence.tracker import PRESENCE_DIFF
 from chanctl.protocol.messages import ADMIN_TOPIC
 
@@ -204,10 +205,13 @@ def _uniform() -> float:
 
 
 def _connection(connection: Connection) -> dict[str, Any]:
+    session = connection.session
     return {
         "socket_id": connection.socket_id, "user": connection.user.get("id"),
         "remote": _address(connection.transport.remote_address), "connected_at": connection.connected_at,
         "topics": sorted(connection.proto.channels),
+        # Unix time the socket's token expires (moved by each refresh); None without a token.
+        "expires_at": None if session is None else session.expires_at,
     }
 
 
@@ -270,4 +274,23 @@ class AdminChannel(Channel):
             if not isinstance(topic, str):
                 return error({"reason": "inspect takes {topic: string}"})
             return ok(self._tap.inspect(topic))
-        return error({"reason": "unknown event", "event": event, "events": ["broadcast", "disconnect", "inspect"]})
+        if event == "revoke":
+            return self._revoke(payload)
+        return error({"reason": "unknown event", "event": event,
+                      "events": ["broadcast", "disconnect", "inspect", "revoke"]})
+
+    def _revoke(self, payload: dict[str, Any]) -> Outcome:
+        """``{token: T}`` refuses that token, ``{user: ID}`` every token of the user signed up to now,
+        until they would have expired; the sockets they name close with 4403."""
+        server = self._tap.server
+        token, user = payload.get("token"), payload.get("user")
+        if isinstance(token, str) and user is None:
+            try:
+                entry = server.sessions.revoke_token(token)
+            except TokenError as exc:
+                return error({"reason": f"token {exc.reason}", "detail": exc.detail})
+        elif token is None and isinstance(user, (str, int)) and not isinstance(user, bool):
+            entry = server.sessions.revoke_user(user)
+        else:
+            return error({"reason": "revoke takes {token: string} or {user: id}"})
+        return ok({"closed": server.revoke(entry), "until": entry["until"]})

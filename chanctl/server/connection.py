@@ -22,11 +22,12 @@ from chanctl.errors import PresenceError, ProtocolViolation
 from chanctl.protocol.messages import Broadcast
 from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.serializers import Serializer
-from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, SocketProtocol
+from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, Refresh, SocketProtocol
 from chanctl.server.context import ChannelContext
 
 if TYPE_CHECKING:
     from chanctl.server.runtime import ChannelServer
+    from chanctl.server.sessions import Session
     from chanctl.server.transport import Transport
 
 __all__ = ["Connection"]
@@ -74,6 +75,8 @@ class Connection:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._close_code: int | None = None
         self.connected_at = time.time()
+        self.session: Session | None = None
+        """This socket's token lifecycle (expiry, refresh); None for an in-process test socket."""
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -133,6 +136,11 @@ class Connection:
     def reply(self, channel: ChannelState, ref: str | None, outcome: Outcome) -> None:
         self.server.stats.replies[outcome.status] += 1
         self.proto.reply(channel, ref, outcome.status, outcome.response)
+        self._queue_output()
+
+    def notify(self, event: str, payload: Any) -> None:
+        """Push ``event`` to the socket itself, on topic ``phoenix`` (e.g. ``token_expiring``)."""
+        self.proto.notify(event, payload)
         self._queue_output()
 
     def close(self, code: int, reason: str) -> None:
@@ -202,13 +210,22 @@ class Connection:
                 # Returning would let websockets close with 1000 before our code goes out.
                 await asyncio.shield(self._closed)
 
-    async def _apply(self, action: Join | Deliver | Leave) -> None:
+    async def _apply(self, action: Join | Deliver | Leave | Refresh) -> None:
         if isinstance(action, Deliver):
             await self._handle_in(action)
         elif isinstance(action, Join):
             await self._join(action)
+        elif isinstance(action, Refresh):
+            self._refresh(action)
         else:
             await self._leave(action)
+
+    def _refresh(self, refresh: Refresh) -> None:
+        if self.session is None:
+            outcome = error({"reason": "this socket has no token to refresh"})
+        else:
+            outcome = self.session.refresh(refresh.payload)
+        self.proto.reply_refresh(refresh, outcome.status, outcome.response)
 
     async def _join(self, join: Join) -> None:
         factory = join.route.target

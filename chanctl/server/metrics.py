@@ -98,6 +98,20 @@ class ServerCollector:
                                   value=server.protocol_stats.stale_dropped)
         yield CounterMetricFamily("chanctl_unmatched_topic", "Frames answered \"unmatched topic\".",
                                   value=server.protocol_stats.unmatched)
+        sessions = server.sessions.stats
+        refreshes = CounterMetricFamily("chanctl_token_refreshes", "access_token refreshes by outcome.", labels=["outcome"])
+        for outcome, count in sorted(sessions.refreshes.items()):
+            refreshes.add_metric([outcome], count)
+        yield refreshes
+        yield CounterMetricFamily("chanctl_token_warnings", "token_expiring warnings pushed.", value=sessions.warnings)
+        yield CounterMetricFamily("chanctl_token_expired", "Sockets closed because their token expired (4401).",
+                                  value=sessions.expired)
+        yield CounterMetricFamily("chanctl_token_revocations", "Revocations applied (tokens and users).",
+                                  value=sessions.revocations)
+        yield CounterMetricFamily("chanctl_token_revoked_closed", "Sockets closed by a revocation (4403).",
+                                  value=sessions.revoked_closed)
+        yield CounterMetricFamily("chanctl_token_revoked_refused", "Handshakes and refreshes refused: token revoked.",
+                                  value=sessions.revoked_refused)
         latency = stats.handler_latency
         yield HistogramMetricFamily("chanctl_handler_latency_seconds", "Time spent in handle_in.",
                                     buckets=latency.cumulative(), sum_value=latency.sum)

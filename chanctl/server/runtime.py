@@ -38,6 +38,7 @@ from chanctl.server.compile import CompiledConfig, compile_config
 from chanctl.server.connection import Connection
 from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, token_from_subprotocols
 from chanctl.server.metrics import LatencyHistogram, render_metrics
+from chanctl.server.sessions import Grant, Sessions
 from chanctl.server.transport import Transport, WebSocketTransport
 from chanctl.server.wire import Flusher
 from chanctl.tokens import TokenSigner
@@ -50,7 +51,8 @@ log = logging.getLogger("chanctl.server")
 class _WebSocket(ServerConnection):
     """A websockets connection that carries what the handshake verified."""
 
-    session: tuple[dict[str, Any], Serializer] | None = None
+    session: tuple[dict[str, Any], Serializer, Grant] | None = None
+    """Claims, serializer and the token's grant."""
 
 
 def _select_subprotocol(ws: ServerConnection, offered: list[Subprotocol]) -> Subprotocol | None:
@@ -111,6 +113,8 @@ class ChannelServer:
         self.admin_tap = AdminTap(self)
         self.router.add(ADMIN_TOPIC, lambda: AdminChannel(self.admin_tap, auth.admin_claim))
         self.signer = TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age)
+        self.sessions = Sessions(self.signer, warning=auth.expiry_warning, grace=auth.expiry_grace, max_age=auth.max_age)
+        """Every socket's token: expiry, refresh, revocation (chanctl.server.sessions)."""
         self.pubsub = LocalPubSub()
         self.presence = PresenceTracker(self.pubsub, compiled.presence, compiled.manual_presence, self.config.data)
         self.stats = ServerStats()
@@ -212,6 +216,15 @@ class ChannelServer:
         self.stats.disconnected += len(targets)
         return len(targets)
 
+    def revoke(self, entry: dict[str, Any]) -> int:
+        """Apply a revocation entry (see :class:`~chanctl.server.sessions.Revocations`) and close
+        this node's sockets it names with 4403; returns how many. Listeners of
+        ``sessions.on_revoke`` hear about it (a cluster publishes it to the other nodes)."""
+        closed = self.sessions.apply(entry, [c.session for c in self.connections if c.session is not None])
+        for listener in self.sessions.on_revoke:
+            listener(entry)
+        return closed
+
     async def serve_forever(self) -> None:
         assert self._server is not None
         await self._server.serve_forever()
@@ -261,7 +274,11 @@ class ChannelServer:
             verified = self.signer.verify(token)
         except TokenError as exc:
             return self._refuse(ws, str(exc))
-        ws.session = (verified.claims, serializer)
+        assert token is not None  # verify refuses a missing token
+        grant = self.sessions.admit(token, verified)
+        if grant is None:
+            return self._refuse(ws, "token revoked")
+        ws.session = (verified.claims, serializer, grant)
         return None
 
     def _refuse(self, ws: _WebSocket, reason: str) -> Response:
@@ -288,14 +305,18 @@ class ChannelServer:
 
     async def _handle(self, ws: _WebSocket) -> None:
         assert ws.session is not None
-        await self.accept(WebSocketTransport(ws), *ws.session)
+        user, serializer, grant = ws.session
+        await self.accept(WebSocketTransport(ws), user, serializer, grant)
 
-    async def accept(self, transport: Transport, claims: dict[str, Any], serializer: Serializer) -> None:
+    async def accept(self, transport: Transport, claims: dict[str, Any], serializer: Serializer,
+                     grant: Grant | None = None) -> None:
         """Serve one client over ``transport`` until it closes: the way in for every transport.
 
         The caller has done the handshake: ``claims`` are the verified token's (they become the
-        channels' ``user``) and ``serializer`` is the negotiated vsn's. The WebSocket listener
-        calls this for each upgrade; :mod:`chanctl.testing` calls it with an in-memory transport.
+        channels' ``user``), ``serializer`` is the negotiated vsn's, and ``grant`` says when the
+        token expires (the socket is held to it; None: never, e.g. an in-process test socket).
+        The WebSocket listener calls this for each upgrade; :mod:`chanctl.testing` calls it with
+        an in-memory transport.
         """
         user = claims
         socket_id = self._socket_id(user)
@@ -304,9 +325,12 @@ class ChannelServer:
         if socket_id is not None:
             self._by_socket_id.setdefault(socket_id, set()).add(connection)
         self.stats.connections += 1
+        session = connection.session = None if grant is None else self.sessions.open(connection, grant)
         try:
             await connection.run()
         finally:
+            if session is not None:
+                session.end()
             self.connections.discard(connection)
             if not self.connections and self._drained is not None:
                 self._drained.set()

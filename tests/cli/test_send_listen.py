@@ -6,12 +6,14 @@ import asyncio
 
 import orjson
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from chanctl.client import Client
 from chanctl.server.admin import ADMIN_TOPIC
 from chanctl.server.runtime import build_server
 from tests.cli.run import chanctl, start_chanctl, user_args
-from tests.support import TIMEOUT
+from tests.conftest import CHAT
+from tests.support import TIMEOUT, RawClient
 
 
 @pytest.fixture
@@ -177,3 +179,20 @@ async def test_listen_survives_a_server_restart_on_the_same_port(chat_config, mi
     finally:
         await server.shutdown()
     assert (first["payload"]["body"], second["payload"]["body"]) == ("before", "after")
+
+
+async def test_token_revoke_closes_the_users_sockets(chat_server, mint):
+    async with await RawClient.connect(chat_server.url, mint(7)) as member:
+        result = await chanctl("token", "revoke", "--user", "7", "--url", chat_server.url, "--config", str(CHAT))
+        assert result.code == 0, result.err
+        assert result.out.startswith("revoked: closed 1 socket; refused until 20")
+        with pytest.raises(ConnectionClosed):
+            await member.recv()
+        assert member.ws.close_code == 4403
+    token = mint(42)
+    result = await chanctl("token", "revoke", token, "--url", chat_server.url, "--config", str(CHAT), "--json")
+    assert result.code == 0 and orjson.loads(result.out)["response"]["closed"] == 0
+    result = await chanctl("token", "revoke", token, "--user", "7", "--url", chat_server.url, "--config", str(CHAT))
+    assert result.code == 2 and "one of them" in result.err
+    result = await chanctl("token", "revoke", "forged.x.y", "--url", chat_server.url, "--config", str(CHAT))
+    assert result.code == 1 and result.out.startswith('error {"reason":"token invalid"')

@@ -12,6 +12,7 @@ from chanctl.config.load import load_config
 from chanctl.errors import ClientError, ConnectRefused, ReplyTimeout
 from chanctl.protocol.messages import PHX_ERROR
 from chanctl.server.runtime import build_server
+from chanctl.tokens import TokenSigner
 from tests.support import SECRET, TIMEOUT
 
 
@@ -99,3 +100,37 @@ async def test_a_missed_heartbeat_closes_the_socket_and_reconnects():
             await asyncio.wait_for(opened.get(), TIMEOUT)
             await status_lines(statuses, "heartbeat timeout", "reconnected")
             await asyncio.wait_for(opened.get(), TIMEOUT)
+
+
+SESSION_YAML = """
+auth: {secret: "${CHANCTL_SECRET}", expiry_warning: 1h, expiry_grace: 0.2s}
+topics:
+  "room:{id}": {join: true}
+"""
+
+
+async def test_a_token_function_refreshes_in_band_and_reconnects_with_a_fresh_token(make_server):
+    signer = TokenSigner(SECRET)
+    minted: list[str] = []
+
+    def token() -> str:
+        minted.append(signer.mint(7, ttl=7200 if minted else 60))
+        return minted[-1]
+
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    async with make_server(SESSION_YAML) as server, Client(server.url, token=token, on_status=lines.put_nowait):
+        # Its first token is within the warning window: the server warns at once, the client refreshes.
+        await status_lines(lines, "token refreshed")
+        assert len(minted) == 2 and server.sessions.stats.refreshes["ok"] == 1
+        (connection,) = server.connections
+        server.disconnect(connection.socket_id)
+        await status_lines(lines, "reconnected")
+        assert len(minted) == 3  # the reconnect called the function again
+
+
+async def test_a_fixed_token_says_it_cannot_be_refreshed(make_server):
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    token = TokenSigner(SECRET).mint(7, ttl=60)
+    async with make_server(SESSION_YAML) as server, Client(server.url, token=token, on_status=lines.put_nowait):
+        await status_lines(lines, "cannot be refreshed")
+        assert server.sessions.stats.refreshes == {"ok": 0, "error": 0}

@@ -231,3 +231,21 @@ def test_a_flood_past_twice_the_burst_closes_with_1008():
     with pytest.raises(ProtocolViolation) as info:
         feed(proto, [None, "x", "room:nope", "ping", {}])
     assert info.value.code == 1008
+
+
+def test_access_token_is_the_sockets_own_event_on_phoenix_and_on_joined_channels():
+    proto = make()
+    (refresh,) = feed(proto, [None, "1", "phoenix", "access_token", {"access_token": "t"}])
+    assert (refresh.join_ref, refresh.ref, refresh.topic, refresh.payload) == (None, "1", "phoenix", {"access_token": "t"})
+    proto.reply_refresh(refresh, "ok", {"expires_in": 60})
+    assert sent(proto) == [[None, "1", "phoenix", "phx_reply", {"status": "ok", "response": {"expires_in": 60}}]]
+    joined(proto, "4")
+    (refresh,) = feed(proto, ["4", "5", "room:lobby", "access_token", {}])
+    proto.reply_refresh(refresh, "error", {"reason": "r"})
+    assert sent(proto) == [["4", "5", "room:lobby", "phx_reply", {"status": "error", "response": {"reason": "r"}}]]
+    # Not joined: the usual unmatched-topic reply; a stale join_ref: dropped.
+    assert feed(proto, [None, "6", "room:other", "access_token", {}]) == []
+    assert sent(proto) == [[None, "6", "room:other", "phx_reply", UNMATCHED]]
+    assert feed(proto, ["9", "7", "room:lobby", "access_token", {}]) == []
+    proto.notify("token_expiring", {"expires_in": 5})
+    assert sent(proto) == [[None, None, "phoenix", "token_expiring", {"expires_in": 5}]]
