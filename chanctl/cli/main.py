@@ -7,7 +7,7 @@ import sys
 import typer
 
 from chanctl import __version__
-from chanctl.cli import check, init, listen, revoke, send, serve, token, watch
+from chanctl.cli import bench, check, init, listen, revoke, send, serve, token, watch
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.errors import ChanctlError
 
@@ -28,6 +28,7 @@ app.command()(init.init)
 app.command()(send.send)
 app.command()(listen.listen)
 app.command()(watch.watch)
+app.command()(bench.bench)
 
 
 def _version(value: bool) -> None:
