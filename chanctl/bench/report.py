@@ -96,7 +96,8 @@ def build_report(plan: Plan, outcome: Outcome, thresholds: Thresholds) -> dict[s
     generator = {
         "workers": plan.workers,
         "per_worker": cpu,
-        "cpu_s": round(sum(w["cpu_s"] for w in cpu), 3),
+        "coordinator_cpu_s": outcome.get("coordinator_cpu_s"),
+        "cpu_s": round(sum(w["cpu_s"] for w in cpu) + (outcome.get("coordinator_cpu_s") or 0), 3),
         "busiest_cpu_share": max((w["cpu_share"] for w in cpu), default=None),
     }
     generator["was_the_limit"] = (generator["busiest_cpu_share"] or 0) >= GENERATOR_BUSY
@@ -174,7 +175,7 @@ def render_table(report: dict[str, Any], escape: Any = str) -> str:
         lines.append(f"  {'errors':<34} none")
     generator = report["generator"]
     share = generator["busiest_cpu_share"]
-    line = f"  {'generator CPU':<34} {generator['cpu_s']:.2f} s over {generator['workers']} worker(s), busiest {_number(share)} of a core"
+    line = f"  {'generator CPU':<34} {generator['cpu_s']:.2f} s ({generator['workers']} worker(s) and the coordinator), busiest worker {_number(share)} of a core"
     lines.append(line)
     if generator["was_the_limit"]:
         lines.append("  note: a worker used most of its core: the generator may have been the limit (try --workers)")
