@@ -42,7 +42,8 @@ def pinned(core: int, argv: list[str]) -> list[str]:
 class Server:
     """One server process on core 0; ``url`` is what the generator connects to."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, config: Path | None = None):
+        """``config``: the chanctl config to serve (default benchmarks/bench.yaml)."""
         self.kind = kind
         port = free_port()
         env = {**os.environ, "CHANCTL_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
@@ -50,7 +51,7 @@ class Server:
             argv = [sys.executable, str(ROOT / "benchmarks" / "plain_server.py"), str(port)]
             self.url = f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"
         else:
-            argv = [sys.executable, "-m", "chanctl", "serve", str(ROOT / "benchmarks" / "bench.yaml"),
+            argv = [sys.executable, "-m", "chanctl", "serve", str(config or ROOT / "benchmarks" / "bench.yaml"),
                     "--port", str(port), "--log-level", "warning"]
             sys.path.insert(0, str(ROOT))
             from chanctl.tokens import TokenSigner

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from chanctl.cli.common import err, out, positive_seconds
+from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, refreshing_token, resolve_url, run_client
 from chanctl.client import Client, Event, PresenceChange
@@ -33,21 +33,32 @@ def listen(
     json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
     count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit 0 after this many events.")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", callback=positive_seconds, help="Stop after this many seconds (exit 4 if --count was not reached).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="First replay the broadcasts after this offset (OFFSET or OFFSET@EPOCH) from the topic's history.")] = None,
 ) -> None:
     """Join TOPICS and print every event. Exit 3 if a join is refused, 4 if unreachable."""
+    params = {} if since is None else {"since": _since(since)}
     server = resolve_url(url, config)
     identity = refreshing_token(user, token, config, admin=ADMIN_TOPIC in topics)
-    run_client(lambda: _listen(server, identity, topics, json, count, timeout))
+    run_client(lambda: _listen(server, identity, topics, json, count, timeout, params))
 
 
-async def _listen(url: str, token: str | Callable[[], str], topics: list[str], json: bool, count: int | None, timeout: float | None) -> int:
+def _since(text: str) -> dict[str, Any]:
+    """``--since 17`` or ``--since 17@3fa2b1c0`` as join params; exit 2 otherwise."""
+    offset, _, epoch = text.partition("@")
+    if not offset.isdigit() or (_ and not epoch):
+        die(f"--since takes OFFSET or OFFSET@EPOCH (e.g. 17 or 17@3fa2b1c0), got {text!r}", ExitCode.USAGE)
+    return {"offset": int(offset), **({"epoch": epoch} if epoch else {})}
+
+
+async def _listen(url: str, token: str | Callable[[], str], topics: list[str], json: bool, count: int | None,
+                  timeout: float | None, params: dict[str, Any] | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     inbox: asyncio.Queue[Event] = asyncio.Queue()
     async with Client(url, token=token, timeout=timeout or 10.0, on_status=lambda text: err(f"chanctl: {text}")) as client:
-        channels = [client.channel(topic, inbox=inbox) for topic in topics]
+        channels = [client.channel(topic, params, inbox=inbox) for topic in topics]
         await asyncio.gather(*(channel.join(timeout or 10.0) for channel in channels))
         err(f"chanctl: listening on {', '.join(topics)}")
         seen = 0

@@ -97,6 +97,9 @@ class ClientChannel:
         self.state = "closed"
         """``closed``, ``joining``, ``joined`` or ``errored`` (waiting to rejoin)."""
         self.presence = Presence(topic)
+        self.position: dict[str, Any] | None = None
+        """``{"offset": N, "epoch": E}`` of the last broadcast seen on a topic with history; a
+        rejoin asks the server for everything after it (``since``)."""
         self._inbox = inbox
         self._wanted = False
         self._waiting: list[tuple[Message, asyncio.Future[Reply], float | None]] = []
@@ -163,12 +166,31 @@ class ClientChannel:
         self.state = "joining"
         self.join_ref = self.client._make_ref()
         self.presence.reset()
-        message = Message(self.join_ref, self.join_ref, self.topic, PHX_JOIN, self.params)
+        params = self.params
+        if self.position is not None and isinstance(params, dict):
+            params = {**params, "since": self.position}
+        message = Message(self.join_ref, self.join_ref, self.topic, PHX_JOIN, params)
         reply = await self.client._request(message, self.join_ref, timeout, ref=self.join_ref)
         if reply.status == "ok":
             self.state = "joined"
+            self._positioned(reply.response, params)
             self._flush_waiting()
         return reply
+
+    def _positioned(self, response: Any, params: Any) -> None:
+        """Learn the topic's position from a join reply, and say when missed broadcasts are lost."""
+        if not isinstance(response, dict) or not isinstance(response.get("offset"), int):
+            return
+        current = {"offset": response["offset"], "epoch": response.get("epoch")}
+        recovered = response.get("recovered")
+        if recovered is False:
+            since = params.get("since") if isinstance(params, dict) else None
+            self.client._status(f"{self.topic}: could not recover the broadcasts missed since {since} "
+                                f"(no longer in the server's history); continuing from offset {current['offset']}")
+        if recovered is not True:
+            # When recovered, the replayed broadcasts that follow move the position themselves:
+            # taking the reply's now would skip them if the socket dropped during the replay.
+            self.position = current
 
     def _flush_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []
@@ -196,6 +218,9 @@ class ClientChannel:
         if event == PHX_ERROR:
             self._errored(message)
             return
+        payload = message.payload
+        if isinstance(payload, dict) and isinstance(payload.get("offset"), int) and isinstance(payload.get("epoch"), str):
+            self.position = {"offset": payload["offset"], "epoch": payload["epoch"]}
         if event == PHX_CLOSE:
             self.state = "closed"
             self._wanted = False

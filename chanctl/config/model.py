@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from chanctl.durations import parse_duration
 from chanctl.tokens import DEFAULT_ADMIN_CLAIM
 
-__all__ = ["AuthConfig", "Config", "EventConfig", "JoinRule", "PolicyTest", "PresenceConfig", "PresenceLimit", "ServerConfig", "TopicConfig"]
+__all__ = ["AuthConfig", "Config", "EventConfig", "HistoryConfig", "JoinRule", "PolicyTest", "PresenceConfig", "PresenceLimit", "ServerConfig", "TopicConfig"]
 
 
 def _duration(value: Any) -> float:
@@ -207,6 +207,23 @@ def _presence_switch(value: Any) -> Any:
     return value
 
 
+MAX_HISTORY = 10_000
+"""The most broadcasts one topic may keep (``history.size``); each is kept in memory per topic."""
+
+
+class HistoryConfig(_Model):
+    """Keep the recent broadcasts of each topic so that a client that rejoins gets what it missed.
+
+    Every broadcast gets the topic's next ``offset`` within an ``epoch`` (both in its payload); a
+    join with ``{"since": {"offset": N, "epoch": E}}`` is answered ``recovered: true`` and sent
+    exactly the broadcasts after N, or ``recovered: false`` and none when some are no longer kept."""
+
+    size: int = Field(ge=1, le=MAX_HISTORY)
+    """Broadcasts kept per topic (the oldest go first), at most 10,000."""
+    ttl: Duration
+    """How long a broadcast is kept, e.g. ``5m``."""
+
+
 class TopicConfig(_Model):
     """One topic pattern: who may join, and what its events do (in YAML, or in a Python handler)."""
 
@@ -219,6 +236,9 @@ class TopicConfig(_Model):
     """A Python channel class, ``package.module:Class`` (a subclass of ``chanctl.Channel``), imported
     when the config is compiled (serve, check), with the config's directory on ``sys.path``. It
     replaces ``events``."""
+    history: HistoryConfig | None = None
+    """Opt-in: number this topic's broadcasts and keep the recent ones for recovery on rejoin,
+    e.g. ``{size: 100, ttl: 5m}`` (both required)."""
     presence: Annotated[PresenceConfig | None, BeforeValidator(_presence_switch)] = None
     """Track presence on join (``true`` for the defaults); each joiner gets ``presence_state``,
     every member a ``presence_diff``."""

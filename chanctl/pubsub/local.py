@@ -12,6 +12,7 @@ from collections.abc import Collection
 from typing import Any, Protocol
 
 from chanctl.protocol.messages import Broadcast
+from chanctl.pubsub.history import History
 
 __all__ = ["Encoder", "LocalPubSub", "Subscriber", "Tap"]
 
@@ -45,6 +46,8 @@ class LocalPubSub:
         self._topics: dict[str, dict[Subscriber, Any]] = {}
         self.broadcasts = 0
         """Broadcasts published, delivered to anyone or not (for metrics)."""
+        self.history: History | None = None
+        """Numbers and keeps the broadcasts of topics with ``history:``; None when no topic has it."""
         self.tap: Tap | None = None
         """The admin plane's tap while someone watches; None costs the hot path one check."""
         self._intercepts: dict[str, dict[Subscriber, frozenset[str]]] = {}
@@ -91,7 +94,12 @@ class LocalPubSub:
         self, topic: str, event: str, payload: Any, exclude: Subscriber | None = None, *, skip: Collection[Subscriber] = ()
     ) -> int:
         """Deliver to every subscriber of ``topic`` but ``exclude`` and those in ``skip``; returns how
-        many got it. (Presence skips the joiners whose fresh ``presence_state`` already has the diff.)"""
+        many got it. (Presence skips the joiners whose fresh ``presence_state`` already has the diff.)
+
+        On a topic with history, the payload gets its ``offset`` and ``epoch`` here, whether
+        anyone is subscribed or not (a client that comes back recovers it)."""
+        if self.history is not None:
+            payload = self.history.record(topic, event, payload)
         self.broadcasts += 1
         subscribers = self._topics.get(topic)
         if not subscribers:

@@ -21,6 +21,7 @@ import jsonschema
 from chanctl.channel import Channel, Outcome, error, ok
 from chanctl.config.model import EventConfig
 from chanctl.rules import Expression, Rule
+from chanctl.pubsub.history import HistorySpec
 
 __all__ = ["CompiledEvent", "CompiledTopic", "DeclarativeChannel", "EventCheck", "schema_errors", "stamp"]
 
@@ -179,6 +180,8 @@ class CompiledTopic:
     handler: type[Channel] | None = None
     presence_fields: frozenset[str] = frozenset()
     """The meta keys a ``do: presence`` event may set (the topic's ``presence.meta``)."""
+    history: HistorySpec | None = None
+    """The topic's ``history:`` settings, when it keeps its broadcasts for recovery."""
 
     def __call__(self) -> Channel:
         if self.handler is None:

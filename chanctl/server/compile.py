@@ -24,6 +24,7 @@ from chanctl.handlers import import_handler
 from chanctl.presence.tracker import PresenceSpec
 from chanctl.protocol.router import Router, TopicPattern
 from chanctl.rules import EVENT_VARIABLES, JOIN_VARIABLES, compile_expression, compile_rule
+from chanctl.pubsub.history import HistorySpec
 from chanctl.server.behaviours import CompiledEvent, CompiledTopic
 
 __all__ = ["CompiledConfig", "compile_config", "compile_file", "compile_text"]
@@ -144,7 +145,8 @@ class _Compiler:
             except HandlerError as exc:
                 self.problem(loc + ("handler",), f"bad handler: {exc.message}", exc.column)
         fields = frozenset(config.presence.meta) if config.presence is not None else frozenset()
-        return CompiledTopic(pattern, join_rule, events, self.loaded.config.data, handler, fields)
+        history = None if config.history is None else HistorySpec(config.history.size, config.history.ttl)
+        return CompiledTopic(pattern, join_rule, events, self.loaded.config.data, handler, fields, history)
 
     def event(self, loc: Loc, config: Any, captures: frozenset[str]) -> CompiledEvent | None:
         problems = len(self.problems)

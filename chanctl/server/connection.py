@@ -244,14 +244,24 @@ class Connection:
             return
         self.server.stats.joins["ok" if outcome is None else outcome.status] += 1
         if outcome is None or outcome.status == "ok":
+            response = None if outcome is None else outcome.response
+            # From here to the subscription nothing awaits: no broadcast can fall between the
+            # broadcasts a recovering joiner missed and the ones it gets live.
+            history = self.server.history
+            recovery = None if history is None else history.join(join.topic, join.payload)
+            if recovery is not None and (response is None or isinstance(response, dict)):
+                response = {**(response or {}), **recovery.reply()}
             try:
-                channel = self.proto.join_succeeded(join, None if outcome is None else outcome.response, handler)
+                channel = self.proto.join_succeeded(join, response, handler)
             except _UNENCODABLE:
                 log.exception("join reply on %s cannot be encoded", join.topic)
                 self.proto.join_crashed(join)
                 return
             context.channel = channel
             self.server.pubsub.subscribe(join.topic, self, channel, frozenset(handler.intercept))
+            if recovery is not None:
+                for event, payload in recovery.missed:  # after the reply, before anything new
+                    self.proto.push(channel, event, payload)
             self._queue_output()  # the join reply goes before the presence frames (reply, diff, state)
             context.presence_key = self.server.presence.joined(self, channel, self.user, join.payload)
         else:

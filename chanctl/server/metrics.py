@@ -112,6 +112,16 @@ class ServerCollector:
                                   value=sessions.revoked_closed)
         yield CounterMetricFamily("chanctl_token_revoked_refused", "Handshakes and refreshes refused: token revoked.",
                                   value=sessions.revoked_refused)
+        history = server.history
+        if history is not None:
+            yield CounterMetricFamily("chanctl_history_recoveries", "Joins with since that got every missed broadcast.",
+                                      value=history.stats.recovered)
+            yield CounterMetricFamily("chanctl_history_failed_recoveries",
+                                      "Joins with since answered recovered: false (gap older than the history).",
+                                      value=history.stats.failed)
+            yield CounterMetricFamily("chanctl_history_replayed", "Broadcasts sent again to recovering joiners.",
+                                      value=history.stats.replayed)
+            yield GaugeMetricFamily("chanctl_history_topics", "Topics with a history kept.", value=history.topics())
         latency = stats.handler_latency
         yield HistogramMetricFamily("chanctl_handler_latency_seconds", "Time spent in handle_in.",
                                     buckets=latency.cumulative(), sum_value=latency.sum)

@@ -32,6 +32,7 @@ from chanctl.presence.tracker import PresenceTracker
 from chanctl.protocol.router import Router
 from chanctl.protocol.serializers import Serializer, negotiate
 from chanctl.protocol.socket import Stats as ProtocolStats
+from chanctl.pubsub.history import History, HistorySpec
 from chanctl.pubsub.local import LocalPubSub
 from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
 from chanctl.server.compile import CompiledConfig, compile_config
@@ -116,6 +117,10 @@ class ChannelServer:
         self.sessions = Sessions(self.signer, warning=auth.expiry_warning, grace=auth.expiry_grace, max_age=auth.max_age)
         """Every socket's token: expiry, refresh, revocation (chanctl.server.sessions)."""
         self.pubsub = LocalPubSub()
+        self.history: History | None = None
+        """Broadcast history of the topics with ``history:`` (None when none has it)."""
+        if any(topic.history is not None for topic in self.config.topics.values()):
+            self.history = self.pubsub.history = History(self._history_spec)
         self.presence = PresenceTracker(self.pubsub, compiled.presence, compiled.manual_presence, self.config.data)
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
@@ -203,6 +208,10 @@ class ChannelServer:
         for task in list(self._tasks):
             task.cancel()
         self.presence.close()
+
+    def _history_spec(self, topic: str) -> HistorySpec | None:
+        route = self.router.match(topic)
+        return None if route is None else getattr(route.target, "history", None)
 
     def disconnect(self, socket_id: str) -> int:
         """Close every connection whose socket id is ``socket_id`` with 1001 (PROTOCOL.md §4).

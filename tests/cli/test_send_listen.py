@@ -196,3 +196,18 @@ async def test_token_revoke_closes_the_users_sockets(chat_server, mint):
     assert result.code == 2 and "one of them" in result.err
     result = await chanctl("token", "revoke", "forged.x.y", "--url", chat_server.url, "--config", str(CHAT))
     assert result.code == 1 and result.out.startswith('error {"reason":"token invalid"')
+
+
+async def test_listen_since_replays_from_an_offset(make_server, mint):
+    yaml = 'auth: {secret: "${CHANCTL_SECRET}"}\ntopics:\n  "room:{id}": {join: true, history: {size: 10, ttl: 5m}}\n'
+    async with make_server(yaml) as server:
+        for n in (1, 2, 3):
+            server.pubsub.broadcast("room:1", "n", {"n": n})
+        args = ["--url", server.url, "--token", mint(7), "--json"]
+        result = await chanctl("listen", "room:1", "--since", "1", "--count", "2", *args)
+        assert result.code == 0, result.err
+        assert [orjson.loads(line)["payload"]["n"] for line in result.out.splitlines()] == [2, 3]
+        result = await chanctl("listen", "room:1", "--since", "1@nope", "--timeout", "0.5", *args)
+        assert "could not recover the broadcasts missed since {'offset': 1, 'epoch': 'nope'}" in result.err
+        result = await chanctl("listen", "room:1", "--since", "x", *args)
+        assert result.code == 2 and "--since takes OFFSET" in result.err

@@ -134,3 +134,43 @@ async def test_a_fixed_token_says_it_cannot_be_refreshed(make_server):
     async with make_server(SESSION_YAML) as server, Client(server.url, token=token, on_status=lines.put_nowait):
         await status_lines(lines, "cannot be refreshed")
         assert server.sessions.stats.refreshes == {"ok": 0, "error": 0}
+
+
+HISTORY_YAML = """
+auth: {secret: "${CHANCTL_SECRET}"}
+topics:
+  "room:{id}": {join: true, history: {size: 10, ttl: 5m}}
+"""
+
+
+async def next_offsets(channel, count: int) -> list[int]:
+    got = []
+    async with asyncio.timeout(TIMEOUT):
+        async for event in channel.events():
+            got.append(event.payload["offset"])
+            if len(got) == count:
+                return got
+    return got
+
+
+async def test_the_client_recovers_what_it_missed_while_reconnecting(make_server, mint):
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    async with make_server(HISTORY_YAML) as server, Client(server.url, token=mint(7), on_status=lines.put_nowait) as client:
+        room = client.channel("room:1")
+        await room.join(TIMEOUT)
+        server.pubsub.broadcast("room:1", "n", {"n": 1})
+        assert await next_offsets(room, 1) == [1]
+        server.disconnect("user_socket:7")
+        for n in (2, 3):  # the socket is closing: these never reach it, the rejoin recovers them
+            server.pubsub.broadcast("room:1", "n", {"n": n})
+        await status_lines(lines, "rejoined")
+        server.pubsub.broadcast("room:1", "n", {"n": 4})
+        assert await next_offsets(room, 3) == [2, 3, 4]
+        # Too much missed for the history (size 10): the client says so and goes on.
+        server.disconnect("user_socket:7")
+        for n in range(5, 20):
+            server.pubsub.broadcast("room:1", "n", {"n": n})
+        await status_lines(lines, "could not recover the broadcasts missed since {'offset': 4")
+        await status_lines(lines, "rejoined")
+        server.pubsub.broadcast("room:1", "n", {"n": 20})
+        assert await next_offsets(room, 1) == [20]
