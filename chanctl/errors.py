@@ -32,6 +32,7 @@ __all__ = [
     "ConnectRefused",
     "ConnectionLost",
     "HandlerError",
+    "HandshakeRefused",
     "JoinRefused",
     "PresenceError",
     "Problem",
@@ -197,6 +198,15 @@ class PubSubError(ChanctlError):
 
 class ServerError(ChanctlError):
     """The server could not start or keep running."""
+
+
+class HandshakeRefused(ServerError):
+    """A client refused at connect (origin, vsn or token): HTTP 403 on a WebSocket upgrade, a
+    ``{"status": 403}`` answer on LongPoll. ``reason`` is what the server logs."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ClientError(ChanctlError):

@@ -42,6 +42,8 @@ def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
     """What the operator needs to see first: where, what, and how clients authenticate."""
     auth = server.config.auth
     lines = [f"chanctl serving {loaded.path} at {server.url}"]
+    if server.longpoll is not None:
+        lines.append(f"  longpoll: {server.url.removesuffix('/websocket')}/longpoll (phoenix.js transport: LongPoll or longPollFallbackMs)")
     for pattern, topic in server.config.topics.items():
         join = " ".join(str(topic.join).split()) if not isinstance(topic.join, bool) else ("anyone authenticated" if topic.join else "nobody")
         events = ", ".join(f"{name}→{event.do}" for name, event in topic.events.items()) or "none"

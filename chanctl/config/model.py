@@ -71,6 +71,19 @@ class RateLimitConfig(_Model):
     """Messages that may arrive at once; a client refused more than twice this in a row is closed (1008)."""
 
 
+class LongPollConfig(_Model):
+    """Phoenix's LongPoll transport at ``<path>/longpoll``, for clients behind proxies that block
+    WebSockets (phoenix.js ``longPollFallbackMs``). Off unless enabled, as in Phoenix."""
+
+    enabled: bool = False
+    """Serve LongPoll beside the WebSocket."""
+    window: Duration = Field(10.0, gt=0)
+    """How long a poll waits for messages before answering 204; a session that has not polled for
+    1.5 windows ends (Phoenix's ``window_ms``)."""
+    max_body: ByteSize = 8_000_000
+    """Bytes one POST (a batch of up to 100 client messages) may carry; a larger one is refused (413)."""
+
+
 class ServerConfig(_Model):
     """Where and how the server listens."""
 
@@ -90,6 +103,8 @@ class ServerConfig(_Model):
     """Channels one connection may have joined at once."""
     outbound_buffer: ByteSize = 4 * 1024 * 1024
     """Bytes queued for one slow client before it is disconnected (1013, slow consumer)."""
+    longpoll: LongPollConfig = LongPollConfig()
+    """Phoenix's LongPoll transport (off by default)."""
     rate_limit: RateLimitConfig | None = RateLimitConfig()
     """Per-connection limit on client messages; ``null`` turns it off (benchmarks, trusted peers)."""
 

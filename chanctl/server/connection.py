@@ -175,7 +175,8 @@ class Connection:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._arm_idle(loop, self.server.config.server.idle_timeout)
+        if self.transport.needs_idle_timeout:
+            self._arm_idle(loop, self.server.config.server.idle_timeout)
         proto, stats = self.proto, self.server.stats
         try:
             async for data in self.transport:

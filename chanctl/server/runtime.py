@@ -27,7 +27,7 @@ from websockets.typing import Subprotocol
 
 from chanctl import __version__
 from chanctl.config.load import LoadedConfig
-from chanctl.errors import ServerError, TokenError
+from chanctl.errors import HandshakeRefused, ServerError, TokenError
 from chanctl.presence.tracker import PresenceTracker
 from chanctl.protocol.router import Router
 from chanctl.protocol.serializers import Serializer, negotiate
@@ -37,6 +37,7 @@ from chanctl.pubsub.local import LocalPubSub
 from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
 from chanctl.server.compile import CompiledConfig, compile_config
 from chanctl.server.connection import Connection
+from chanctl.server.longpoll import LongPollEndpoint
 from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, token_from_subprotocols
 from chanctl.server.metrics import LatencyHistogram, render_metrics
 from chanctl.server.sessions import Grant, Sessions
@@ -50,10 +51,66 @@ log = logging.getLogger("chanctl.server")
 
 
 class _WebSocket(ServerConnection):
-    """A websockets connection that carries what the handshake verified."""
+    """A websockets connection that carries what the handshake verified, and the front door of
+    the port: a request for ``<path>/longpoll`` is handed to the LongPoll endpoint before
+    websockets parses it (websockets answers only bodiless GETs, and LongPoll POSTs a body).
+
+    The hand-off sniffs the request line, moves the asyncio transport to the LongPoll protocol
+    with the bytes read so far, and ends this connection as one that closed before its request:
+    websockets' handler then finishes without touching the transport (it is swapped for a
+    detached one first). This leans on websockets' connection being the asyncio protocol, within
+    the 17.x range pyproject.toml allows; tests/server/test_longpoll.py covers it.
+    """
 
     session: tuple[dict[str, Any], Serializer, Grant] | None = None
     """Claims, serializer and the token's grant."""
+    longpoll: LongPollEndpoint | None = None
+    _head = b""
+    _sniffed = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._sniffed or self.longpoll is None:
+            super().data_received(data)
+            return
+        head = self._head + data
+        line_end = head.find(b"\r\n")
+        if line_end < 0 and len(head) < _REQUEST_LINE_LIMIT:
+            self._head = head
+            return
+        self._sniffed, self._head = True, b""
+        parts = head[: line_end if line_end >= 0 else len(head)].split(b" ")
+        target = parts[1] if len(parts) == 3 else b""
+        if target.split(b"?", 1)[0].decode("latin-1") == self.longpoll.path:
+            self._hand_off(head)
+        else:
+            super().data_received(head)
+
+    def _hand_off(self, head: bytes) -> None:
+        assert self.longpoll is not None
+        transport = self.transport
+        http = self.longpoll.protocol()
+        transport.set_protocol(http)
+        http.connection_made(transport)
+        http.data_received(head)
+        self.transport = _Detached()  # type: ignore[assignment]
+        super().connection_lost(None)
+
+
+class _Detached:
+    """The transport a handed-off websockets connection is left with: closing it is a no-op."""
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return True
+
+
+_REQUEST_LINE_LIMIT = 8192
+"""Bytes sniffed for a request line before the front door lets websockets answer."""
 
 
 def _select_subprotocol(ws: ServerConnection, offered: list[Subprotocol]) -> Subprotocol | None:
@@ -136,6 +193,12 @@ class ChannelServer:
         """Set when the last connection is gone, once a shutdown waits for that."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ws_path = self.config.server.path.rstrip("/") + "/websocket"
+        longpoll = self.config.server.longpoll
+        self.longpoll = LongPollEndpoint(
+            self.config.server.path.rstrip("/") + "/longpoll", self.admit, self.accept, self.spawn,
+            window=longpoll.window, max_body=longpoll.max_body, max_frame_size=self.config.server.max_frame_size,
+        ) if longpoll.enabled else None
+        """Phoenix's LongPoll transport, when ``server.longpoll.enabled``."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -160,7 +223,7 @@ class ChannelServer:
             self.host,
             self.port,
             process_request=self._process_request,
-            create_connection=_WebSocket,
+            create_connection=type("_WebSocket", (_WebSocket,), {"longpoll": self.longpoll}),
             select_subprotocol=_select_subprotocol,
             max_size=self.config.server.max_frame_size,
             compression=None,
@@ -205,6 +268,8 @@ class ChannelServer:
                 await asyncio.wait_for(self._drained.wait(), timeout)
         except TimeoutError:
             log.warning("shutdown timed out after %gs; dropping the remaining connections", timeout)
+        if self.longpoll is not None:
+            self.longpoll.close()
         for task in list(self._tasks):
             task.cancel()
         self.presence.close()
@@ -267,33 +332,44 @@ class ChannelServer:
             return _body(HTTPStatus.OK, body, content_type)
         if url.path != self._ws_path:
             return ws.respond(HTTPStatus.NOT_FOUND, f"not found; the socket is at {self._ws_path}\n")
-        origin = request.headers.get("Origin")
-        if self.origins is not None and not self.origins.allows(origin):
-            return self._refuse(ws, f"origin {origin!r} is not allowed")
         query = parse_qs(url.query)
-        vsn = query.get("vsn", [None])[-1]
-        serializer = negotiate(vsn)
-        if serializer is None:
-            return self._refuse(ws, f"unsupported vsn {vsn!r}; this server speaks 1.0.x and 2.0.x")
         token = query.get("token", [None])[-1]
         if token is None:
             offered = [p for value in request.headers.get_all("Sec-WebSocket-Protocol") for p in parse_subprotocol(value)]
             token = token_from_subprotocols(offered)
         try:
-            verified = self.signer.verify(token)
-        except TokenError as exc:
-            return self._refuse(ws, str(exc))
-        assert token is not None  # verify refuses a missing token
-        grant = self.sessions.admit(token, verified)
-        if grant is None:
-            return self._refuse(ws, "token revoked")
-        ws.session = (verified.claims, serializer, grant)
+            ws.session = self.admit(ws.remote_address, request.headers.get("Origin"), query.get("vsn", [None])[-1], token)
+        except HandshakeRefused as exc:
+            return ws.respond(HTTPStatus.FORBIDDEN, exc.reason + "\n")
         return None
 
-    def _refuse(self, ws: _WebSocket, reason: str) -> Response:
-        self.stats.refused += 1
-        log.info("refused %s: %s", ws.remote_address, reason)
-        return ws.respond(HTTPStatus.FORBIDDEN, reason + "\n")
+    def admit(self, remote: Any, origin: str | None, vsn: str | None, token: str | None) -> tuple[dict[str, Any], Serializer, Grant]:
+        """Authenticate a client at connect, whatever its transport (PROTOCOL.md §1): the origin
+        allowed, the vsn negotiable, the token valid and not revoked. Returns the claims, the
+        serializer and the token's grant (its expiry, for the session).
+
+        Raises:
+            HandshakeRefused: why not; counted and logged here.
+        """
+        try:
+            if self.origins is not None and not self.origins.allows(origin):
+                raise HandshakeRefused(f"origin {origin!r} is not allowed")
+            serializer = negotiate(vsn)
+            if serializer is None:
+                raise HandshakeRefused(f"unsupported vsn {vsn!r}; this server speaks 1.0.x and 2.0.x")
+            try:
+                verified = self.signer.verify(token)
+            except TokenError as exc:
+                raise HandshakeRefused(str(exc)) from None
+            assert token is not None  # verify refuses a missing token
+            grant = self.sessions.admit(token, verified)
+            if grant is None:
+                raise HandshakeRefused("token revoked")
+            return verified.claims, serializer, grant
+        except HandshakeRefused as exc:
+            self.stats.refused += 1
+            log.info("refused %s: %s", remote, exc.reason)
+            raise
 
     def health(self) -> dict[str, Any]:
         """``GET /healthz``: answered while the server accepts connections."""

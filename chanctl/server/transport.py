@@ -58,6 +58,11 @@ class Transport(Protocol):
     remote_address: Any
     """Who is at the other end, for logs and the admin plane."""
 
+    needs_idle_timeout: bool
+    """True when only the client's own frames (heartbeats) show it is alive, so the connection
+    closes it after ``server.idle_timeout`` of silence; False for a transport that ends itself when
+    its client goes away (LongPoll: phoenix.js sends no heartbeat there, it polls)."""
+
     def encoder(self, serializer: Serializer) -> TransportEncoder:
         """The (shared) encoder of this transport kind for ``serializer``."""
         ...
@@ -104,6 +109,8 @@ class WebSocketTransport:
     (pong, close) interleave safely at frame boundaries. Like ``broadcast()``, there is no
     backpressure here: the connection bounds :meth:`unsent` itself.
     """
+
+    needs_idle_timeout = True
 
     def __init__(self, ws: ServerConnection):
         self.ws = ws

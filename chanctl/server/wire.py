@@ -11,13 +11,14 @@ kernel's one-write-per-frame floor (DESIGN.md §7).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
 from chanctl.protocol.messages import Broadcast, Message, Reply
 from chanctl.protocol.serializers import BinaryFrame, Serializer
 
-__all__ = ["FrameEncoder", "Flusher", "ws_frame"]
+__all__ = ["FrameEncoder", "Flusher", "SharedEncoding", "shared_encoding", "ws_frame"]
 
 log = logging.getLogger("chanctl.wire")
 
@@ -36,28 +37,56 @@ def ws_frame(data: bytes) -> bytes:
     return bytes((first, 127)) + size.to_bytes(8, "big") + data
 
 
+class SharedEncoding:
+    """A serializer's bytes for the message being fanned out, made once whichever transport's
+    encoder asks first: a broadcast to WebSocket and LongPoll subscribers costs one JSON encode.
+
+    A one-entry memo keyed by the message's identity (each broadcast is a new, frozen message);
+    it holds the last message until the next one. The encoders read and fill it inline (no call
+    per encode on the fan-out path).
+    """
+
+    __slots__ = ("data", "message")
+
+    def __init__(self) -> None:
+        self.message: object = None
+        self.data = b""
+
+
+@functools.cache
+def shared_encoding(serializer: Serializer) -> SharedEncoding:
+    """The one :class:`SharedEncoding` of ``serializer`` (serializers are stateless singletons)."""
+    return SharedEncoding()
+
+
 class FrameEncoder:
     """A serializer whose output is the complete WebSocket frame; one instance per serializer.
 
     The pubsub caches encodings per encoder, so a broadcast costs one JSON encode and one frame
-    build per serializer in use, whatever the number of subscribers.
+    build per serializer in use, whatever the number of subscribers. Other transports' encoders
+    subclass it and change :meth:`frame` only.
     """
 
     _instances: dict[Serializer, FrameEncoder] = {}
 
     def __init__(self, serializer: Serializer):
         self.serializer = serializer
+        self.shared = shared_encoding(serializer)
 
     @classmethod
     def of(cls, serializer: Serializer) -> FrameEncoder:
-        """The shared encoder of ``serializer`` (serializers are stateless singletons)."""
+        """The shared encoder of ``serializer`` for this transport kind."""
         found = cls._instances.get(serializer)
         if found is None:
             found = cls._instances[serializer] = cls(serializer)
         return found
 
     def encode(self, message: Message | Reply | Broadcast) -> bytes:
-        return ws_frame(self.serializer.encode(message))
+        shared = self.shared
+        if message is not shared.message:
+            shared.data = self.serializer.encode(message)
+            shared.message = message
+        return self.frame(shared.data)
 
     frame = staticmethod(ws_frame)
     """Serialized bytes (a reply, a push) as their WebSocket frame."""

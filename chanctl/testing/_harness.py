@@ -142,6 +142,7 @@ class _InMemoryTransport:
     the test sends from a queue and parses what the server writes into the test's inbox."""
 
     remote_address = ("chanctl.testing", 0)
+    needs_idle_timeout = True
 
     def __init__(self, receive: Callable[[Message], None]):
         self._frames = _FrameReader(receive)

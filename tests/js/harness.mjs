@@ -1,14 +1,17 @@
 // Runs one phoenix.js scenario for the pytest suite.
 //
 // The scenario is the body of an async function, read from stdin, called with:
-//   Socket, Presence  - the official phoenix.js client (npm "phoenix", pinned by package-lock.json)
+//   Socket, Presence  - the official phoenix.js client (npm "phoenix", pinned by package-lock.json);
+//                       its LongPoll transport is the global LongPoll
 //   WebSocket         - the "ws" package, handed to phoenix.js as its transport (Node 20 has no global one)
 //   emit(obj)         - print one JSON line; pytest reads them back in order
 //   env               - process.env (URL, TOKEN, ... set by the test)
 //   until(fn, ms)     - a promise resolved when fn(resolve) calls resolve, or rejected after ms
 // The process exits 0 when the scenario returns, 2 when it throws, 3 on the overall time limit.
-import { Socket, Presence } from "phoenix";
+import { Socket, Presence, LongPoll } from "phoenix";
 import WebSocket from "ws";
+
+globalThis.LongPoll = LongPoll;
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const until = (fn, ms = 5000) =>
