@@ -1,8 +1,8 @@
 """The coordinator: starts the worker processes, runs a scenario's phases, gathers the figures.
 
-It holds no client sockets but one: the fan-out publisher, which must see every worker's
-deliveries to keep its window. Everything else it does is timing (one ``go`` time for all
-workers), waiting for the workers' reports, and adding up what they measured.
+It holds no client sockets: everything it does is timing (one ``go`` time for all workers), relaying
+the fan-out's completed counts to the publisher in worker 0, waiting for the workers' reports, and
+adding up what they measured.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from chanctl.bench.control import Control
-from chanctl.bench.plan import Plan, now_us, render, stamp
+from chanctl.bench.plan import Plan, now_us
 from chanctl.bench.stats import Histogram, Tally
-from chanctl.bench.wire import BenchSocket
-from chanctl.bench.worker import reason_of, worker_main
-from chanctl.errors import ClientError, ConnectRefused
-from chanctl.protocol.messages import PHX_JOIN, Reply
+from chanctl.bench.worker import worker_main
 
 __all__ = ["Outcome", "run"]
 
@@ -42,7 +39,6 @@ class Coordinator:
         self.procs: list[multiprocessing.process.BaseProcess] = []
         self.counters: list[dict[str, int]] = []
         self.ready: dict[int, dict[str, Any]] = {}
-        self.completed: list[int] = []
         self.settled: dict[str, dict[int, dict[str, Any]]] = {}
         self.results: dict[int, dict[str, Any]] = {}
         self.dead: list[str] = []
@@ -60,6 +56,8 @@ class Coordinator:
         for w in range(self.plan.workers):
             clients = list(range(w, total, self.plan.workers))
             tokens = {i: self.tokens[i] for i in clients}
+            if w == 0 and self.plan.scenario == "fanout":  # worker 0 holds the publisher, client K
+                tokens[self.plan.clients] = self.tokens[self.plan.clients]
             ours, theirs = context.Pipe()
             proc = context.Process(target=worker_main, args=(self.plan, w, clients, tokens, theirs),
                                    name=f"chanctl-bench-{w}", daemon=True)
@@ -68,7 +66,6 @@ class Coordinator:
             self.procs.append(proc)
             self.controls.append(Control(ours, on_message=lambda message, w=w: self.dispatch(w, message)))
             self.counters.append({})
-            self.completed.append(0)
 
     def dispatch(self, w: int, message: tuple[str, Any]) -> None:
         kind, data = message
@@ -76,8 +73,8 @@ class Coordinator:
             self.counters[w] = data
         elif kind == "ready":
             self.ready[w] = data
-        elif kind == "completed":
-            self.completed[w] = data
+        elif kind == "completed":  # fan-out: to the publisher, in worker 0
+            self.controls[0].send("peer", [w, data])
         elif kind == "settled":
             self.settled.setdefault(data.get("phase", "done"), {})[w] = data
         elif kind == "result":
@@ -159,6 +156,8 @@ class Coordinator:
         for message in self.dead:
             errors.add(message)
             self.complete = False
+        if "publisher" in self.results.get(0, {}):
+            outcome.update(self.results[0]["publisher"])
         outcome.update(errors=dict(errors), histograms=histograms, cpu=cpu, complete=self.complete,
                        results=[self.results[w] for w in sorted(self.results)])
         return outcome
@@ -225,68 +224,10 @@ class Coordinator:
         return outcome
 
     async def _fanout(self, deadline: float) -> Outcome:
-        plan = self.plan
-        publisher = BenchSocket(plan.client_url(plan.clients, self.tokens[plan.clients]),
-                                handler=lambda *_: False)
-        try:
-            await publisher.open(plan.timeout)
-            reply = await asyncio.wait_for(publisher.request(plan.topic_of(0), PHX_JOIN, plan.params), plan.timeout)
-        except (ClientError, TimeoutError) as exc:
-            reason = f"refused: HTTP {exc.status}" if isinstance(exc, ConnectRefused) else str(exc) or "join: no reply"
-            self.errors.add(f"publisher: {reason}")
-            self.complete = False
-            return {"sent": 0, "refused": 0}
-        if reply.status != "ok":
-            self.errors.add(f"publisher: join refused: {reason_of(reply.response)}")
-            self.complete = False
-            return {"sent": 0, "refused": 0}
-        publisher.handler = _ignore_own_deliveries
-        join_ref = reply.join_ref
-        refused = 0
-
-        finished = False
-
-        def replied(future: asyncio.Future[Reply]) -> None:
-            nonlocal refused
-            if future.cancelled() or finished:  # replies still on their way when the run ended
-                return
-            exc = future.exception()
-            if exc is not None or future.result().status != "ok":
-                refused += 1
-                reason = "connection lost" if exc is not None else reason_of(future.result().response)
-                self.errors.add(f"publish refused: {reason}")
-                self.changed.set()
-
-        def done() -> int:
-            return min(self.completed) + refused
-
+        """Worker 0 publishes; the others' completed counts are relayed to it (see ``dispatch``)."""
         self._go()
-        start = now_us()
-        sent = 0
-        self.complete = True
-        while sent < plan.messages:
-            while sent < plan.messages and sent - done() < plan.window:
-                payload = render(plan.payload, stamp(sent, now_us()))
-                publisher.request(plan.topic_of(0), plan.event, payload, join_ref).add_done_callback(replied)
-                sent += 1
-            if not await self.until(lambda: sent - done() < plan.window or self.dead, deadline):
-                self.complete = False
-                break
-            if not publisher.open_now:
-                self.errors.add(f"publisher: closed by the server: {publisher.close_code}")
-                self.complete = False
-                break
-        if self.complete:
-            self.complete = await self.until(lambda: done() >= plan.messages, deadline)
-        end = now_us()
-        finished = True
-        publisher.close()
-        return {"start": start, "end": end, "sent": sent, "refused": refused}
-
-
-def _ignore_own_deliveries(sock: BenchSocket, buf: bytes, start: int, end: int, opcode: int) -> bool:
-    """The publisher is a member of its topic too: its copies are not deliveries; replies go through."""
-    return not sock.is_reply(buf, start, end)
+        self.complete = await self.until(lambda: 0 in self.settled.get("done", {}), deadline)
+        return {}
 
 
 def run(plan: Plan, tokens: list[str | None], progress: Callable[[dict[str, Any]], None] | None = None,

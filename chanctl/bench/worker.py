@@ -25,8 +25,8 @@ from chanctl.bench.plan import STAMP, Plan, now_us, render, stamp
 from chanctl.bench.stats import Histogram, Tally
 from chanctl.bench.wire import BenchSocket, FrameHandler
 from chanctl.client.presence import Presence
-from chanctl.errors import ConnectionLost, ConnectRefused, Unreachable
-from chanctl.protocol.messages import HEARTBEAT, PHOENIX_TOPIC, PHX_JOIN, PHX_LEAVE, PHX_REPLY, Message
+from chanctl.errors import ClientError, ConnectionLost, ConnectRefused, Unreachable
+from chanctl.protocol.messages import HEARTBEAT, PHOENIX_TOPIC, PHX_JOIN, PHX_LEAVE, PHX_REPLY, Message, Reply
 
 __all__ = ["raise_fd_limit", "worker_main"]
 
@@ -249,7 +249,13 @@ class ConnectWorker(Worker):
 
 
 class FanoutWorker(Worker):
-    """Subscribers of one topic; counts deliveries per message so the publisher keeps its window."""
+    """Subscribers of one topic, counting deliveries per message; worker 0 also publishes.
+
+    The publisher keeps ``window`` messages in flight: sent, not refused, and not yet delivered to
+    every subscriber. Each worker knows how many messages all of its own subscribers have; worker 0
+    holds the publisher, so with one worker the window closes and opens inside one process (as in a
+    single-process generator), and other workers' counts reach it through the coordinator.
+    """
 
     def __init__(self, *args: Any):
         super().__init__(*args)
@@ -258,6 +264,13 @@ class FanoutWorker(Worker):
         self.completed = 0
         self.alive = 0
         self._report_due = False
+        self.publisher: BenchSocket | None = None
+        self.publisher_join_ref: str | None = None
+        self.peers = {w: 0 for w in range(1, self.plan.workers)}
+        """Other workers' completed counts (worker 0 only)."""
+        self.moved = asyncio.Event()
+        self.sent = self.refused = self.start_us = self.end_us = 0
+        self.finished = False
 
     def handler(self) -> FrameHandler:
         remaining, counters, messages = self.remaining, self.counters, self.plan.messages
@@ -280,7 +293,8 @@ class FanoutWorker(Worker):
 
     def _complete(self) -> None:
         self.completed += 1
-        if not self._report_due:  # one report per event-loop turn, however many completed in it
+        self.moved.set()
+        if not self._report_due and self.index != 0:  # one report per event-loop turn
             self._report_due = True
             asyncio.get_running_loop().call_soon(self._report)
 
@@ -295,6 +309,30 @@ class FanoutWorker(Worker):
             self.remaining[seq] = self.alive
         if self.alive == 0:
             self.completed = self.plan.messages
+        if self.index == 0:
+            await self._open_publisher()
+
+    async def _open_publisher(self) -> None:
+        """The publisher is client ``clients`` (user K+1 with minted tokens), a member of the topic."""
+        i = self.plan.clients
+        sock = BenchSocket(self.plan.client_url(i, self.tokens.get(i)), on_message=self.on_message)
+        try:
+            await sock.open(self.plan.timeout)
+            reply = await asyncio.wait_for(sock.request(self.plan.topic_of(0), PHX_JOIN, self.plan.params), self.plan.timeout)
+        except ConnectRefused as exc:
+            self.error(f"publisher: refused: HTTP {exc.status}")
+            return
+        except (ClientError, TimeoutError) as exc:
+            self.error(f"publisher: {exc or 'join: no reply'}")
+            sock.abort()
+            return
+        if reply.status != "ok":
+            self.error(f"publisher: join refused: {reason_of(reply.response)}")
+            sock.close()
+            return
+        sock.handler = _own_copies
+        sock.on_close = lambda _, code: self.moved.set()  # wakes the publishing loop, which reports it
+        self.publisher, self.publisher_join_ref = sock, reply.join_ref
 
     def on_close(self, sock: BenchSocket, code: int) -> None:
         was_joined = sock.tag in self.join_refs
@@ -308,11 +346,65 @@ class FanoutWorker(Worker):
                     if self.remaining[seq] == 0:
                         self._complete()
 
+    async def command(self, kind: str, data: Any) -> None:
+        if kind == "peer":
+            worker, completed = data
+            self.peers[worker] = completed
+            self.moved.set()
+
+    def _done(self) -> int:
+        return min([self.completed, *self.peers.values()]) + self.refused
+
+    def _replied(self, future: asyncio.Future[Reply]) -> None:
+        if future.cancelled() or self.finished:  # replies still on their way when the run ended
+            return
+        exc = future.exception()
+        if exc is not None or future.result().status != "ok":
+            self.refused += 1
+            self.error(f"publish refused: {'connection lost' if exc is not None else reason_of(future.result().response)}")
+            self.moved.set()
+
     async def measure(self, go: dict[str, Any]) -> None:
-        self.control.send("completed", self.completed)
+        await self.sleep_until(go["at"])
+        if self.index != 0:
+            self.control.send("completed", self.completed)
+            return
+        publisher, plan = self.publisher, self.plan
+        if publisher is None:
+            self.control.send("settled", {"at": None})
+            return
+        topic, window, messages = plan.topic_of(0), plan.window, plan.messages
+        self.start_us = now_us()
+        while self.sent < messages:
+            while self.sent < messages and self.sent - self._done() < window:
+                payload = render(plan.payload, stamp(self.sent, now_us()))
+                publisher.request(topic, plan.event, payload, self.publisher_join_ref).add_done_callback(self._replied)
+                self.sent += 1
+                self.counters["sent"] = self.sent
+            if not publisher.open_now:
+                self.error(f"publisher: closed by the server: {publisher.close_code}")
+                return
+            self.moved.clear()
+            if self.sent - self._done() >= window:
+                await self.moved.wait()
+        while self._done() < messages:
+            if not publisher.open_now:
+                self.error(f"publisher: closed by the server: {publisher.close_code}")
+                return
+            self.moved.clear()
+            await self.moved.wait()
+        self.end_us = now_us()
+        self.finished = True
+        self.control.send("settled", {"at": self.end_us})
 
     def result(self) -> dict[str, Any]:
-        return {"delivery": self.latency.to_dict(), "subscribers": self.alive}
+        return {"delivery": self.latency.to_dict(), "subscribers": self.alive,
+                "publisher": {"sent": self.sent, "refused": self.refused, "start": self.start_us, "end": self.end_us}}
+
+
+def _own_copies(sock: BenchSocket, buf: bytes, start: int, end: int, opcode: int) -> bool:
+    """The publisher is a member of its topic too: its copies are not deliveries; replies go through."""
+    return not sock.is_reply(buf, start, end)
 
 
 class ChatWorker(Worker):
