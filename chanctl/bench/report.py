@@ -27,6 +27,10 @@ _RATE = {"connect": "joins_per_s", "reconnect": "rejoins_per_s", "fanout": "deli
 _LATENCY = {"connect": "connect_join", "reconnect": "rejoin", "fanout": "delivery", "chat": "delivery", "presence": "join"}
 
 
+_REFUSALS = ("refused:", "join refused:", "publisher: refused:", "publisher: join refused:")
+"""Error reasons that are the server saying no (an HTTP status, a join reply), not a failure to reach it."""
+
+
 @dataclass(frozen=True)
 class Thresholds:
     max_p99_ms: float | None = None
@@ -95,6 +99,7 @@ def build_report(plan: Plan, outcome: Outcome, thresholds: Thresholds) -> dict[s
     cpu = outcome.get("cpu", [])
     generator = {
         "workers": plan.workers,
+        "loop": outcome.get("loop"),
         "per_worker": cpu,
         "coordinator_cpu_s": outcome.get("coordinator_cpu_s"),
         "cpu_s": round(sum(w["cpu_s"] for w in cpu) + (outcome.get("coordinator_cpu_s") or 0), 3),
@@ -139,7 +144,7 @@ def exit_status(report: dict[str, Any]) -> int:
     figures, errors = report["figures"], report["errors"]
     joined = max(figures.get(key) or 0 for key in ("joined", "subscribers", "members_joined", "rejoined", "joined_before"))
     if not joined and errors:
-        refused = sum(n for reason, n in errors.items() if "refused" in reason)
+        refused = sum(n for reason, n in errors.items() if reason.startswith(_REFUSALS))
         return 3 if refused >= sum(errors.values()) - refused else 4
     if not report["complete"]:
         return 4
@@ -175,7 +180,7 @@ def render_table(report: dict[str, Any], escape: Any = str) -> str:
         lines.append(f"  {'errors':<34} none")
     generator = report["generator"]
     share = generator["busiest_cpu_share"]
-    line = f"  {'generator CPU':<34} {generator['cpu_s']:.2f} s ({generator['workers']} worker(s) and the coordinator), busiest worker {_number(share)} of a core"
+    line = f"  {'generator CPU':<34} {generator['cpu_s']:.2f} s ({generator['workers']} worker(s) on {generator['loop']}, and the coordinator), busiest worker {_number(share)} of a core"
     lines.append(line)
     if generator["was_the_limit"]:
         lines.append("  note: a worker used most of its core: the generator may have been the limit (try --workers)")

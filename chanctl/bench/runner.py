@@ -16,7 +16,7 @@ from typing import Any
 from chanctl.bench.control import Control
 from chanctl.bench.plan import Plan, now_us
 from chanctl.bench.stats import Histogram, Tally
-from chanctl.bench.worker import worker_main
+from chanctl.bench.worker import loop_name, worker_main
 
 __all__ = ["Outcome", "run"]
 
@@ -245,5 +245,6 @@ def run(plan: Plan, tokens: list[str | None], progress: Callable[[dict[str, Any]
 
     outcome = asyncio.run(main())
     outcome["started_at"] = started
+    outcome["loop"] = loop_name()  # what the workers ran on (they spawn with this environment)
     return outcome
 

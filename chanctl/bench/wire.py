@@ -110,8 +110,8 @@ class BenchSocket(asyncio.Protocol):
             raise Unreachable(self.url, exc.strerror or str(exc)) from None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport) and self._handshake is not None
-        self._transport = transport
+        assert self._handshake is not None
+        self._transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
         self._handshake.send_request(self._handshake.connect())
         for data in self._handshake.data_to_send():
             transport.write(data)

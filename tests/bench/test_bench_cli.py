@@ -29,8 +29,8 @@ topics:
 """
 
 
-async def bench(*args: str) -> tuple[int, dict[str, Any] | None, str]:
-    result = await chanctl("bench", *args, "--json", "--quiet", "--timeout", "5", "--time-limit", "8s")
+async def bench(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None, str]:
+    result = await chanctl("bench", *args, "--json", "--quiet", "--timeout", "5", "--time-limit", "8s", env=env)
     report = orjson.loads(result.out) if result.out.strip() else None
     return result.code, report, result.err
 
@@ -59,9 +59,12 @@ async def test_connect_reports_latencies_rate_and_every_parameter(chat_server):
     assert report["generator"]["workers"] == 1 and report["generator"]["per_worker"][0]["cpu_s"] >= 0
 
 
-async def test_fanout_delivers_every_message_to_every_subscriber(chat_server):
-    code, report, err = await bench("fanout", *on(chat_server, "--clients", "8", "--messages", "30", "--window", "5"))
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_fanout_delivers_every_message_to_every_subscriber(chat_server, loop):
+    code, report, err = await bench("fanout", *on(chat_server, "--clients", "8", "--messages", "30", "--window", "5"),
+                                    env={"CHANCTL_BENCH_LOOP": loop})
     assert code == 0, err
+    assert report["generator"]["loop"] == loop
     figures = report["figures"]
     assert (figures["subscribers"], figures["sent"], figures["deliveries"]) == (8, 30, 240)
     assert figures["delivered_ratio"] == 1.0 and figures["deliveries_per_s"] > 0
