@@ -15,7 +15,7 @@ from typing import Any
 from chanctl import __version__
 from chanctl.bench.plan import Plan
 from chanctl.bench.runner import Outcome
-from chanctl.bench.stats import Histogram
+from chanctl.bench.stats import Histogram, Tally
 
 __all__ = ["GENERATOR_BUSY", "Thresholds", "build_report", "exit_status", "render_table"]
 
@@ -61,8 +61,14 @@ def _figures(plan: Plan, outcome: Outcome) -> dict[str, Any]:
                 "joins_per_s": _per_s(joined, start, end), "elapsed_ms": _ms(start, end)}
     if scenario == "reconnect":
         rejoined = sum(r.get("rejoined", 0) for r in results)
+        recovery = Tally()
+        for r in results:
+            recovery.merge(r.get("recovery", {}))
+        asked = recovery.get("recovered", 0) + recovery.get("not_recovered", 0)
         return {"clients": plan.clients, "joined_before": setup["joined"], "dropped": outcome.get("dropped", 0),
-                "rejoined": rejoined, "all_rejoined_ms": _ms(start, end), "rejoins_per_s": _per_s(rejoined, start, end)}
+                "rejoined": rejoined, "all_rejoined_ms": _ms(start, end), "rejoins_per_s": _per_s(rejoined, start, end),
+                "recovered": recovery.get("recovered", 0) if asked else None,
+                "not_recovered": recovery.get("not_recovered", 0) if asked else None}
     if scenario == "fanout":
         subscribers = sum(r.get("subscribers", 0) for r in results)
         sent, refused = outcome.get("sent", 0), outcome.get("refused", 0)

@@ -73,6 +73,7 @@ class Worker:
         self.counters = {"connected": 0, "joined": 0, "sent": 0, "delivered": 0, "errors": 0}
         self.concurrency = max(1, -(-plan.concurrency // plan.workers))
         self.join_refs: dict[int, str] = {}
+        self.joined_with: dict[int, Any] = {}
         self.stopping = False
         self._cpu0 = self._wall0 = 0.0
 
@@ -111,9 +112,10 @@ class Worker:
         self.counters["connected"] += 1
         return sock
 
-    async def join(self, i: int, sock: BenchSocket, topic: str | None = None) -> bool:
-        """Join client ``i``'s topic; False (and an error counted by reason) when refused or lost."""
-        future = sock.request(topic or self.plan.topic_of(i), PHX_JOIN, self.plan.params)
+    async def join(self, i: int, sock: BenchSocket, topic: str | None = None, params: Any = None) -> bool:
+        """Join client ``i``'s topic; False (and an error counted by reason) when refused or lost.
+        The reply's response is kept in ``joined_with[i]``."""
+        future = sock.request(topic or self.plan.topic_of(i), PHX_JOIN, self.plan.params if params is None else params)
         try:
             reply = await asyncio.wait_for(future, self.plan.timeout)
         except TimeoutError:
@@ -126,6 +128,7 @@ class Worker:
             self.error(f"join refused: {reason_of(reply.response)}")
             return False
         self.join_refs[i] = reply.join_ref or ""
+        self.joined_with[i] = reply.response
         self.counters["joined"] += 1
         return True
 
@@ -577,13 +580,19 @@ class PresenceWorker(Worker):
 
 
 class ReconnectWorker(Worker):
-    """Joined clients dropped at once (no closing handshake), then back: time until all rejoined."""
+    """Joined clients dropped at once (no closing handshake), then back: time until all rejoined.
+
+    On a topic with history (chanctl's ``history:``, whose join reply carries ``epoch`` and
+    ``offset``) each client rejoins with ``since`` that position, as chanctl's client does, and the
+    report counts the replies that said ``recovered``.
+    """
 
     def __init__(self, *args: Any):
         super().__init__(*args)
         self.latency = Histogram()
         self.last_done = 0
         self.rejoined = 0
+        self.recovered = Tally()
 
     async def setup(self) -> None:
         await self.each(self.clients, self.open_and_join)
@@ -597,11 +606,18 @@ class ReconnectWorker(Worker):
         self.counters["joined"] = self.counters["connected"] = 0
         drop = now_us()
 
+        positions = {i: _position(self.joined_with.get(i)) for i in dropped}
+
         async def back(i: int) -> None:
             sock = await self.connect(i)
             if sock is None:
                 return
-            if await self.join(i, sock):
+            since = positions[i]
+            params = None if since is None or not isinstance(self.plan.params, dict) else {**self.plan.params, "since": since}
+            if await self.join(i, sock, params=params):
+                answer = self.joined_with[i].get("recovered") if isinstance(self.joined_with[i], dict) else None
+                if since is not None:
+                    self.recovered.add("recovered" if answer is True else "not_recovered")
                 done = now_us()
                 self.latency.add(done - drop)
                 self.last_done = max(self.last_done, done)
@@ -613,7 +629,14 @@ class ReconnectWorker(Worker):
         self.control.send("settled", {"at": self.last_done, "dropped_at": drop, "dropped": len(dropped)})
 
     def result(self) -> dict[str, Any]:
-        return {"rejoin": self.latency.to_dict(), "rejoined": self.rejoined}
+        return {"rejoin": self.latency.to_dict(), "rejoined": self.rejoined, "recovery": dict(self.recovered)}
+
+
+def _position(response: Any) -> dict[str, Any] | None:
+    """A history position from a join reply (``{"epoch": E, "offset": N}``), or None without history."""
+    if isinstance(response, dict) and isinstance(response.get("offset"), int) and isinstance(response.get("epoch"), str):
+        return {"offset": response["offset"], "epoch": response["epoch"]}
+    return None
 
 
 WORKERS: dict[str, type[Worker]] = {

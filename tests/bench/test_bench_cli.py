@@ -101,6 +101,17 @@ async def test_reconnect_brings_every_dropped_client_back(chat_server):
     figures = report["figures"]
     assert figures["joined_before"] == figures["dropped"] == figures["rejoined"] == 10
     assert figures["all_rejoined_ms"] > 0 and report["latency_ms"]["rejoin"]["count"] == 10
+    assert figures["recovered"] is None  # room:lobby keeps no history: nothing to recover
+
+
+async def test_reconnect_rejoins_with_since_on_a_topic_with_history(make_server):
+    config = BENCH_YAML.replace("join: true", "join: true\n    history: {size: 10, ttl: 1m}")
+    async with make_server(config) as server:
+        code, report, err = await bench("reconnect", "--url", server.url, "--config", str(CHAT), "--clients", "6",
+                                        "--topic", "bench:h")
+    assert code == 0, err
+    figures = report["figures"]
+    assert figures["rejoined"] == 6 and (figures["recovered"], figures["not_recovered"]) == (6, 0)
 
 
 async def test_thresholds_set_the_exit_code(chat_server):
