@@ -12,7 +12,7 @@ import pytest
 from chanctl.config.load import LoadedConfig, load_config, load_config_text
 from chanctl.server.runtime import ChannelServer, build_server
 from chanctl.tokens import TokenSigner
-from tests.support import ROOT, SECRET, TIMEOUT
+from tests.support import ROOT, SECRET, TIMEOUT, RedisServer, require_redis
 
 CHAT = ROOT / "sample_configs" / "chat.yaml"
 
@@ -96,3 +96,14 @@ def serve_process() -> Iterator[Callable[..., ServeProcess]]:
                 proc.wait(TIMEOUT)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh ``redis-server`` for this test (fails in CI when it is not installed)."""
+    server = RedisServer(require_redis())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -6,6 +6,9 @@ import asyncio
 import json
 import os
 import shutil
+import socket
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +156,58 @@ class ManualClock:
         for timer in due:
             if not timer.cancelled:
                 timer.callback(*timer.args)
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free loopback port, without persistence; ``restart`` keeps the port."""
+
+    def __init__(self, binary: str):
+        self.binary = binary
+        self.port = free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--protected-mode", "no", "--loglevel", "notice"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        seen = []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # it logs this line once it listens: no polling
+            seen.append(line)
+            if "Ready to accept connections" in line:
+                threading.Thread(target=lambda: seen.extend(self.proc.stdout), daemon=True).start()  # type: ignore[union-attr]
+                return
+        raise AssertionError("redis-server did not start:\n" + "".join(seen))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def require_redis() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        require("redis-server", "redis-server is not installed (apt-get install -y redis-server)")
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        require("redis", "the redis client is not installed: pip install -e '.[test]'")
+    return binary  # type: ignore[return-value]

@@ -93,6 +93,10 @@ def _summary(config: str, loaded: LoadedConfig) -> None:
             schema = " (schema)" if event.schema_ is not None else ""
             allow = "" if event.allow is True else f" if {' '.join(str(event.allow).split())}"
             out(f"    event {name}: {event.do}{schema}{allow}")
+    if cfg.cluster is not None:
+        cluster = cfg.cluster
+        out(f"  cluster: redis {cluster.redis_shown}, node {cluster.node or '<host-pid>'}, "
+            f"prefix {cluster.prefix!r}, a silent node is down after {cluster.down_after:g}s")
 
 
 def _explain(explainer: Any, user: str | None, claims: list[str], topic: str | None,

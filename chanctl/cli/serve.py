@@ -29,13 +29,42 @@ def serve(
     host: Annotated[str | None, typer.Option("--host", help="Override server.host.")] = None,
     port: Annotated[int | None, typer.Option("--port", "-p", envvar="CHANCTL_PORT", min=0, max=65535, help="Override server.port; 0 picks a free one.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    redis: Annotated[str | None, typer.Option("--redis", help="Join the cluster on this Redis (sets cluster.redis), e.g. redis://127.0.0.1:6379/0.")] = None,
+    node: Annotated[str | None, typer.Option("--node", help="This node's name in the cluster (sets cluster.node); default host-pid.")] = None,
 ) -> None:
     """Run the server described by CONFIG until Ctrl+C or SIGTERM."""
     if log_level.lower() not in _LOG_LEVELS:
         die(f"--log-level must be {', '.join(_LOG_LEVELS[:-1])} or {_LOG_LEVELS[-1]}, got {log_level!r}", ExitCode.USAGE)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    compiled = compile_or_die(load_or_die(config))
-    asyncio.run(_run(compiled, host, port))
+    loaded = load_or_die(config)
+    if redis is not None or node is not None:
+        loaded = _with_cluster(loaded, redis, node)
+    asyncio.run(_run(compile_or_die(loaded), host, port))
+
+
+def _with_cluster(loaded: LoadedConfig, redis: str | None, node: str | None) -> LoadedConfig:
+    """The config with ``--redis`` / ``--node`` written into its ``cluster:`` section."""
+    import dataclasses
+
+    from pydantic import ValidationError
+
+    from chanctl.config.model import ClusterConfig
+
+    current = loaded.config.cluster
+    fields = {} if current is None else current.model_dump(exclude_unset=True)
+    if redis is not None:
+        fields["redis"] = redis
+    if node is not None:
+        fields["node"] = node
+    if "redis" not in fields:
+        die("--node needs a cluster: give --redis URL too, or a cluster: section in the config", ExitCode.USAGE)
+    try:
+        cluster = ClusterConfig.model_validate(fields)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        option = "--node" if problem["loc"] == ("node",) else "--redis"
+        die(f"{option}: {problem['msg'].removeprefix('Value error, ')}", ExitCode.USAGE)
+    return dataclasses.replace(loaded, config=loaded.config.model_copy(update={"cluster": cluster}))
 
 
 def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
@@ -53,6 +82,9 @@ def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
         lines.append(f"  topic {pattern:<28} join: {join}; events: {events}")
     lines.append(f"  auth: signed tokens (salt {auth.salt!r}, max age {int(auth.max_age)}s); mint one with "
                  f"`chanctl token --user ID --config {loaded.path}`")
+    cluster = server.config.cluster
+    if cluster is not None:
+        lines.append(f"  cluster: node {cluster.node_name} on {cluster.redis_shown} (prefix {cluster.prefix!r})")
     for warning in loaded.warnings:
         lines.append(f"  WARNING {warning}")
     return lines

@@ -7,15 +7,17 @@ loads.
 
 from __future__ import annotations
 
+import os
 import string
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from chanctl.durations import parse_duration
 from chanctl.tokens import DEFAULT_ADMIN_CLAIM
 
-__all__ = ["AuthConfig", "Config", "EventConfig", "HistoryConfig", "JoinRule", "PolicyTest", "PresenceConfig", "PresenceLimit", "ServerConfig", "TopicConfig"]
+__all__ = ["AuthConfig", "ClusterConfig", "Config", "EventConfig", "HistoryConfig", "JoinRule", "PolicyTest", "PresenceConfig", "PresenceLimit", "ServerConfig", "TopicConfig"]
 
 
 def _duration(value: Any) -> float:
@@ -273,6 +275,64 @@ class TopicConfig(_Model):
         return self
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def default_node_name() -> str:
+    """``host-pid``: readable in ``chanctl watch`` and unique on one machine (``serve --workers``)."""
+    return f"{os.uname().nodename}-{os.getpid()}"
+
+
+class ClusterConfig(_Model):
+    """Several nodes that share one Redis behave as one server: broadcasts, presence, disconnects
+    and the admin plane cross nodes. Without this section nothing changes and no Redis is needed."""
+
+    redis: str
+    """The Redis every node of the cluster uses, e.g. ``redis://redis.internal:6379/0``
+    (``rediss://`` for TLS, ``unix:///run/redis.sock``); ``${REDIS_URL}`` works."""
+    node: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$")
+    """This node's name in ``chanctl watch``, ``/metrics`` and the logs; default ``host-pid``.
+    Two live nodes must not share a name."""
+    prefix: str = Field("chanctl", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    """Prefix of every Redis key and channel, so that several clusters can share one Redis."""
+    down_after: Duration = Field(15.0, ge=1.0, le=3600.0)
+    """A node silent this long (killed, cut off) is declared down: its presences leave every topic,
+    with ``presence_diff`` leaves. Nodes heartbeat every third of it."""
+    max_pending: ByteSize = 16 * 1024 * 1024
+    """Bytes of broadcasts waiting for a slow Redis; past it broadcasts are dropped and counted
+    (``chanctl_cluster_dropped``) instead of growing the node's memory."""
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ValueError(f"not a Redis URL: {url!r} (write redis://host:6379/0, rediss://... or unix:///path)")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError(f"the Redis URL {url!r} names no host (write redis://host:6379/0)")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"the Redis URL {url!r} has a bad port") from None
+        return url
+
+    @property
+    def redis_shown(self) -> str:
+        """``redis`` with its password replaced by ``***``, for banners, logs and the admin plane."""
+        parts = urlsplit(self.redis)
+        if parts.password is None:
+            return self.redis
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+    @property
+    def node_name(self) -> str:
+        """``node``, or the default ``host-pid``."""
+        return self.node or default_node_name()
+
+
 class PolicyTest(_Model):
     """One authorization case that ``chanctl check`` runs: a join, or an event on a joined topic."""
 
@@ -310,5 +370,7 @@ class Config(_Model):
     topics: dict[str, TopicConfig] = Field(min_length=1)
     """Topic patterns (``room:{id}``, ``updates:all``, ``room:*``) and their rules. When patterns
     overlap the most specific wins: literal topics, then more literal characters, then ``*``."""
+    cluster: ClusterConfig | None = None
+    """Run as one node of a cluster that shares a Redis (``chanctl serve --redis URL`` sets it too)."""
     tests: list[PolicyTest] = []
     """Authorization cases ``chanctl check`` runs, e.g. ``{user: 99, join: "room:42", expect: deny}``."""

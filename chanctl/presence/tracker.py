@@ -376,14 +376,14 @@ class PresenceTracker:
         if topic.spec.config.mode == "count":
             topic.pending = Diff()
             if changed:
-                self.pubsub.broadcast(topic.name, PRESENCE_COUNT, _count(topic.state))
+                self.pubsub.broadcast_local(topic.name, PRESENCE_COUNT, _count(topic.state))
                 self.stats.counts += 1
             return changed
         if not topic.pending:
             return False
         diff, topic.pending = topic.pending, Diff()
         topic.snapshot = None  # the list moved on
-        self.pubsub.broadcast(topic.name, PRESENCE_DIFF, diff.payload())
+        self.pubsub.broadcast_local(topic.name, PRESENCE_DIFF, diff.payload())
         self.stats.diffs += 1
         return True
 

@@ -138,3 +138,11 @@ class LocalPubSub:
         if failed is not None:
             raise failed  # after the loop, so one serializer's refusal costs the others nothing
         return sent
+
+    broadcast_local = broadcast
+    """Deliver to this node's subscribers only, whatever ``broadcast`` does in a subclass (presence
+    diffs are computed on every node, so they never travel between nodes)."""
+
+    async def ready(self, topic: str) -> None:
+        """Return once a subscription to ``topic`` made right after gets every broadcast published
+        later; in process that is already true. (The Redis adapter waits for its SUBSCRIBE.)"""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-import os
 import random
 import time
 from operator import itemgetter
@@ -49,7 +48,6 @@ SNAPSHOT_CONNECTIONS = 500
 """The snapshot lists at most this many connections (``connections_total`` says how many exist)."""
 STATS_TOPICS = 200
 """``stats`` carries the counts of at most this many topics, the most subscribed first."""
-NODE = f"{os.uname().nodename}-{os.getpid()}"
 
 
 class AdminTap:
@@ -167,7 +165,7 @@ class AdminTap:
         presence = self.server.presence.topics()
         busiest = heapq.nlargest(STATS_TOPICS, topics.items(), key=itemgetter(1))
         return {
-            "node": NODE, "t": time.time(), "connections": len(self.server.connections),
+            "node": self.server.node, "t": time.time(), "connections": len(self.server.connections),
             "topics": len(topics), "subscriptions": sum(topics.values()),
             "messages_in_per_s": rate[0], "messages_out_per_s": rate[1], "broadcasts_per_s": rate[2],
             "tap_dropped": self.dropped,
@@ -181,7 +179,7 @@ class AdminTap:
         connections = sorted(server.connections, key=lambda c: c.connected_at)
         presence = server.presence.topics()
         return {
-            "nodes": [{"name": NODE, "version": __version__, "url": server.url,
+            "nodes": [{"name": server.node, "version": __version__, "url": server.url,
                        "uptime": round(time.time() - server.started_at, 3)}],
             "topics": {topic: {"subscribers": count, "presence": presence.get(topic, 0)}
                        for topic, count in sorted(server.pubsub.topics().items())},

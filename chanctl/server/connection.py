@@ -323,6 +323,12 @@ class Connection:
             log.exception("channel crashed on %s intercepting %r", channel.topic, message.event)
             self.server.spawn(self._end(channel, crashed=True))
 
+    def fail(self, channel: ChannelState) -> None:
+        """Stop the channel with ``phx_error`` (as if it crashed): phoenix.js rejoins it. The
+        cluster uses it for topics that may have missed broadcasts while Redis was away."""
+        if not channel.closed:
+            self.server.spawn(self._end(channel, crashed=True))
+
     def stop(self, channel: ChannelState) -> None:
         """The handler asked to stop: phx_close once the callback running now is done."""
         self.server.spawn(self._end(channel, crashed=False))

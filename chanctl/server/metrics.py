@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from chanctl import __version__
+
 if TYPE_CHECKING:
     from chanctl.server.runtime import ChannelServer
 
@@ -61,6 +63,13 @@ class ServerCollector:
 
     def collect(self) -> Iterator[Metric]:
         server, stats = self.server, self.server.stats
+        # The node's name as an info metric (Prometheus's convention), so that a query can join
+        # any series of this target to it, e.g. across the nodes of a cluster.
+        info = GaugeMetricFamily("chanctl_node_info", "This node: its name and version.", labels=["node", "version"])
+        info.add_metric([server.node, __version__], 1)
+        yield info
+        if server.cluster is not None:
+            yield from server.cluster.metrics()
         yield GaugeMetricFamily("chanctl_uptime_seconds", "Seconds since the server started.",
                                 value=time.time() - server.started_at)
         yield GaugeMetricFamily("chanctl_connections", "Open connections.", value=len(server.connections))

@@ -27,6 +27,7 @@ from websockets.typing import Subprotocol
 
 from chanctl import __version__
 from chanctl.config.load import LoadedConfig
+from chanctl.config.model import default_node_name
 from chanctl.errors import HandshakeRefused, ServerError, TokenError
 from chanctl.presence.tracker import PresenceTracker
 from chanctl.protocol.router import Router
@@ -34,8 +35,10 @@ from chanctl.protocol.serializers import Serializer, negotiate
 from chanctl.protocol.socket import Stats as ProtocolStats
 from chanctl.pubsub.history import History, HistorySpec
 from chanctl.pubsub.local import LocalPubSub
+from chanctl.pubsub.redis import RedisPubSub
 from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
 from chanctl.server.compile import CompiledConfig, compile_config
+from chanctl.server.cluster import Cluster
 from chanctl.server.connection import Connection
 from chanctl.server.longpoll import LongPollEndpoint
 from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, token_from_subprotocols
@@ -173,12 +176,23 @@ class ChannelServer:
         self.signer = TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age)
         self.sessions = Sessions(self.signer, warning=auth.expiry_warning, grace=auth.expiry_grace, max_age=auth.max_age)
         """Every socket's token: expiry, refresh, revocation (chanctl.server.sessions)."""
-        self.pubsub = LocalPubSub()
+        cluster = self.config.cluster
+        self.node = default_node_name() if cluster is None else cluster.node_name
+        """This node's name (``cluster.node``, else ``host-pid``): in the admin plane and ``/metrics``."""
+        self.pubsub: LocalPubSub
+        self.cluster: Cluster | None = None
+        """Set when the config has ``cluster:``: the nodes sharing its Redis act as one server."""
+        if cluster is None:
+            self.pubsub = LocalPubSub()
+        else:
+            self.pubsub = RedisPubSub(cluster.redis, self.node, prefix=cluster.prefix, max_pending=cluster.max_pending)
         self.history: History | None = None
         """Broadcast history of the topics with ``history:`` (None when none has it)."""
         if any(topic.history is not None for topic in self.config.topics.values()):
             self.history = self.pubsub.history = History(self._history_spec)
         self.presence = PresenceTracker(self.pubsub, compiled.presence, compiled.manual_presence, self.config.data)
+        if cluster is not None:
+            self.cluster = Cluster(self, cluster, self.pubsub)
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self.protocol_stats = ProtocolStats()
@@ -216,6 +230,8 @@ class ChannelServer:
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
         self.started_at = time.time()
+        if self.cluster is not None:
+            await self.cluster.start()
 
     async def _listen(self) -> Server:
         return await serve(
@@ -273,6 +289,8 @@ class ChannelServer:
         for task in list(self._tasks):
             task.cancel()
         self.presence.close()
+        if self.cluster is not None:
+            await self.cluster.close()
 
     def _history_spec(self, topic: str) -> HistorySpec | None:
         route = self.router.match(topic)
@@ -372,9 +390,13 @@ class ChannelServer:
             raise
 
     def health(self) -> dict[str, Any]:
-        """``GET /healthz``: answered while the server accepts connections."""
+        """``GET /healthz``: answered while the server accepts connections; ``degraded`` (still
+        200: this node serves its own clients) while its cluster's Redis is unreachable."""
+        cluster = {} if self.cluster is None else self.cluster.health()
         return {
-            "status": "ok",
+            "status": "degraded" if cluster.get("redis") == "unreachable" else "ok",
+            "node": self.node,
+            **cluster,
             "version": __version__,
             "uptime": round(time.time() - self.started_at, 3),
             "connections": len(self.connections),

@@ -1,0 +1,457 @@
+"""Broadcasts between the nodes of a cluster, through Redis PUB/SUB (``pip install 'chanctl[redis]'``).
+
+Each topic with subscribers on this node is one Redis channel, ``<prefix>:t:<topic>``, and the node
+is subscribed to it only while it has local subscribers (Centrifugo's layout, not Phoenix's
+one-channel-for-everything: a node never reads traffic nobody on it wants). A broadcast is one
+``PUBLISH``; every node, the publisher included, fans it out to its own subscribers when Redis hands
+it back, with :class:`~chanctl.pubsub.local.LocalPubSub`'s fastlane (one encode per serializer).
+Delivering even the publisher's own broadcast in Redis's order is what gives every subscriber on
+every node the same order per topic: Redis serializes all ``PUBLISH`` es to a channel.
+
+What else travels here, for the cluster layer above (``chanctl.server.cluster``): other kinds of
+message on a topic's channel (presence), a control channel every node reads (``<prefix>:control``)
+and one channel per node (``<prefix>:n:<node>``) for answers meant for it alone.
+
+Trouble with Redis never reaches a client as an error:
+
+- Redis unreachable: broadcasts are delivered locally at once (local delivery keeps working); the
+  node reconnects with exponential backoff (0.1 s doubling to 5 s, reset after a success),
+  resubscribes, and tells its listeners (``on_reconnect``) which topics may have missed messages.
+- A subscription that stays idle is probed with ``PING`` every ``probe`` seconds; no answer within
+  another ``probe`` means the connection is dead even if TCP did not say so (centrifugo#1189).
+- Broadcasts waiting for a slow Redis are bounded by ``max_pending`` bytes; past it a broadcast is
+  dropped and counted (``dropped``) instead of growing the node's memory. Redis bounds the other
+  direction itself (``client-output-buffer-limit pubsub``): a node too slow to read is cut off,
+  reconnects, and its topics are told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Collection
+from typing import Any
+
+import orjson
+
+from chanctl.errors import PubSubError
+from chanctl.pubsub.local import LocalPubSub, Subscriber
+
+__all__ = ["RedisPubSub", "import_redis"]
+
+log = logging.getLogger("chanctl.cluster")
+
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+PROBE = 5.0
+"""Seconds of silence on the subscription before it is probed with PING (and again until dead)."""
+READY_TIMEOUT = 5.0
+"""Longest a join waits for its topic's SUBSCRIBE to be confirmed before replying anyway."""
+_BROADCAST = ord("B")
+_BINARY = ord("b")
+
+
+def import_redis() -> Any:
+    """``redis.asyncio``, or a clear error naming the extra to install."""
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        raise PubSubError("a cluster needs the redis client: pip install 'chanctl[redis]'") from None
+    return aioredis
+
+
+class RedisPubSub(LocalPubSub):
+    """A :class:`LocalPubSub` whose broadcasts reach every node through Redis.
+
+    Args:
+        url: the Redis URL.
+        node: this node's name (unique among live nodes).
+        prefix: of every Redis key and channel.
+        max_pending: bytes of broadcasts that may wait for Redis before new ones are dropped.
+        probe: seconds of silence before an idle subscription is probed.
+    """
+
+    def __init__(self, url: str, node: str, *, prefix: str = "chanctl", max_pending: int = 16 * 1024 * 1024, probe: float = PROBE):
+        super().__init__()
+        self._aioredis = import_redis()
+        self.url = url
+        self.node = node
+        self.prefix = prefix
+        self.max_pending = max_pending
+        self.probe = probe
+        self._topic_prefix = f"{prefix}:t:".encode()
+        self.control_channel = f"{prefix}:control".encode()
+        self.node_channel = self.channel_of_node(node)
+        self.connected = False
+        """Subscribed and publishing; False while Redis is unreachable (``/healthz`` says degraded)."""
+        self.dropped = 0
+        """Broadcasts dropped because ``max_pending`` bytes were already waiting for Redis."""
+        self.reconnects = 0
+        self.published = 0
+        self.redis: Any = None
+        """The command client (a pool) the cluster layer uses for keys; None until connected."""
+        self.on_topic_message: dict[int, Callable[[str, bytes], None]] = {}
+        """Handlers of other kinds of message on a topic's channel, by first byte (``P``: presence)."""
+        self.on_control: Callable[[bytes], None] = lambda data: None
+        """Handler of messages on the control channel and on this node's own channel."""
+        self.on_connect: list[Callable[[set[str]], Any]] = []
+        """Called after every (re)connection with the topics that may have missed messages (none the
+        first time); may return an awaitable."""
+        self.on_subscribed: Callable[[str], Any] | None = None
+        """Called (may return an awaitable) once a topic's SUBSCRIBE is confirmed, before its
+        joiners are answered: the cluster layer fetches the topic's presence there."""
+        self._outbox: list[bytes] = []
+        self._outbox_channels: list[bytes] = []
+        self._outbox_bytes = 0
+        self._wake = asyncio.Event()
+        self._up = asyncio.Event()
+        self._down = asyncio.Event()
+        self._down.set()
+        self._commands: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._confirm: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._requested: set[str] = set()
+        """Topics whose SUBSCRIBE was sent on the current connection (and no UNSUBSCRIBE since)."""
+        self._pins: dict[str, int] = {}
+        """Topics a join is about to subscribe to (see :meth:`ready`)."""
+        self._seq = itertools.count(1)
+        self._own: dict[int, tuple[Subscriber | None]] = {}
+        """This node's broadcasts on their way through Redis: who each one excludes."""
+        self._header = f" {node}\n".encode()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._connected_once = False
+
+    # -- naming ------------------------------------------------------------------------------
+
+    def channel_of(self, topic: str) -> bytes:
+        return self._topic_prefix + topic.encode()
+
+    def channel_of_node(self, node: str) -> bytes:
+        return f"{self.prefix}:n:{node}".encode()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, first_connect: float = 2.0) -> None:
+        """Connect (waiting at most ``first_connect`` seconds) and keep reconnecting in the
+        background; a node whose Redis is down at start serves its own clients meanwhile."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        try:
+            await asyncio.wait_for(self.wait_until(connected=True), first_connect)
+        except TimeoutError:
+            log.warning("Redis at %s is not answering; serving this node's clients alone until it does", self.url)
+
+    async def wait_until(self, *, connected: bool) -> None:
+        """Return once the node is (or is no longer) connected to Redis."""
+        await (self._up if connected else self._down).wait()
+
+    def _set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        (self._up if connected else self._down).set()
+        (self._down if connected else self._up).clear()
+
+    async def close(self) -> None:
+        """Publish what is queued (briefly), then disconnect."""
+        self._closing = True
+        if self._outbox and self.connected:
+            try:
+                await asyncio.wait_for(self._publish_outbox(), 1.0)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except BaseException:  # noqa: BLE001 - its own errors were logged
+                pass
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def subscribe(self, topic: str, subscriber: Subscriber, tag: Any = None, intercept: frozenset[str] = frozenset()) -> None:
+        super().subscribe(topic, subscriber, tag, intercept)
+        self._sync(topic)
+
+    def unsubscribe(self, topic: str, subscriber: Subscriber, tag: Any = None) -> None:
+        super().unsubscribe(topic, subscriber, tag)
+        self._sync(topic)
+
+    def _sync(self, topic: str) -> None:
+        """Subscribe to the topic's Redis channel while someone here wants it, and only then."""
+        want = bool(self.subscriber_count(topic) or self._pins.get(topic))
+        if want == (topic in self._requested) or not self.connected:
+            return  # when not connected, the reconnection subscribes to what is wanted then
+        channel = self.channel_of(topic)
+        if want:
+            self._requested.add(topic)
+            self._confirm.setdefault(channel, deque()).append(asyncio.get_running_loop().create_future())
+            self._commands.put_nowait(("subscribe", channel))
+        else:
+            self._requested.discard(topic)
+            self._commands.put_nowait(("unsubscribe", channel))
+
+    async def ready(self, topic: str) -> None:
+        """Wait until this node gets ``topic``'s broadcasts from every node (its SUBSCRIBE is
+        confirmed, and the cluster layer has fetched the topic's presence), so that a client told
+        it joined misses nothing published after. Called by a join before its reply; returns at
+        once when Redis is unreachable, and after ``READY_TIMEOUT`` at worst."""
+        self._pins[topic] = self._pins.get(topic, 0) + 1
+        try:
+            self._sync(topic)
+            waiting = self._confirm.get(self.channel_of(topic))
+            if waiting:
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiting[-1]), READY_TIMEOUT)
+                except TimeoutError:
+                    log.warning("Redis did not confirm the subscription to %r in %gs", topic, READY_TIMEOUT)
+        finally:
+            # The caller subscribes right after, with no await in between: the channel stays.
+            self._pins[topic] -= 1
+            if not self._pins[topic]:
+                del self._pins[topic]
+            asyncio.get_running_loop().call_soon(self._sync, topic)
+
+    # -- broadcasts --------------------------------------------------------------------------
+
+    def broadcast(
+        self, topic: str, event: str, payload: Any, exclude: Subscriber | None = None, *, skip: Collection[Subscriber] = ()
+    ) -> int:
+        """Publish to every node (this one included, when Redis hands it back); returns this
+        node's subscribers that will get it. Without Redis, delivers locally at once."""
+        if not self.connected or skip:
+            return self.broadcast_local(topic, event, payload, exclude, skip=skip)
+        seq = next(self._seq)
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            data = b"b%d%s%s\n%s" % (seq, self._header, orjson.dumps(event), bytes(payload))
+        else:
+            data = b"B%d%s%s" % (seq, self._header, orjson.dumps([event, payload]))
+        if not self.publish(self.channel_of(topic), data):
+            return 0
+        if exclude is not None:
+            self._own[seq] = (exclude,)
+        count = self.subscriber_count(topic)
+        return count - 1 if exclude is not None and count else count
+
+    def publish(self, channel: bytes, data: bytes) -> bool:
+        """Queue one PUBLISH (in order with every other); False when it was dropped (``max_pending``)."""
+        if self._outbox_bytes + len(data) > self.max_pending:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("Redis is not keeping up: %d broadcasts dropped so far (cluster.max_pending %d bytes)",
+                            self.dropped, self.max_pending)
+            return False
+        self._outbox.append(data)
+        self._outbox_channels.append(channel)
+        self._outbox_bytes += len(data)
+        self._wake.set()
+        return True
+
+    async def _publish_outbox(self) -> None:
+        channels, datas = self._outbox_channels, self._outbox
+        self._outbox, self._outbox_channels, self._outbox_bytes = [], [], 0
+        pipe = self.redis.pipeline(transaction=False)
+        for channel, data in zip(channels, datas, strict=True):
+            pipe.publish(channel, data)
+        await pipe.execute()
+        self.published += len(datas)
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._outbox:
+                await self._publish_outbox()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _received(self, channel: bytes, data: bytes) -> None:
+        if channel.startswith(self._topic_prefix):
+            topic = channel[len(self._topic_prefix):].decode()
+            kind = data[0]
+            if kind == _BROADCAST or kind == _BINARY:
+                self._received_broadcast(topic, kind, data)
+            else:
+                handler = self.on_topic_message.get(kind)
+                if handler is not None:
+                    handler(topic, data)
+        else:
+            self.on_control(data)
+
+    def _received_broadcast(self, topic: str, kind: int, data: bytes) -> None:
+        header, _, body = data.partition(b"\n")
+        seq_text, _, node = header[1:].partition(b" ")
+        exclude = None
+        if node == self._header[1:-1]:
+            own = self._own.pop(int(seq_text), None)
+            if own is not None:
+                exclude = own[0]
+        if not self.subscriber_count(topic):
+            return
+        if kind == _BROADCAST:
+            event, payload = orjson.loads(body)
+        else:
+            end = body.index(b"\n")
+            event, payload = orjson.loads(body[:end]), body[end + 1:]
+        try:
+            self.broadcast_local(topic, event, payload, exclude)
+        except Exception:  # one serializer's refusal (bytes on a V1 socket): the others got it
+            log.debug("a broadcast on %r could not be encoded for some subscribers", topic, exc_info=True)
+
+    # -- the connection ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_FIRST
+        failures = 0
+        while not self._closing:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # redis' ConnectionError, TimeoutError, OSError, a RESP error...
+                failures = 0 if self.connected else failures + 1
+                if failures % 20 <= 1:  # the first failure, then about once a minute
+                    log.warning("Redis at %s: %s; reconnecting", self.url, _describe(exc))
+            if self._closing:
+                return
+            if self.connected:
+                backoff = BACKOFF_FIRST  # it had worked: start the backoff over
+            self._lost()
+            await asyncio.sleep(backoff * (0.5 + random.random() / 2))  # the backoff itself, jittered
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _lost(self) -> None:
+        """Redis went away: deliver what waited for it locally, answer waiting joiners."""
+        self._set_connected(False)
+        self._requested.clear()
+        pending = list(zip(self._outbox_channels, self._outbox, strict=True))
+        self._outbox, self._outbox_channels, self._outbox_bytes = [], [], 0
+        for channel, data in pending:
+            self._received(channel, data)
+        self._own.clear()
+        for waiting in self._confirm.values():
+            for future in waiting:
+                if not future.done():
+                    future.set_result(None)
+        self._confirm.clear()
+        self._commands = asyncio.Queue()
+
+    async def _session(self) -> None:
+        aioredis = self._aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # Our own loop reconnects, resubscribes and tells the topics; redis-py retrying underneath
+        # would resubscribe silently and hide the gap.
+        options = {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": self.probe, "socket_keepalive": True}
+        client = aioredis.Redis.from_url(self.url, **options)
+        subscriber = aioredis.Redis.from_url(self.url, **options)
+        pubsub = subscriber.pubsub()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await client.ping()
+            topics = set(self.topics()) | set(self._pins)
+            channels = [self.control_channel, self.node_channel, *map(self.channel_of, topics)]
+            await pubsub.subscribe(*channels)
+            confirmed = 0
+            while confirmed < len(channels):  # SUBSCRIBE answers once per channel, in order
+                message = await pubsub.get_message(timeout=self.probe)
+                if message is None:
+                    raise PubSubError(f"no answer to SUBSCRIBE in {self.probe:g}s")
+                if message["type"] == "subscribe":
+                    confirmed += 1
+            old, self.redis = self.redis, client
+            if old is not None:
+                await old.aclose()
+            self._set_connected(True)
+            self._requested = set(topics)
+            for topic in set(self.topics()) | topics:  # those that changed while SUBSCRIBE was answered
+                self._sync(topic)
+            missed = set(self.topics())  # subscribed here while Redis was not: they may lack broadcasts
+            if self._connected_once:
+                self.reconnects += 1
+                log.warning("Redis at %s is back; resubscribed to %d topics", self.url, len(topics))
+            self._connected_once = True
+            loop = asyncio.get_running_loop()
+            tasks = [loop.create_task(self._publisher()), loop.create_task(self._commander(pubsub))]
+            reader = loop.create_task(self._reader(pubsub))
+            tasks.append(reader)
+            for topic in topics:
+                if self.on_subscribed is not None:
+                    await _maybe(self.on_subscribed(topic))
+            for listener in list(self.on_connect):
+                await _maybe(listener(missed))
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # raises what ended the session
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await pubsub.aclose()
+                await subscriber.aclose()
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass
+            if self.redis is not client:
+                await client.aclose()
+
+    async def _commander(self, pubsub: Any) -> None:
+        while True:
+            command, channel = await self._commands.get()
+            if command == "subscribe":
+                await pubsub.subscribe(channel)
+            else:
+                await pubsub.unsubscribe(channel)
+
+    async def _reader(self, pubsub: Any) -> None:
+        probing = False
+        while True:
+            message = await pubsub.get_message(timeout=self.probe)
+            if message is None:
+                if probing:
+                    raise PubSubError(f"the subscription did not answer PING in {self.probe:g}s")
+                probing = True
+                await pubsub.ping()
+                continue
+            probing = False
+            kind = message["type"]
+            if kind == "message":
+                self._received(message["channel"], message["data"])
+            elif kind == "subscribe":
+                waiting = self._confirm.get(message["channel"])
+                if waiting:
+                    future = waiting.popleft()
+                    if not waiting:
+                        del self._confirm[message["channel"]]
+                    if self.on_subscribed is not None:
+                        topic = message["channel"][len(self._topic_prefix):].decode()
+                        asyncio.get_running_loop().create_task(self._confirmed(topic, future))
+                    else:
+                        future.set_result(None)
+
+    async def _confirmed(self, topic: str, future: asyncio.Future[None]) -> None:
+        try:
+            assert self.on_subscribed is not None
+            await _maybe(self.on_subscribed(topic))
+        except Exception:  # noqa: BLE001 - the joiner is answered regardless
+            log.exception("after subscribing to %r", topic)
+        finally:
+            if not future.done():
+                future.set_result(None)
+
+    def health(self) -> dict[str, Any]:
+        return {"redis": "ok" if self.connected else "unreachable", "node": self.node}
+
+
+async def _maybe(result: Any) -> None:
+    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+        await result
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
