@@ -192,6 +192,10 @@ class PresenceTracker:
         """Batching windows run on this clock; tests set a manual one (before any join) to step
         through windows without waiting."""
 
+        self.on_local_change: Callable[[str], None] | None = None
+        """Called with a topic's name when this node's own part of it changed (a replication
+        layer ships the part to its peers); never for peers' parts."""
+
     def _time(self) -> Clock:
         return self.clock if self.clock is not None else asyncio.get_running_loop()
 
@@ -228,6 +232,7 @@ class PresenceTracker:
         if key is not None:
             meta = {**spec.config.meta, "online_at": int(time.time())}
             self._record(topic, topic.state.track(self.node, owner.id, key, meta)[1])
+            self._local(topic)
         broadcast = False
         if in_window:
             self._flush_at_window_end(topic)
@@ -251,6 +256,7 @@ class PresenceTracker:
         topic = self._topics.get(channel.topic)
         if topic is not None:
             self._changed(topic, topic.state.untrack(self.node, owner.id))
+            self._local(topic)
 
     # -- the handler API -------------------------------------------------------------------------
 
@@ -265,6 +271,7 @@ class PresenceTracker:
         topic = self._topic(channel.topic, spec)
         stored, diff = topic.state.track(self.node, owner.id, str(key), meta)
         self._changed(topic, diff)
+        self._local(topic)
         return stored["phx_ref"]
 
     def update(self, connection: Any, channel: ChannelState, key: str, meta: Meta | Callable[[Meta], Meta]) -> str:
@@ -282,6 +289,7 @@ class PresenceTracker:
             raise PresenceError(TOO_MANY_UPDATES, str(key))
         stored, diff = topic.state.update(self.node, owner.id, str(key), meta)
         self._changed(topic, diff)
+        self._local(topic)
         return stored["phx_ref"]
 
     def untrack(self, channel: ChannelState, key: str | None = None) -> None:
@@ -290,6 +298,7 @@ class PresenceTracker:
         topic = self._topics.get(channel.topic)
         if owner is not None and topic is not None:
             self._changed(topic, topic.state.untrack(self.node, owner.id, None if key is None else str(key)))
+            self._local(topic)
 
     def list(self, topic: str) -> dict[str, dict[str, list[Meta]]]:
         """``{key: {"metas": [...]}}`` for ``topic`` over every node; ``{}`` when nobody is there."""
@@ -313,6 +322,24 @@ class PresenceTracker:
         match = self._router.match(topic_name)
         topic = self._topic(topic_name, self._manual if match is None else match.target)
         self._changed(topic, topic.state.replace_part(node, entries))
+
+    def part(self, topic_name: str) -> dict[tuple[str, str], Meta]:
+        """What this node tracks on ``topic_name``, to ship to peers."""
+        topic = self._topics.get(topic_name)
+        return {} if topic is None else topic.state.part(self.node)
+
+    def peers(self, topic_name: str) -> list[str]:
+        """The other nodes that have presences on ``topic_name`` here."""
+        topic = self._topics.get(topic_name)
+        return [] if topic is None else [node for node in topic.state.parts if node != self.node]
+
+    def local_topics(self) -> list[str]:
+        """Topics where this node tracks someone."""
+        return [name for name, topic in self._topics.items() if self.node in topic.state.parts]
+
+    def _local(self, topic: _Topic) -> None:
+        if self.on_local_change is not None:
+            self.on_local_change(topic.name)
 
     def drop_node(self, node: str) -> None:
         """Another node is down: its presences leave every topic."""

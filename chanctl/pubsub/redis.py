@@ -68,7 +68,7 @@ class RedisPubSub(LocalPubSub):
 
     Args:
         url: the Redis URL.
-        node: this node's name (unique among live nodes).
+        node: this node's id, unique among live nodes (the cluster passes its replica id).
         prefix: of every Redis key and channel.
         max_pending: bytes of broadcasts that may wait for Redis before new ones are dropped.
         probe: seconds of silence before an idle subscription is probed.
@@ -103,6 +103,8 @@ class RedisPubSub(LocalPubSub):
         self.on_subscribed: Callable[[str], Any] | None = None
         """Called (may return an awaitable) once a topic's SUBSCRIBE is confirmed, before its
         joiners are answered: the cluster layer fetches the topic's presence there."""
+        self.on_unsubscribed: Callable[[str], None] | None = None
+        """Called when this node stops listening to a topic (its last local subscriber left)."""
         self._outbox: list[bytes] = []
         self._outbox_channels: list[bytes] = []
         self._outbox_bytes = 0
@@ -180,9 +182,13 @@ class RedisPubSub(LocalPubSub):
         super().unsubscribe(topic, subscriber, tag)
         self._sync(topic)
 
+    def wants(self, topic: str) -> bool:
+        """Someone here listens to ``topic``, or is joining it."""
+        return bool(self.subscriber_count(topic) or self._pins.get(topic))
+
     def _sync(self, topic: str) -> None:
         """Subscribe to the topic's Redis channel while someone here wants it, and only then."""
-        want = bool(self.subscriber_count(topic) or self._pins.get(topic))
+        want = self.wants(topic)
         if want == (topic in self._requested) or not self.connected:
             return  # when not connected, the reconnection subscribes to what is wanted then
         channel = self.channel_of(topic)
@@ -193,6 +199,8 @@ class RedisPubSub(LocalPubSub):
         else:
             self._requested.discard(topic)
             self._commands.put_nowait(("unsubscribe", channel))
+            if self.on_unsubscribed is not None:
+                self.on_unsubscribed(topic)
 
     async def ready(self, topic: str) -> None:
         """Wait until this node gets ``topic``'s broadcasts from every node (its SUBSCRIBE is

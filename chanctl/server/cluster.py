@@ -1,27 +1,62 @@
 """Cluster: the nodes that share one Redis act, to clients and to ``chanctl watch``, as one server.
 
 :class:`~chanctl.pubsub.redis.RedisPubSub` carries broadcasts; this module adds what needs the
-server: telling the channels of topics that may have missed broadcasts (``phx_error``, so that
-phoenix.js rejoins) after Redis came back, and the node's health.
+server.
+
+**Presence.** Each node keeps every topic's presence in node-tagged parts
+(:mod:`chanctl.presence.state`) and writes only its own. When its part of a topic changes, it ships
+the whole part, with a version, on the topic's Redis channel (coalesced to one message per topic per
+loop tick) and stores it in the hash ``<prefix>:p:<topic>`` under its replica id, so that a node
+whose first client joins the topic reads every node's part before that client's ``presence_state``
+goes out. Peers install a part with ``replace_part``, which yields the ``presence_diff`` their
+members get; versions make the order of hash reads and channel messages irrelevant. A replica id is
+the node's name plus a random incarnation, so a restarted node never inherits its predecessor's
+presences.
+
+**Liveness.** Every node heartbeats on the control channel every ``down_after / 3`` seconds and
+keeps ``<prefix>:node:<replica>`` alive for ``down_after``. A peer silent for ``down_after`` is down:
+its presences leave every topic here, with ``presence_diff`` leaves (not silent expiry), and its
+hash entries are deleted. A node stopped with SIGTERM says ``bye`` first, so its presences leave
+everywhere at once. (Phoenix.Tracker waits 30 s by default and, on a graceful stop, the same.)
+
+**Redis restarted.** Keys are gone: each node stores and ships its parts again, and sends
+``phx_error`` on every channel whose topic may have missed broadcasts, so phoenix.js rejoins.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
+import os
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from chanctl.config.model import ClusterConfig
 from chanctl.pubsub.redis import RedisPubSub
 
 if TYPE_CHECKING:
+    from chanctl.presence.tracker import PresenceTracker
     from chanctl.server.runtime import ChannelServer
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "replica_id"]
 
 log = logging.getLogger("chanctl.cluster")
+
+_PRESENCE = ord("P")
+_HEARTBEAT = b"H"
+_BYE = b"L"
+DOWN_REMEMBERED = 10_000
+"""Replicas remembered as down (so that their late messages are ignored); older ones are forgotten."""
+
+
+def replica_id(node: str) -> str:
+    """``node`` plus a random incarnation: unique even when a restarted node keeps its name."""
+    return f"{node}/{os.urandom(3).hex()}"
 
 
 class Cluster:
@@ -31,35 +66,253 @@ class Cluster:
         server: the node.
         config: its ``cluster:`` section.
         pubsub: the server's pubsub, which carries broadcasts through Redis.
+        presence: the server's tracker; its ``node`` is this node's replica id.
     """
 
-    def __init__(self, server: ChannelServer, config: ClusterConfig, pubsub: RedisPubSub):
+    def __init__(self, server: ChannelServer, config: ClusterConfig, pubsub: RedisPubSub, presence: PresenceTracker):
         self.server = server
         self.config = config
         self.pubsub = pubsub
+        self.presence = presence
+        self.replica = presence.node
+        self.interval = config.down_after / 3
+        self.peers: dict[str, float] = {}
+        """Live peer replicas and when (loop time) each was last heard from."""
+        self.down: dict[str, None] = {}
+        """Replicas declared down or gone, oldest first (bounded by ``DOWN_REMEMBERED``)."""
+        self.downs = 0
+        """Peers declared down for silence (not counting those that said bye)."""
+        self._versions: dict[tuple[str, str], int] = {}
+        """``(topic, replica) -> version`` of the part installed here."""
+        self._version = itertools.count(1)
+        self._dirty: set[str] = set()
+        self._flush_due = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._key_prefix = config.prefix
         pubsub.on_connect.append(self._connected)
+        pubsub.on_subscribed = self._fetch
+        pubsub.on_unsubscribed = self._forget_topic
+        pubsub.on_topic_message[_PRESENCE] = self._received_part
+        pubsub.on_control = self._received_control
+        presence.on_local_change = self._changed
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.pubsub.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._heartbeats()))
+
+    async def leave(self) -> None:
+        """Graceful stop, before the connections drain: peers drop this node's presences at once."""
+        self.presence.on_local_change = None  # the drain's untracks need not travel: bye covers them
+        if not self.pubsub.connected or self.pubsub.redis is None:
+            return
+        try:
+            async with asyncio.timeout(1.0):
+                pipe = self.pubsub.redis.pipeline(transaction=False)
+                pipe.publish(self.pubsub.control_channel, _BYE + self.replica.encode())
+                pipe.delete(self._node_key(self.replica))
+                for topic in self.presence.local_topics():
+                    pipe.hdel(self._presence_key(topic), self.replica)
+                await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - peers will see the silence instead
+            log.warning("could not say bye to the cluster: %s", exc)
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pubsub.close()
 
     def health(self) -> dict[str, Any]:
-        return {"redis": "ok" if self.pubsub.connected else "unreachable"}
+        return {"redis": "ok" if self.pubsub.connected else "unreachable", "peers": len(self.peers)}
 
     def metrics(self) -> Iterator[Metric]:
         """The cluster's families for ``/metrics``."""
         pubsub = self.pubsub
         yield GaugeMetricFamily("chanctl_cluster_redis_up", "1 while Redis is reachable, else 0.", value=int(pubsub.connected))
+        yield GaugeMetricFamily("chanctl_cluster_peers", "Other live nodes heard from.", value=len(self.peers))
         yield CounterMetricFamily("chanctl_cluster_published", "Messages published to Redis.", value=pubsub.published)
         yield CounterMetricFamily("chanctl_cluster_dropped", "Broadcasts dropped: cluster.max_pending bytes already waited for Redis.",
                                   value=pubsub.dropped)
         yield CounterMetricFamily("chanctl_cluster_reconnects", "Reconnections to Redis after it was lost.", value=pubsub.reconnects)
+        yield CounterMetricFamily("chanctl_cluster_nodes_down", "Peers declared down after down_after of silence.", value=self.downs)
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def _presence_key(self, topic: str) -> str:
+        return f"{self._key_prefix}:p:{topic}"
+
+    def _node_key(self, replica: str) -> str:
+        return f"{self._key_prefix}:node:{replica}"
+
+    # -- this node's presence, out -----------------------------------------------------------
+
+    def _changed(self, topic: str) -> None:
+        self._dirty.add(topic)
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        dirty, self._dirty = self._dirty, set()
+        if not self.pubsub.connected:
+            return  # the reconnection ships every part
+        self.server.spawn(self._ship(dirty))
+
+    async def _ship(self, topics: set[str]) -> None:
+        """Store and publish this node's part of each topic (one pipeline)."""
+        redis = self.pubsub.redis
+        if redis is None:
+            return
+        pipe = redis.pipeline(transaction=False)
+        for topic in topics:
+            part = self.presence.part(topic)
+            body = orjson.dumps({"r": self.replica, "v": next(self._version),
+                                 "e": [[owner, key, meta] for (owner, key), meta in part.items()]})
+            if part:
+                pipe.hset(self._presence_key(topic), self.replica, body)
+            else:
+                pipe.hdel(self._presence_key(topic), self.replica)
+            pipe.publish(self.pubsub.channel_of(topic), b"P" + body)
+        try:
+            await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - Redis went away: the reconnection ships again
+            log.warning("could not ship presence to Redis: %s", exc)
+
+    # -- peers' presence, in -----------------------------------------------------------------
+
+    def _install(self, topic: str, body: bytes) -> None:
+        part = orjson.loads(body)
+        replica, version = part["r"], part["v"]
+        if replica == self.replica or replica in self.down or not self.pubsub.wants(topic):
+            return
+        if self._versions.get((topic, replica), 0) >= version:
+            return
+        self._versions[(topic, replica)] = version
+        self.peers.setdefault(replica, asyncio.get_running_loop().time())
+        self.presence.replace_part(topic, replica, {(owner, key): meta for owner, key, meta in part["e"]})
+
+    def _received_part(self, topic: str, data: bytes) -> None:
+        try:
+            self._install(topic, data[1:])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring a malformed presence message on %r: %s", topic, exc)
+
+    async def _fetch(self, topic: str) -> None:
+        """Before a topic's first joiner here gets its ``presence_state``: every node's part."""
+        redis = self.pubsub.redis
+        if redis is None:
+            return
+        try:
+            parts = await redis.hgetall(self._presence_key(topic))
+            unknown = [r.decode() for r in parts if r.decode() not in self.peers and r.decode() != self.replica]
+            alive = await redis.exists(*map(self._node_key, unknown)) if unknown else 0
+        except Exception as exc:  # noqa: BLE001 - the joiner gets what this node knows
+            log.warning("could not read the presence of %r from Redis: %s", topic, exc)
+            return
+        stale = []
+        for replica_bytes, body in parts.items():
+            replica = replica_bytes.decode()
+            if replica in unknown and not alive:
+                stale.append(replica)  # its heartbeat key expired: a node that died before cleanup
+                continue
+            try:
+                self._install(topic, body)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring a malformed presence entry of %r on %r: %s", replica, topic, exc)
+        if stale:
+            try:
+                await redis.hdel(self._presence_key(topic), *stale)
+            except Exception:  # noqa: BLE001 - best effort; the next reader checks again
+                pass
+
+    def _forget_topic(self, topic: str) -> None:
+        """Nobody here listens to ``topic`` any more: its peers' parts would only go stale."""
+        for replica in self.presence.peers(topic):
+            self._versions.pop((topic, replica), None)
+            self.presence.replace_part(topic, replica, {})
+
+    # -- liveness ----------------------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            redis = self.pubsub.redis
+            if self.pubsub.connected and redis is not None:
+                try:
+                    pipe = redis.pipeline(transaction=False)
+                    pipe.set(self._node_key(self.replica), self._info(), px=int(self.config.down_after * 1000))
+                    pipe.publish(self.pubsub.control_channel, _HEARTBEAT + self._info())
+                    await pipe.execute()
+                except Exception as exc:  # noqa: BLE001 - the subscription's own probe notices
+                    log.debug("heartbeat failed: %s", exc)
+            now = loop.time()
+            for replica, seen in list(self.peers.items()):
+                if now - seen > self.config.down_after:
+                    self._node_down(replica, f"silent for {now - seen:.1f}s")
+            await asyncio.sleep(self.interval)  # the heartbeat period itself
+
+    def _info(self) -> bytes:
+        server = self.server
+        return orjson.dumps({"r": self.replica, "node": server.node, "url": server.url, "t": time.time(),
+                             "connections": len(server.connections)})
+
+    def _received_control(self, data: bytes) -> None:
+        kind, body = data[:1], data[1:]
+        if kind == _HEARTBEAT:
+            try:
+                replica = orjson.loads(body)["r"]
+            except (ValueError, KeyError, TypeError):
+                return
+            if replica != self.replica and replica not in self.down:
+                self.peers[replica] = asyncio.get_running_loop().time()
+        elif kind == _BYE:
+            replica = body.decode(errors="replace")
+            if replica != self.replica:
+                self._node_down(replica, "stopped")
+
+    def _node_down(self, replica: str, why: str) -> None:
+        """``replica`` is gone: its presences leave every topic here (``presence_diff`` leaves)."""
+        if replica in self.down:
+            return
+        if why != "stopped":
+            self.downs += 1
+        log.warning("node %s is down (%s): its presences leave", replica, why)
+        self.peers.pop(replica, None)
+        self.down[replica] = None
+        if len(self.down) > DOWN_REMEMBERED:
+            del self.down[next(iter(self.down))]
+        topics = [k[0] for k in self._versions if k[1] == replica]
+        for topic in topics:
+            del self._versions[(topic, replica)]
+        self.presence.drop_node(replica)
+        if topics and why != "stopped":  # a stopped node cleaned up after itself
+            self.server.spawn(self._forget_replica(replica, topics))
+
+    async def _forget_replica(self, replica: str, topics: list[str]) -> None:
+        """Delete a dead replica's stored parts (every live node tries; HDEL is idempotent)."""
+        redis = self.pubsub.redis
+        if redis is None:
+            return
+        try:
+            pipe = redis.pipeline(transaction=False)
+            for topic in topics:
+                pipe.hdel(self._presence_key(topic), replica)
+            await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - a later reader finds the part stale and deletes it
+            log.debug("could not delete the parts of %s: %s", replica, exc)
+
+    # -- Redis came back ---------------------------------------------------------------------
 
     def _connected(self, missed: set[str]) -> None:
-        """Redis is back: the channels of ``missed`` topics may lack broadcasts; phoenix.js rejoins
-        a channel that errors, and the rejoin brings a fresh ``presence_state``."""
+        """Redis is (back) up: store and ship every part again; the channels of ``missed`` topics
+        may lack broadcasts, so they get ``phx_error`` and phoenix.js rejoins them."""
+        self._dirty.update(self.presence.local_topics())
+        if self._dirty:
+            self._flush()
         failed = 0
         for topic in missed:
             for connection, channel in self.pubsub.subscriptions(topic):

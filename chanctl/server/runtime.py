@@ -38,7 +38,7 @@ from chanctl.pubsub.local import LocalPubSub
 from chanctl.pubsub.redis import RedisPubSub
 from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
 from chanctl.server.compile import CompiledConfig, compile_config
-from chanctl.server.cluster import Cluster
+from chanctl.server.cluster import Cluster, replica_id
 from chanctl.server.connection import Connection
 from chanctl.server.longpoll import LongPollEndpoint
 from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, token_from_subprotocols
@@ -184,15 +184,16 @@ class ChannelServer:
         """Set when the config has ``cluster:``: the nodes sharing its Redis act as one server."""
         if cluster is None:
             self.pubsub = LocalPubSub()
+            self.presence = PresenceTracker(self.pubsub, compiled.presence, compiled.manual_presence, self.config.data)
         else:
-            self.pubsub = RedisPubSub(cluster.redis, self.node, prefix=cluster.prefix, max_pending=cluster.max_pending)
+            replica = replica_id(self.node)
+            self.pubsub = RedisPubSub(cluster.redis, replica, prefix=cluster.prefix, max_pending=cluster.max_pending)
+            self.presence = PresenceTracker(self.pubsub, compiled.presence, compiled.manual_presence, self.config.data, node=replica)
+            self.cluster = Cluster(self, cluster, self.pubsub, self.presence)
         self.history: History | None = None
         """Broadcast history of the topics with ``history:`` (None when none has it)."""
         if any(topic.history is not None for topic in self.config.topics.values()):
             self.history = self.pubsub.history = History(self._history_spec)
-        self.presence = PresenceTracker(self.pubsub, compiled.presence, compiled.manual_presence, self.config.data)
-        if cluster is not None:
-            self.cluster = Cluster(self, cluster, self.pubsub)
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self.protocol_stats = ProtocolStats()
@@ -269,6 +270,8 @@ class ChannelServer:
         server, self._server = self._server, None
         if server is not None:
             server.close(close_connections=False)
+        if self.cluster is not None:
+            await self.cluster.leave()  # before the drain: this node's presences leave everywhere at once
         remaining = list(self.connections)
         log.info("draining %d connections", len(remaining))
         for start in range(0, len(remaining), SHUTDOWN_BATCH):
