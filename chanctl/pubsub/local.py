@@ -146,3 +146,6 @@ class LocalPubSub:
     async def ready(self, topic: str) -> None:
         """Return once a subscription to ``topic`` made right after gets every broadcast published
         later; in process that is already true. (The Redis adapter waits for its SUBSCRIBE.)"""
+
+    def release(self, topic: str) -> None:
+        """The join that awaited :meth:`ready` subscribed or was refused."""

@@ -205,23 +205,26 @@ class RedisPubSub(LocalPubSub):
     async def ready(self, topic: str) -> None:
         """Wait until this node gets ``topic``'s broadcasts from every node (its SUBSCRIBE is
         confirmed, and the cluster layer has fetched the topic's presence), so that a client told
-        it joined misses nothing published after. Called by a join before its reply; returns at
-        once when Redis is unreachable, and after ``READY_TIMEOUT`` at worst."""
+        it joined misses nothing published after. A join calls it before its handler runs and
+        :meth:`release` once it subscribed (or was refused); returns at once when Redis is
+        unreachable, and after ``READY_TIMEOUT`` at worst."""
         self._pins[topic] = self._pins.get(topic, 0) + 1
-        try:
-            self._sync(topic)
-            waiting = self._confirm.get(self.channel_of(topic))
-            if waiting:
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiting[-1]), READY_TIMEOUT)
-                except TimeoutError:
-                    log.warning("Redis did not confirm the subscription to %r in %gs", topic, READY_TIMEOUT)
-        finally:
-            # The caller subscribes right after, with no await in between: the channel stays.
-            self._pins[topic] -= 1
-            if not self._pins[topic]:
-                del self._pins[topic]
-            asyncio.get_running_loop().call_soon(self._sync, topic)
+        self._sync(topic)
+        waiting = self._confirm.get(self.channel_of(topic))
+        if waiting:
+            try:
+                await asyncio.wait_for(asyncio.shield(waiting[-1]), READY_TIMEOUT)
+            except TimeoutError:
+                log.warning("Redis did not confirm the subscription to %r in %gs", topic, READY_TIMEOUT)
+
+    def release(self, topic: str) -> None:
+        """The join that called :meth:`ready` is over: the topic's channel stays only for subscribers."""
+        left = self._pins.get(topic, 0) - 1
+        if left > 0:
+            self._pins[topic] = left
+        else:
+            self._pins.pop(topic, None)
+        self._sync(topic)
 
     # -- broadcasts --------------------------------------------------------------------------
 

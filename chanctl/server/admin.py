@@ -46,6 +46,10 @@ PAYLOAD_CHARS = 200
 """Payloads in the tail are cut to this many characters of JSON."""
 SNAPSHOT_CONNECTIONS = 500
 """The snapshot lists at most this many connections (``connections_total`` says how many exist)."""
+REMOTE_LEASE = 3.0
+"""Seconds a node keeps sampling its traffic for a peer's watchers after that peer last asked."""
+REMOTE_KEPT = 200
+"""Most traffic entries a node keeps for one peer between two of its questions (one per second)."""
 STATS_TOPICS = 200
 """``stats`` carries the counts of at most this many topics, the most subscribed first."""
 
@@ -69,6 +73,10 @@ class AdminTap:
         self._presence: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._last: tuple[float, tuple[int, int, int]] = (0.0, (0, 0, 0))
+        self._remote: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        """Peers whose watchers want this node's tail: lease expiry and the entries kept for them."""
+        self._peers_last: dict[str, dict[str, Any]] = {}
+        """Each peer's previous counters, to turn the next ones into rates."""
 
     # -- called on the data path while watched ---------------------------------------------
 
@@ -114,14 +122,20 @@ class AdminTap:
 
     def attach(self, watcher: AdminChannel) -> None:
         self.watchers.add(watcher)
+        self._ensure_running()
+
+    def detach(self, watcher: AdminChannel) -> None:
+        self.watchers.discard(watcher)
+        self._stop_if_idle()
+
+    def _ensure_running(self) -> None:
         if self._task is None:
             self._last = (time.monotonic(), self._counters())
             self.server.pubsub.tap = self
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def detach(self, watcher: AdminChannel) -> None:
-        self.watchers.discard(watcher)
-        if not self.watchers and self._task is not None:
+    def _stop_if_idle(self) -> None:
+        if not self.watchers and not self._remote and self._task is not None:
             self.server.pubsub.tap = None
             self._task.cancel()
             self._task = None
@@ -132,21 +146,63 @@ class AdminTap:
 
     async def _run(self) -> None:
         ticks = 0
+        cluster_stats: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(TICK)  # the tick period itself
             ticks += 1
             self._flush_traffic()
-            if ticks % round(1 / TICK) == 0:
-                self._send("stats", self.aggregates())
+            if ticks % round(1 / TICK) == 0 and self.watchers:
+                stats = self.aggregates()
+                if self.server.cluster is None:
+                    self._send("stats", stats)
+                elif cluster_stats is None or cluster_stats.done():
+                    # Apart from the ticks: waiting for the peers' answers never delays the tail.
+                    cluster_stats = asyncio.get_running_loop().create_task(self._send_cluster_stats(stats))
+            self._stop_if_idle()
+
+    async def _send_cluster_stats(self, stats: dict[str, Any]) -> None:
+        stats.update(await self.cluster_aggregates(stats))
+        self._send("stats", stats)
 
     def _flush_traffic(self) -> None:
         self._dropped += self._seen - len(self._sample)
         sample, self._sample, self._seen, self._next = self._sample, [], 0, 1
         presence, self._presence = self._presence, []
+        if self._remote:
+            self._keep_for_peers(sample)
         if not sample and not presence:
             return
         sample.sort(key=lambda entry: entry[0])
-        self._send("traffic", {"entries": [_entry(e) for e in sample], "presence": presence, "dropped": self.dropped})
+        self._send("traffic", {"entries": [self._entry(e) for e in sample], "presence": presence, "dropped": self.dropped})
+
+    def _entry(self, entry: tuple[float, str, str, str, Any, Any, int]) -> dict[str, Any]:
+        shown = _entry(entry)
+        if self.server.cluster is not None:
+            shown["node"] = self.server.node
+        return shown
+
+    # -- the tail of other nodes (a cluster) ---------------------------------------------------
+
+    def _keep_for_peers(self, sample: list[tuple[float, str, str, str, Any, Any, int]]) -> None:
+        """Keep this tick's sample for the peers whose watchers asked lately (bounded per peer)."""
+        now = time.monotonic()
+        for asker, (expires, kept) in list(self._remote.items()):
+            if expires < now:
+                del self._remote[asker]
+            elif sample and len(kept) < REMOTE_KEPT:
+                kept.extend(self._entry(e) for e in sample[: REMOTE_KEPT - len(kept)])
+
+    def answer_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A peer's ``stats`` question: this node's counters, and with ``tail`` its traffic since
+        that peer last asked (asking keeps this node's tap on for ``REMOTE_LEASE`` seconds)."""
+        answer = self.counters()
+        if args.get("tail"):
+            asker = str(args.get("from"))
+            _, kept = self._remote.get(asker, (0.0, []))
+            answer["traffic"] = kept
+            self._remote[asker] = (time.monotonic() + REMOTE_LEASE, [])
+            self._ensure_running()
+        return answer
 
     # -- views -------------------------------------------------------------------------------
 
@@ -173,27 +229,85 @@ class AdminTap:
             "by_topic": {topic: {"subscribers": count, "presence": presence.get(topic, 0)} for topic, count in busiest},
         }
 
+    def counters(self) -> dict[str, Any]:
+        """This node's counters, for a peer's ``stats`` (the asker turns them into rates)."""
+        server = self.server
+        topics = server.pubsub.topics()
+        messages_in, messages_out, broadcasts = self._counters()
+        return {
+            "node": server.node, "url": server.url, "t": time.monotonic(), "connections": len(server.connections),
+            "topics": len(topics), "subscriptions": sum(topics.values()), "messages_in": messages_in,
+            "messages_out": messages_out, "broadcasts": broadcasts, "uptime": round(time.time() - server.started_at, 3),
+        }
+
+    async def cluster_aggregates(self, own: dict[str, Any]) -> dict[str, Any]:
+        """``nodes`` (one row per node: this one, its live peers, those that went away lately)
+        and ``cluster`` totals, for the ``stats`` of a node in a cluster."""
+        cluster = self.server.cluster
+        assert cluster is not None
+        answers = await cluster.ask("stats", {"tail": True})
+        remote = sorted((entry for answer in answers.values() for entry in answer.get("traffic", ())), key=itemgetter("t"))
+        if remote:
+            self._send("traffic", {"entries": remote, "presence": [], "dropped": self.dropped})
+        rows: list[dict[str, Any]] = []
+        for known in cluster.nodes():
+            if known.get("self"):
+                rows.append({"node": self.server.node, "status": "up", "self": True, "url": self.server.url,
+                             **{k: own[k] for k in ("connections", "topics", "subscriptions", "messages_in_per_s",
+                                                    "messages_out_per_s", "broadcasts_per_s")}})
+            elif known["status"] == "down":
+                rows.append({"node": known["node"], "status": "down", "since": known["since"]})
+            elif (counters := answers.get(known["node"])) is None:
+                rows.append({"node": known["node"], "status": "no answer"})
+            else:
+                rows.append({"node": known["node"], "status": "up", **self._rates(counters)})
+        up = [row for row in rows if "connections" in row]
+        totals = {key: round(sum(row[key] for row in up), 1) for key in
+                  ("connections", "subscriptions", "messages_in_per_s", "messages_out_per_s", "broadcasts_per_s")}
+        return {"nodes": rows, "cluster": {"nodes": len(up), **totals}}
+
+    def _rates(self, counters: dict[str, Any]) -> dict[str, Any]:
+        before = self._peers_last.get(counters["node"])
+        self._peers_last[counters["node"]] = counters
+        row = {k: counters[k] for k in ("url", "connections", "topics", "subscriptions", "uptime")}
+        elapsed = max(counters["t"] - before["t"], 1e-9) if before is not None else 0.0
+        for name in ("messages_in", "messages_out", "broadcasts"):
+            rate = (counters[name] - before[name]) / elapsed if before is not None else 0.0
+            row[f"{name}_per_s"] = round(rate, 1)
+        return row
+
+    def local_subscribers(self, topic: str) -> list[dict[str, Any]]:
+        """This node's subscribers of ``topic`` (``inspect`` gathers every node's)."""
+        subscribers = []
+        for connection in self.server.connections:
+            channel = connection.proto.channels.get(topic)
+            if channel is not None:
+                subscribers.append({**_connection(connection), "join_ref": channel.join_ref, "node": self.server.node})
+        return subscribers
+
     def snapshot(self) -> dict[str, Any]:
         """Everything a dashboard shows first: the node, its topics and its connections."""
         server = self.server
         connections = sorted(server.connections, key=lambda c: c.connected_at)
         presence = server.presence.topics()
+        nodes: list[dict[str, Any]] = [{"name": server.node, "version": __version__, "url": server.url,
+                                        "uptime": round(time.time() - server.started_at, 3), "status": "up"}]
+        if server.cluster is not None:  # the peers' figures follow in each stats' ``nodes``
+            nodes += [{"name": n["node"], "status": n["status"]} for n in server.cluster.nodes() if not n.get("self")]
         return {
-            "nodes": [{"name": server.node, "version": __version__, "url": server.url,
-                       "uptime": round(time.time() - server.started_at, 3)}],
+            "nodes": nodes,
             "topics": {topic: {"subscribers": count, "presence": presence.get(topic, 0)}
                        for topic, count in sorted(server.pubsub.topics().items())},
             "connections_total": len(connections),
             "connections": [_connection(c) for c in connections[:SNAPSHOT_CONNECTIONS]],
         }
 
-    def inspect(self, topic: str) -> dict[str, Any]:
-        """One topic's subscribers and full presence."""
-        subscribers = []
-        for connection in self.server.connections:
-            channel = connection.proto.channels.get(topic)
-            if channel is not None:
-                subscribers.append({**_connection(connection), "join_ref": channel.join_ref})
+    async def inspect(self, topic: str) -> dict[str, Any]:
+        """One topic's subscribers (on every node of a cluster, each with its ``node``) and full presence."""
+        subscribers = self.local_subscribers(topic)
+        if self.server.cluster is not None:
+            for answer in (await self.server.cluster.ask("inspect", {"topic": topic})).values():
+                subscribers.extend(answer)
         return {"topic": topic, "subscribers": subscribers, "presence": self.server.presence.list(topic)}
 
 
@@ -266,12 +380,16 @@ class AdminChannel(Channel):
             socket_id = payload.get("socket_id")
             if not isinstance(socket_id, str):
                 return error({"reason": "disconnect takes {socket_id: string}"})
-            return ok({"closed": self._tap.server.disconnect(socket_id)})
+            server = self._tap.server
+            closed = server.disconnect(socket_id, everywhere=False)
+            if server.cluster is not None:
+                closed += sum(answer["closed"] for answer in (await server.cluster.ask("disconnect", {"socket_id": socket_id})).values())
+            return ok({"closed": closed})
         if event == "inspect":
             topic = payload.get("topic")
             if not isinstance(topic, str):
                 return error({"reason": "inspect takes {topic: string}"})
-            return ok(self._tap.inspect(topic))
+            return ok(await self._tap.inspect(topic))
         if event == "revoke":
             return self._revoke(payload)
         return error({"reason": "unknown event", "event": event,

@@ -30,7 +30,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -50,6 +50,14 @@ log = logging.getLogger("chanctl.cluster")
 _PRESENCE = ord("P")
 _HEARTBEAT = b"H"
 _BYE = b"L"
+_ASK = b"Q"
+_ANSWER = b"A"
+_DISCONNECT = b"D"
+ASK_TIMEOUT = 1.0
+"""Longest a cluster-wide question (stats, inspect, disconnect) waits for the peers' answers; only
+peers heard from within ``down_after`` are waited for, so a dead node never stalls a question."""
+RECENTLY_DOWN = 60.0
+"""Seconds a node that went away stays listed (as down) in the admin plane's ``nodes``."""
 DOWN_REMEMBERED = 10_000
 """Replicas remembered as down (so that their late messages are ignored); older ones are forgotten."""
 
@@ -88,6 +96,15 @@ class Cluster:
         self._dirty: set[str] = set()
         self._flush_due = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.answerers: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        """Questions this node answers for its peers (the admin plane registers ``stats``, ...)."""
+        self._asks: dict[int, tuple[set[str], dict[str, Any], asyncio.Future[None]]] = {}
+        self._ask_ids = itertools.count(1)
+        self.gone: dict[str, tuple[str, float]] = {}
+        """Nodes that went away lately: replica -> (name, when, wall clock)."""
+        self._peers_changed = asyncio.Event()
+        self.names: dict[str, str] = {}
+        """Peer replica -> node name, from heartbeats."""
         self._key_prefix = config.prefix
         pubsub.on_connect.append(self._connected)
         pubsub.on_subscribed = self._fetch
@@ -95,6 +112,9 @@ class Cluster:
         pubsub.on_topic_message[_PRESENCE] = self._received_part
         pubsub.on_control = self._received_control
         presence.on_local_change = self._changed
+        self.answerers["disconnect"] = lambda args: {"closed": server.disconnect(str(args["socket_id"]), everywhere=False)}
+        self.answerers["stats"] = lambda args: server.admin_tap.answer_stats(args)
+        self.answerers["inspect"] = lambda args: server.admin_tap.local_subscribers(str(args["topic"]))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -237,18 +257,26 @@ class Cluster:
 
     # -- liveness ----------------------------------------------------------------------------
 
+    async def wait_peers(self, count: int) -> None:
+        """Return once ``count`` live peers are known (tests, and tools that start several nodes)."""
+        while len(self.peers) < count:
+            await self._peers_changed.wait()
+
+    async def _heartbeat(self) -> None:
+        redis = self.pubsub.redis
+        if self.pubsub.connected and redis is not None:
+            try:
+                pipe = redis.pipeline(transaction=False)
+                pipe.set(self._node_key(self.replica), self._info(), px=int(self.config.down_after * 1000))
+                pipe.publish(self.pubsub.control_channel, _HEARTBEAT + self._info())
+                await pipe.execute()
+            except Exception as exc:  # noqa: BLE001 - the subscription's own probe notices
+                log.debug("heartbeat failed: %s", exc)
+
     async def _heartbeats(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            redis = self.pubsub.redis
-            if self.pubsub.connected and redis is not None:
-                try:
-                    pipe = redis.pipeline(transaction=False)
-                    pipe.set(self._node_key(self.replica), self._info(), px=int(self.config.down_after * 1000))
-                    pipe.publish(self.pubsub.control_channel, _HEARTBEAT + self._info())
-                    await pipe.execute()
-                except Exception as exc:  # noqa: BLE001 - the subscription's own probe notices
-                    log.debug("heartbeat failed: %s", exc)
+            await self._heartbeat()
             now = loop.time()
             for replica, seen in list(self.peers.items()):
                 if now - seen > self.config.down_after:
@@ -262,17 +290,101 @@ class Cluster:
 
     def _received_control(self, data: bytes) -> None:
         kind, body = data[:1], data[1:]
-        if kind == _HEARTBEAT:
-            try:
-                replica = orjson.loads(body)["r"]
-            except (ValueError, KeyError, TypeError):
-                return
-            if replica != self.replica and replica not in self.down:
-                self.peers[replica] = asyncio.get_running_loop().time()
-        elif kind == _BYE:
-            replica = body.decode(errors="replace")
-            if replica != self.replica:
-                self._node_down(replica, "stopped")
+        try:
+            if kind == _HEARTBEAT:
+                info = orjson.loads(body)
+                replica = info["r"]
+                if replica != self.replica and replica not in self.down:
+                    new = replica not in self.peers
+                    self.peers[replica] = asyncio.get_running_loop().time()
+                    self.names[replica] = str(info.get("node", replica))
+                    if new:  # introduce ourselves now rather than at our next heartbeat
+                        self.server.spawn(self._heartbeat())
+                        self._peers_changed.set()
+                        self._peers_changed = asyncio.Event()
+            elif kind == _BYE:
+                replica = body.decode(errors="replace")
+                if replica != self.replica:
+                    self._node_down(replica, "stopped")
+            elif kind == _ASK:
+                self._answer(orjson.loads(body))
+            elif kind == _ANSWER:
+                self._answered(orjson.loads(body))
+            elif kind == _DISCONNECT:
+                request = orjson.loads(body)
+                if request["r"] != self.replica:
+                    self.server.disconnect(request["socket_id"], everywhere=False)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring a malformed cluster message %r: %s", kind, exc)
+
+    # -- questions to every node -------------------------------------------------------------
+
+    async def ask(self, question: str, args: dict[str, Any] | None = None, timeout: float = ASK_TIMEOUT) -> dict[str, Any]:
+        """Ask every live peer; returns ``{node name: answer}`` of those that answered in time."""
+        expected = set(self.peers)
+        redis = self.pubsub.redis
+        if not expected or not self.pubsub.connected or redis is None:
+            return {}
+        ask_id = next(self._ask_ids)
+        answers: dict[str, Any] = {}
+        done = asyncio.get_running_loop().create_future()
+        self._asks[ask_id] = (expected, answers, done)
+        try:
+            body = orjson.dumps({"id": ask_id, "from": self.replica, "q": question, "args": args or {}})
+            await redis.publish(self.pubsub.control_channel, _ASK + body)
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            pass  # the answers that came are the answer; the silent will be declared down
+        except Exception as exc:  # noqa: BLE001 - Redis trouble: this node's own view only
+            log.warning("cluster question %r failed: %s", question, exc)
+        finally:
+            del self._asks[ask_id]
+        return {self.names.get(replica, replica): answer for replica, answer in answers.items()}
+
+    def _answer(self, request: dict[str, Any]) -> None:
+        asker = request["from"]
+        answerer = self.answerers.get(request["q"])
+        if asker == self.replica or answerer is None:
+            return
+        self.server.spawn(self._send_answer(asker, request["id"], answerer, {**request["args"], "from": asker}))
+
+    async def _send_answer(self, asker: str, ask_id: int, answerer: Callable[[dict[str, Any]], Any], args: dict[str, Any]) -> None:
+        try:
+            answer = answerer(args)
+            if asyncio.iscoroutine(answer):
+                answer = await answer
+            body = orjson.dumps({"id": ask_id, "r": self.replica, "a": answer}, default=str)
+            redis = self.pubsub.redis
+            if redis is not None:
+                await redis.publish(self.pubsub.channel_of_node(asker), _ANSWER + body)
+        except Exception:  # noqa: BLE001 - the asker times out on us
+            log.exception("answering a cluster question")
+
+    def _answered(self, answer: dict[str, Any]) -> None:
+        pending = self._asks.get(answer["id"])
+        if pending is None:
+            return  # too late
+        expected, answers, done = pending
+        answers[answer["r"]] = answer["a"]
+        if expected <= answers.keys() and not done.done():
+            done.set_result(None)
+
+    def publish_disconnect(self, socket_id: str) -> None:
+        """Every other node closes its sockets of ``socket_id`` too (fire and forget)."""
+        body = orjson.dumps({"r": self.replica, "socket_id": socket_id})
+        if self.pubsub.connected:
+            self.pubsub.publish(self.pubsub.control_channel, _DISCONNECT + body)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node known here: this one, live peers, and those that went away lately."""
+        now = time.time()
+        for replica, (_, when) in list(self.gone.items()):
+            if now - when > RECENTLY_DOWN:
+                del self.gone[replica]
+        listed = [{"node": self.server.node, "replica": self.replica, "status": "up", "self": True}]
+        listed += [{"node": self.names.get(r, r), "replica": r, "status": "up"} for r in sorted(self.peers)]
+        listed += [{"node": name, "replica": r, "status": "down", "since": when} for r, (name, when) in self.gone.items()]
+        return listed
 
     def _node_down(self, replica: str, why: str) -> None:
         """``replica`` is gone: its presences leave every topic here (``presence_diff`` leaves)."""
@@ -282,6 +394,7 @@ class Cluster:
             self.downs += 1
         log.warning("node %s is down (%s): its presences leave", replica, why)
         self.peers.pop(replica, None)
+        self.gone[replica] = (self.names.pop(replica, replica.rpartition("/")[0] or replica), time.time())
         self.down[replica] = None
         if len(self.down) > DOWN_REMEMBERED:
             del self.down[next(iter(self.down))]

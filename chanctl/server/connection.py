@@ -232,6 +232,17 @@ class Connection:
         factory = join.route.target
         handler: Channel = factory()
         context = handler.socket = ChannelContext(self, join)
+        # In a cluster: until Redis confirms the topic's subscription (and this node has the
+        # topic's presence), a client told it joined could miss what other nodes publish. Waited
+        # for before the handler's join, so that nothing the join schedules (send_after(0, ...),
+        # call_soon) runs before the channel exists.
+        await self.server.pubsub.ready(join.topic)
+        try:
+            await self._join_ready(join, factory, handler, context)
+        finally:
+            self.server.pubsub.release(join.topic)
+
+    async def _join_ready(self, join: Join, factory: Any, handler: Channel, context: ChannelContext) -> None:
         # A topic with both a join rule and a handler checks the rule first (CompiledTopic).
         gate = getattr(factory, "authorize_join", None)
         try:

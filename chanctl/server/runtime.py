@@ -299,12 +299,16 @@ class ChannelServer:
         route = self.router.match(topic)
         return None if route is None else getattr(route.target, "history", None)
 
-    def disconnect(self, socket_id: str) -> int:
-        """Close every connection whose socket id is ``socket_id`` with 1001 (PROTOCOL.md §4).
+    def disconnect(self, socket_id: str, *, everywhere: bool = True) -> int:
+        """Close every connection whose socket id is ``socket_id`` with 1001 (PROTOCOL.md §4), on
+        every node of the cluster unless ``everywhere`` is false (Phoenix broadcasts "disconnect"
+        on the socket id's topic, which reaches every node too).
 
         No frame is sent before the close; phoenix.js reconnects, which re-runs authentication.
-        Returns how many connections were closed.
+        Returns how many connections were closed on this node.
         """
+        if everywhere and self.cluster is not None:
+            self.cluster.publish_disconnect(socket_id)
         targets = list(self._by_socket_id.get(socket_id, ()))
         for connection in targets:
             connection.close(1001, "disconnected by the server")

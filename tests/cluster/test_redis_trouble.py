@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import orjson
 import websockets
@@ -62,3 +63,34 @@ async def test_a_node_starts_while_redis_is_down(start_node, mint, redis_server)
         redis_server.start()
         await asyncio.wait_for(node.pubsub.wait_until(connected=True), 3 * TIMEOUT)
         await client.recv_until(lambda f: f[3] == "phx_error", timeout=TIMEOUT)
+
+
+async def test_a_slow_redis_never_grows_the_nodes_memory(start_node, mint, redis_server):
+    async with start_node("a", "  max_pending: 4KiB\n") as a:
+        receiver = await joined(a, mint, 1)
+        redis_server.proc.send_signal(signal.SIGSTOP)  # Redis stops reading: PUBLISHes pile up here
+        try:
+            payload = {"x": "y" * 100}
+            sent = [a.pubsub.broadcast("room:1", "bulk", payload) for _ in range(200)]
+            assert a.pubsub.dropped > 0 and sent.count(0) == a.pubsub.dropped
+            assert a.pubsub.dropped >= 200 - 4096 // 100
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+        # What fitted is delivered once Redis reads again, in order.
+        first = await receiver.recv_until(lambda f: f[3] == "bulk", timeout=3 * TIMEOUT)
+        assert first[4] == payload
+
+
+async def test_a_silent_subscription_is_noticed_by_its_probe(redis_server):
+    from chanctl.pubsub.redis import RedisPubSub
+
+    pubsub = RedisPubSub(redis_server.url, "probe", probe=0.3)
+    await pubsub.start()
+    assert pubsub.connected
+    redis_server.proc.send_signal(signal.SIGSTOP)  # TCP stays up; only the PING goes unanswered
+    try:
+        await asyncio.wait_for(pubsub.wait_until(connected=False), TIMEOUT)
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    await asyncio.wait_for(pubsub.wait_until(connected=True), 3 * TIMEOUT)
+    await pubsub.close()
