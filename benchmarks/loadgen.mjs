@@ -15,9 +15,9 @@ const now = () => performance.now();
 const cpuStart = process.cpuUsage();
 const wallStart = now();
 
-function connect(topic, onMessage) {
+function connect(topic, onMessage, url = opts.url) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(opts.url, { perMessageDeflate: false });
+    const ws = new WebSocket(url, { perMessageDeflate: false });
     ws.on("error", reject);
     ws.on("open", () => ws.send(JSON.stringify(["1", "1", topic, "phx_join", {}])));
     let joined = false;
@@ -32,13 +32,16 @@ function connect(topic, onMessage) {
   });
 }
 
+// opts.urls (several nodes of a cluster): socket i connects to urls[i % urls.length].
+const urls = opts.urls || [opts.url];
+
 async function connectMany(n, topicOf, onMessageOf, concurrency = 100) {
   const sockets = new Array(n);
   let next = 0;
   async function worker() {
     while (next < n) {
       const i = next++;
-      sockets[i] = await connect(topicOf(i), onMessageOf(i));
+      sockets[i] = await connect(topicOf(i), onMessageOf(i), urls[i % urls.length]);
     }
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));

@@ -31,6 +31,8 @@ def serve(
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
     redis: Annotated[str | None, typer.Option("--redis", help="Join the cluster on this Redis (sets cluster.redis), e.g. redis://127.0.0.1:6379/0.")] = None,
     node: Annotated[str | None, typer.Option("--node", help="This node's name in the cluster (sets cluster.node); default host-pid.")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=256, help="Run N processes on one port (SO_REUSEPORT) that form a cluster through the config's Redis.")] = 1,
+    reuse_port: Annotated[bool, typer.Option("--reuse-port", hidden=True, help="Listen with SO_REUSEPORT (what --workers gives each worker).")] = False,
 ) -> None:
     """Run the server described by CONFIG until Ctrl+C or SIGTERM."""
     if log_level.lower() not in _LOG_LEVELS:
@@ -39,7 +41,14 @@ def serve(
     loaded = load_or_die(config)
     if redis is not None or node is not None:
         loaded = _with_cluster(loaded, redis, node)
-    asyncio.run(_run(compile_or_die(loaded), host, port))
+    compiled = compile_or_die(loaded)  # the workers would each refuse it: say so once, here
+    if workers > 1:
+        from chanctl.cli.workers import run_workers
+
+        if loaded.config.cluster is None:
+            die("--workers needs a cluster: give --redis URL, or a cluster: section in the config", ExitCode.USAGE)
+        raise typer.Exit(run_workers(workers, config, loaded, host=host, port=port, log_level=log_level, redis=redis))
+    asyncio.run(_run(compiled, host, port, reuse_port))
 
 
 def _with_cluster(loaded: LoadedConfig, redis: str | None, node: str | None) -> LoadedConfig:
@@ -90,11 +99,11 @@ def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
     return lines
 
 
-async def _run(compiled: CompiledConfig, host: str | None, port: int | None) -> None:
+async def _run(compiled: CompiledConfig, host: str | None, port: int | None, reuse_port: bool = False) -> None:
     from chanctl.server.runtime import build_server  # here, so other commands start without the server
 
     loaded = compiled.loaded
-    server = build_server(compiled, host=host, port=port)
+    server = build_server(compiled, host=host, port=port, reuse_port=reuse_port)
     await server.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

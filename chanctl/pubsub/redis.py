@@ -50,6 +50,8 @@ PROBE = 5.0
 """Seconds of silence on the subscription before it is probed with PING (and again until dead)."""
 READY_TIMEOUT = 5.0
 """Longest a join waits for its topic's SUBSCRIBE to be confirmed before replying anyway."""
+OWN_KEPT = 100_000
+"""Most of this node's ``broadcast_from`` exclusions kept while their echo is on its way."""
 _BROADCAST = ord("B")
 _BINARY = ord("b")
 
@@ -244,6 +246,8 @@ class RedisPubSub(LocalPubSub):
             return 0
         if exclude is not None:
             self._own[seq] = (exclude,)
+            if len(self._own) > OWN_KEPT:  # echoes that will never come (the topic was left meanwhile)
+                del self._own[next(iter(self._own))]
         count = self.subscriber_count(topic)
         return count - 1 if exclude is not None and count else count
 
@@ -453,9 +457,6 @@ class RedisPubSub(LocalPubSub):
         finally:
             if not future.done():
                 future.set_result(None)
-
-    def health(self) -> dict[str, Any]:
-        return {"redis": "ok" if self.connected else "unreachable", "node": self.node}
 
 
 async def _maybe(result: Any) -> None:

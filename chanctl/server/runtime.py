@@ -162,13 +162,16 @@ class ChannelServer:
         ConfigError: ``loaded`` does not compile.
     """
 
-    def __init__(self, loaded: CompiledConfig | LoadedConfig, *, host: str | None = None, port: int | None = None):
+    def __init__(self, loaded: CompiledConfig | LoadedConfig, *, host: str | None = None, port: int | None = None,
+                 reuse_port: bool = False):
         compiled = loaded if isinstance(loaded, CompiledConfig) else compile_config(loaded)
         self.compiled = compiled
         self.loaded = compiled.loaded
         self.config = compiled.config
         self.host = host if host is not None else self.config.server.host
         self.port = port if port is not None else self.config.server.port
+        self.reuse_port = reuse_port
+        """Listen with ``SO_REUSEPORT`` (``serve --workers``: several processes share the port)."""
         self.router: Router[Any] = compiled.router()
         auth = self.config.auth
         self.admin_tap = AdminTap(self)
@@ -246,6 +249,7 @@ class ChannelServer:
             compression=None,
             ping_interval=None,  # Phoenix liveness is the client's heartbeat plus our idle timeout.
             server_header=f"chanctl/{__version__}",
+            reuse_port=self.reuse_port or None,
         )
 
     @property
@@ -465,10 +469,11 @@ def _body(status: HTTPStatus, data: bytes, content_type: str) -> Response:
     return Response(status.value, status.phrase, headers, data)
 
 
-def build_server(loaded: CompiledConfig | LoadedConfig, *, host: str | None = None, port: int | None = None) -> ChannelServer:
+def build_server(loaded: CompiledConfig | LoadedConfig, *, host: str | None = None, port: int | None = None,
+                 reuse_port: bool = False) -> ChannelServer:
     """The one factory of servers, shared by the CLI, the tests and the benchmarks.
 
     Raises:
         ConfigError: a loaded config that does not compile (give a compiled one to skip the step).
     """
-    return ChannelServer(loaded, host=host, port=port)
+    return ChannelServer(loaded, host=host, port=port, reuse_port=reuse_port)
