@@ -6,7 +6,6 @@ import asyncio
 import signal
 
 import orjson
-import websockets
 
 from tests.cluster.test_broadcast import joined
 from tests.support import TIMEOUT
