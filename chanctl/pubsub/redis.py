@@ -100,8 +100,8 @@ class RedisPubSub(LocalPubSub):
         self.on_control: Callable[[bytes], None] = lambda data: None
         """Handler of messages on the control channel and on this node's own channel."""
         self.on_connect: list[Callable[[set[str]], Any]] = []
-        """Called after every (re)connection with the topics that may have missed messages (none the
-        first time); may return an awaitable."""
+        """Called after every (re)connection with the topics that may have missed messages (those
+        that had subscribers here while Redis was not reachable); may return an awaitable."""
         self.on_subscribed: Callable[[str], Any] | None = None
         """Called (may return an awaitable) once a topic's SUBSCRIBE is confirmed, before its
         joiners are answered: the cluster layer fetches the topic's presence there."""
@@ -114,6 +114,8 @@ class RedisPubSub(LocalPubSub):
         self._up = asyncio.Event()
         self._down = asyncio.Event()
         self._down.set()
+        self._settled = asyncio.Event()
+        """Set once the first connection's listeners ran (presence fetched, revocations read)."""
         self._commands: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._confirm: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._requested: set[str] = set()
@@ -121,7 +123,7 @@ class RedisPubSub(LocalPubSub):
         self._pins: dict[str, int] = {}
         """Topics a join is about to subscribe to (see :meth:`ready`)."""
         self._seq = itertools.count(1)
-        self._own: dict[int, tuple[Subscriber | None]] = {}
+        self._own: dict[int, Subscriber] = {}
         """This node's broadcasts on their way through Redis: who each one excludes."""
         self._header = f" {node}\n".encode()
         self._task: asyncio.Task[None] | None = None
@@ -139,11 +141,12 @@ class RedisPubSub(LocalPubSub):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, first_connect: float = 2.0) -> None:
-        """Connect (waiting at most ``first_connect`` seconds) and keep reconnecting in the
-        background; a node whose Redis is down at start serves its own clients meanwhile."""
+        """Connect (waiting at most ``first_connect`` seconds, until the ``on_connect`` listeners
+        ran) and keep reconnecting in the background; a node whose Redis is down at start serves
+        its own clients meanwhile."""
         self._task = asyncio.get_running_loop().create_task(self._run())
         try:
-            await asyncio.wait_for(self.wait_until(connected=True), first_connect)
+            await asyncio.wait_for(self._settled.wait(), first_connect)
         except TimeoutError:
             log.warning("Redis at %s is not answering; serving this node's clients alone until it does", self.url)
 
@@ -245,7 +248,7 @@ class RedisPubSub(LocalPubSub):
         if not self.publish(self.channel_of(topic), data):
             return 0
         if exclude is not None:
-            self._own[seq] = (exclude,)
+            self._own[seq] = exclude
             if len(self._own) > OWN_KEPT:  # echoes that will never come (the topic was left meanwhile)
                 del self._own[next(iter(self._own))]
         count = self.subscriber_count(topic)
@@ -301,9 +304,7 @@ class RedisPubSub(LocalPubSub):
         seq_text, _, node = header[1:].partition(b" ")
         exclude = None
         if node == self._header[1:-1]:
-            own = self._own.pop(int(seq_text), None)
-            if own is not None:
-                exclude = own[0]
+            exclude = self._own.pop(int(seq_text), None)
         if not self.subscriber_count(topic):
             return
         if kind == _BROADCAST:
@@ -399,6 +400,7 @@ class RedisPubSub(LocalPubSub):
                     await _maybe(self.on_subscribed(topic))
             for listener in list(self.on_connect):
                 await _maybe(listener(missed))
+            self._settled.set()
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # raises what ended the session

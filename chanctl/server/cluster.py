@@ -55,6 +55,7 @@ _BYE = b"L"
 _ASK = b"Q"
 _ANSWER = b"A"
 _DISCONNECT = b"D"
+_REVOKE = b"R"
 ASK_TIMEOUT = 1.0
 """Longest a cluster-wide question (stats, inspect, disconnect) waits for the peers' answers; only
 peers heard from within ``down_after`` are waited for, so a dead node never stalls a question."""
@@ -118,6 +119,7 @@ class Cluster:
         presence.on_local_change = self._changed
         self.answerers["disconnect"] = lambda args: {"closed": server.disconnect(str(args["socket_id"]), everywhere=False)}
         self.answerers["stats"] = lambda args: server.admin_tap.answer_stats(args)
+        server.sessions.on_revoke.append(self._publish_revocation)
         self.answerers["inspect"] = lambda args: server.admin_tap.local_subscribers(str(args["topic"]))
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -320,6 +322,10 @@ class Cluster:
                 self._answer(orjson.loads(body))
             elif kind == _ANSWER:
                 self._answered(orjson.loads(body))
+            elif kind == _REVOKE:
+                request = orjson.loads(body)
+                if request["r"] != self.replica:
+                    self._apply_revocation(request["entry"])
             elif kind == _DISCONNECT:
                 request = orjson.loads(body)
                 if request["r"] != self.replica:
@@ -379,6 +385,50 @@ class Cluster:
         if expected <= answers.keys() and not done.done():
             done.set_result(None)
 
+    # -- token revocations (chanctl.server.sessions) ------------------------------------------
+
+    def _revoked_key(self) -> str:
+        return f"{self._key_prefix}:revoked"
+
+    def _publish_revocation(self, entry: dict[str, Any]) -> None:
+        """A revocation made here: every node applies it now, and a node that starts later reads
+        it from ``<prefix>:revoked`` (a sorted set by expiry) before it answers anyone."""
+        self.server.spawn(self._store_revocation(entry))
+
+    async def _store_revocation(self, entry: dict[str, Any]) -> None:
+        redis = self.pubsub.redis
+        if redis is None:
+            log.warning("Redis is unreachable: a revocation holds on this node only")
+            return
+        body = orjson.dumps(entry)
+        try:
+            pipe = redis.pipeline(transaction=False)
+            pipe.zadd(self._revoked_key(), {body: float(entry["until"])})
+            pipe.zremrangebyscore(self._revoked_key(), "-inf", time.time())
+            pipe.publish(self.pubsub.control_channel, _REVOKE + orjson.dumps({"r": self.replica, "entry": entry}))
+            await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the revocation holds here; say it did not travel
+            log.warning("could not publish a revocation to the cluster: %s", exc)
+
+    def _apply_revocation(self, entry: dict[str, Any]) -> int:
+        server = self.server
+        return server.sessions.apply(entry, [c.session for c in server.connections if c.session is not None])
+
+    async def _load_revocations(self) -> None:
+        redis = self.pubsub.redis
+        if redis is None:
+            return
+        try:
+            stored = await redis.zrangebyscore(self._revoked_key(), time.time(), "+inf")
+        except Exception as exc:  # noqa: BLE001 - the next reconnection tries again
+            log.warning("could not read the cluster's revocations: %s", exc)
+            return
+        for body in stored:
+            try:
+                self._apply_revocation(orjson.loads(body))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring a malformed revocation in Redis: %s", exc)
+
     def publish_disconnect(self, socket_id: str) -> None:
         """Every other node closes its sockets of ``socket_id`` too (fire and forget)."""
         body = orjson.dumps({"r": self.replica, "socket_id": socket_id})
@@ -434,9 +484,10 @@ class Cluster:
 
     # -- Redis came back ---------------------------------------------------------------------
 
-    def _connected(self, missed: set[str]) -> None:
+    async def _connected(self, missed: set[str]) -> None:
         """Redis is (back) up: store and ship every part again; the channels of ``missed`` topics
         may lack broadcasts, so they get ``phx_error`` and phoenix.js rejoins them."""
+        await self._load_revocations()  # a node that starts (or Redis that restarted) learns them
         self._dirty.update(self.presence.local_topics())
         if self._dirty:
             self._flush()

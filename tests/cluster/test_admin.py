@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+import websockets
+
 from chanctl.client import Client
 from chanctl.server.admin import ADMIN_TOPIC
 from tests.cluster.test_broadcast import joined
@@ -80,3 +83,17 @@ async def test_the_traffic_tail_shows_every_node(two_nodes, mint):
                 entries = (await next_event(watch, "traffic"))["entries"]
                 if any(e["node"] == "b" and e["dir"] == "in" and e["event"] == "shout" for e in entries):
                     break
+
+
+async def test_a_revocation_reaches_every_node_and_later_ones(start_node, mint):
+    token = mint(7)
+    async with start_node("a") as a, start_node("b") as b:
+        await peers(a, b)
+        on_b = await RawClient.connect(b.url, token)
+        assert a.revoke(a.sessions.revoke_user(7)) == 0  # none of user 7's sockets is on a
+        await asyncio.wait_for(on_b.ws.wait_closed(), TIMEOUT)
+        assert on_b.ws.close_code == 4403
+        async with start_node("c") as c:  # started after: it read the revocation from Redis
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await RawClient.connect(c.url, token)
+            assert refused.value.response.status_code == 403
