@@ -188,3 +188,35 @@ async def test_against_a_server_that_is_not_chanctl():
     assert code == 0, err
     assert report["figures"]["deliveries"] == 50 and report["figures"]["delivered_ratio"] == 1.0
 
+
+
+async def test_repeated_urls_spread_the_clients_over_the_servers(chat_config):
+    from chanctl.server.runtime import build_server
+
+    async with build_server(chat_config, host="127.0.0.1", port=0) as first, \
+            build_server(chat_config, host="127.0.0.1", port=0) as second:
+        code, report, err = await bench("connect", "--url", first.url, "--url", second.url, "--config", str(CHAT),
+                                        "--clients", "5")
+        assert code == 0, err
+        assert (first.stats.connections, second.stats.connections) == (3, 2)  # client i uses URL i mod 2
+    assert report["parameters"]["urls"] == [first.url, second.url]
+
+
+async def test_a_run_past_its_time_limit_stops_and_exits_4(chat_server):
+    result = await chanctl("bench", "chat", *on(chat_server, "--members", "2", "--duration", "30s"),
+                           "--json", "--quiet", "--time-limit", "1s")
+    report = orjson.loads(result.out)
+    assert result.code == 4 and report["complete"] is False and report["exit_code"] == 4, result.err
+    assert report["figures"]["sent"] > 0  # what it measured before the limit is still reported
+
+
+def test_progress_is_a_plain_line_when_stderr_is_not_a_terminal(capsys):
+    from chanctl.bench.plan import Plan
+    from chanctl.cli.bench import Progress
+
+    progress = Progress(Plan(scenario="fanout", urls=["ws://h/socket/websocket"], clients=10, messages=10))
+    progress({"phase": "measure", "elapsed": 3.2, "per_s": 1234.5, "connected": 10, "joined": 10, "sent": 5,
+              "delivered": 50, "errors": 1})
+    progress.finish()
+    assert capsys.readouterr().err == (
+        "chanctl: 50% fanout measure  connected 10  joined 10  sent 5  delivered 50  1,234/s  errors 1  3s\n")
