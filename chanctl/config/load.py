@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from chanctl.config.model import Config, TopicConfig
+from chanctl.durations import parse_duration
 from chanctl.errors import ConfigError, Problem
 from chanctl.protocol.messages import ADMIN_TOPIC
 from chanctl.protocol.router import Router, TopicPattern
@@ -418,6 +419,8 @@ def _check_semantics(reader: _Reader, data: dict[str, Any]) -> None:
                 "e.g. `openssl rand -hex 32`",
                 "warning",
             )
+    if isinstance(auth, dict):
+        _check_expiry(reader, auth)
     topics = data.get("topics")
     if not isinstance(topics, dict):
         return
@@ -445,6 +448,28 @@ def _check_semantics(reader: _Reader, data: dict[str, Any]) -> None:
                            'e.g. {user: 99, join: "room:42", expect: deny}')
         elif isinstance(test, dict) and "join" not in test and ("topic" not in test or "event" not in test):
             reader.problem(("tests", str(index)), "an event test needs both `topic:` and `event:`")
+
+
+def _seconds(value: Any, default: float) -> float:
+    """A duration as the schema reads it (0 allowed); ValueError when the schema will refuse it."""
+    if value is None:
+        return default
+    if not isinstance(value, bool) and str(value).strip() in ("0", "0.0", "0s", "0ms"):
+        return 0.0
+    return parse_duration(value)
+
+
+def _check_expiry(reader: _Reader, auth: dict[str, Any]) -> None:
+    """Expiry settings that load but cannot do what they say (chanctl.server.sessions)."""
+    try:
+        max_age = _seconds(auth.get("max_age"), 14 * 86400.0)
+        warning = _seconds(auth.get("expiry_warning"), 60.0)
+    except ValueError:
+        return  # the schema reports the value itself
+    if warning >= max_age:
+        reader.problem(("auth", "expiry_warning"),
+                       "is not shorter than auth.max_age: every socket would be warned as soon as it connects",
+                       "make it a fraction of max_age (e.g. 1m), or 0 for no warning", "warning")
 
 
 def _check_topic(reader: _Reader, loc: Loc, topic: dict[str, Any]) -> None:

@@ -156,3 +156,16 @@ def test_loading_imports_no_user_code_and_leaves_sys_path_alone(tmp_path):
     [problem] = info.value.problems
     assert (problem.path, problem.line) == ("topics.game:{id}.handler", 7)
     assert "importing loud_handler_mod failed: RuntimeError: imported at load" in problem.message
+
+
+def test_history_and_expiry_settings_are_checked_where_they_are_written():
+    text = GOOD.replace("    join: true", "    join: true\n    history: {size: 20000}") + "  lobby:\n    join: true\n    history: {size: 10, ttl: forever}\n"
+    found = problems(text)
+    assert [(p.path, p.line) for p in found] == [
+        ("topics.room:{id}.history.ttl", 6), ("topics.room:{id}.history.size", 6), ("topics.lobby.history.ttl", 9)]
+    assert "less than or equal to 10000" in found[1].message and "not a duration" in found[2].message
+    loaded = load_config_text(GOOD.replace("  secret: ${CHANCTL_SECRET}", "  secret: ${CHANCTL_SECRET}\n  max_age: 10m\n  expiry_warning: 1h"), "app.yaml", ENV)
+    [warning] = loaded.warnings
+    assert (warning.path, warning.line, warning.severity) == ("auth.expiry_warning", 4, "warning")
+    assert "every socket would be warned as soon as it connects" in warning.message
+    assert load_config_text(GOOD.replace("  secret: ${CHANCTL_SECRET}", "  secret: ${CHANCTL_SECRET}\n  expiry_warning: 0"), "app.yaml", ENV).warnings == []
