@@ -27,8 +27,9 @@ class Subscriber(Protocol):
 
     def deliver(self, frame: bytes) -> None: ...
 
-    def intercept(self, tag: Any, message: Broadcast) -> None:
-        """Called instead of ``deliver`` for the events the subscription intercepts."""
+    def handle_out(self, tag: Any, message: Broadcast) -> None:
+        """Called instead of ``deliver`` for the events the subscription intercepts (``tag`` is the
+        subscription's), so the subscriber decides what its client gets (Phoenix's ``handle_out``)."""
 
 
 _UNENCODABLE = b""
@@ -55,7 +56,7 @@ class LocalPubSub:
         apart so that topics without any cost nothing extra per broadcast."""
 
     def subscribe(self, topic: str, subscriber: Subscriber, tag: Any = None, intercept: frozenset[str] = frozenset()) -> None:
-        """Subscribe; broadcasts of an event in ``intercept`` go to ``subscriber.intercept`` instead
+        """Subscribe; broadcasts of an event in ``intercept`` go to ``subscriber.handle_out`` instead
         of the fastlane (one encode per such subscriber, as in Phoenix)."""
         self._topics.setdefault(topic, {})[subscriber] = tag
         if intercept:
@@ -117,7 +118,7 @@ class LocalPubSub:
             if subscriber is exclude:
                 continue
             if diverted and subscriber in diverted:
-                subscriber.intercept(subscribers[subscriber], message)
+                subscriber.handle_out(subscribers[subscriber], message)
                 sent += 1
                 continue
             encoder = subscriber.encoder

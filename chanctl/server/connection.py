@@ -324,7 +324,7 @@ class Connection:
                 await self._crash(channel)
             self._queue_output()
 
-    def intercept(self, channel: ChannelState, message: Broadcast) -> None:
+    def handle_out(self, channel: ChannelState, message: Broadcast) -> None:
         """An intercepted broadcast: the channel's ``handle_out`` decides what its client gets."""
         if channel.closed:
             return
