@@ -1,5 +1,21 @@
-"""Topic fan-out. Local delivery always happens in process; an adapter carries it between nodes."""
+"""Topic fan-out. Local delivery always happens in process; an adapter carries it between nodes.
 
-from chanctl.pubsub.local import LocalPubSub, Subscriber
+The interface the server uses, which an adapter (e.g. a Redis one) keeps by extending
+:class:`LocalPubSub` and forwarding to peers:
 
-__all__ = ["LocalPubSub", "Subscriber"]
+- ``subscribe(topic, subscriber, tag=None, intercept=frozenset())`` / ``unsubscribe(topic, subscriber, tag=None)``:
+  one subscription per (topic, subscriber); ``tag`` is the channel's, so a stale leave cannot remove a
+  rejoined channel's subscription.
+- ``broadcast(topic, event, payload, exclude=None, *, skip=()) -> int``: deliver to this node's
+  subscribers (one encode per :class:`Encoder`); an adapter also publishes to its peers and, for what
+  peers send, calls the local delivery without publishing again.
+- ``subscriptions(topic)``, ``subscriber_count(topic)``, ``topics()``; ``tap`` (the admin plane's
+  :class:`Tap`, None while nobody watches) and the ``broadcasts`` counter.
+
+A :class:`Subscriber` (a connection, the test harness's subscription) has an ``encoder``, a
+non-blocking ``deliver(bytes)``, and ``handle_out(tag, message)`` for the events it intercepts.
+"""
+
+from chanctl.pubsub.local import Encoder, LocalPubSub, Subscriber, Tap
+
+__all__ = ["Encoder", "LocalPubSub", "Subscriber", "Tap"]
