@@ -9,13 +9,41 @@ join are held back and applied once it arrives, as phoenix.js does.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Presence", "PresenceChange"]
+__all__ = ["Presence", "PresenceChange", "PresenceKeys", "diff_keys"]
 
 PresenceMap = dict[str, dict[str, Any]]
 """``{key: {"metas": [meta, ...], ...}}``, Phoenix's ``list(topic)`` format."""
+
+
+@dataclass(frozen=True)
+class PresenceKeys:
+    """The keys of a presence diff, as a person reads it: who came, who changed, who went."""
+
+    joined: tuple[str, ...]
+    updated: tuple[str, ...]
+    """Keys in both the joins and the leaves: Phoenix sends an update (``typing``) as a leave of
+    the old meta and a join of the new one (``phx_ref_prev``), and the key never went away."""
+    left: tuple[str, ...]
+
+    def describe(self) -> str:
+        """``joined: 7; updated: 42; left: 9`` (only the parts that have keys; empty if none)."""
+        parts = [(label, keys) for label, keys in (("joined", self.joined), ("updated", self.updated),
+                                                    ("left", self.left)) if keys]
+        return "; ".join(f"{label}: {', '.join(keys)}" for label, keys in parts)
+
+
+def diff_keys(joins: Mapping[str, Any] | None, leaves: Mapping[str, Any] | None) -> PresenceKeys:
+    """Sort a diff's keys into joined, updated (in both) and left, each in the diff's order."""
+    joins, leaves = joins or {}, leaves or {}
+    return PresenceKeys(
+        joined=tuple(str(key) for key in joins if key not in leaves),
+        updated=tuple(str(key) for key in joins if key in leaves),
+        left=tuple(str(key) for key in leaves if key not in joins),
+    )
 
 
 @dataclass(frozen=True)
@@ -25,6 +53,11 @@ class PresenceChange:
     topic: str
     joins: PresenceMap
     leaves: PresenceMap
+
+    @property
+    def keys(self) -> PresenceKeys:
+        """The keys that joined, were updated, and left (see :func:`diff_keys`)."""
+        return diff_keys(self.joins, self.leaves)
 
 
 def _refs(presence: dict[str, Any]) -> set[Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
@@ -19,17 +22,24 @@ class WatchApp(App[None]):
         url: the server's socket URL.
         token: a token with the admin claim.
         timeout: seconds for the handshake, the join and each command's reply.
+        clock: the wall clock (``time.time``), fixed by snapshot tests and the screenshot script.
     """
 
     CSS_PATH = "app.tcss"
     TITLE = "chanctl watch"
-    BINDINGS = [Binding("q", "quit", "Quit")]
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        # Textual asks for Ctrl+Q on Ctrl+C; people press Ctrl+C to stop a terminal program.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+    ]
 
-    def __init__(self, url: str, token: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, token: str, *, timeout: float = 10.0, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.url = url
         self.token = token
         self.timeout = timeout
+        self.clock = clock
+        """Wall-clock time for uptimes and presence lines; fixed in snapshot tests."""
         self.failure: ClientError | None = None
         """Why the dashboard could not start (refused, unreachable); the CLI turns it into an exit code."""
 

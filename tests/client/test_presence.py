@@ -1,6 +1,6 @@
 """Client presence sync follows phoenix.js Presence.syncState/syncDiff (PROTOCOL.md §6)."""
 
-from chanctl.client.presence import Presence
+from chanctl.client.presence import Presence, PresenceKeys, diff_keys
 
 
 def meta(ref: str, **fields) -> dict:
@@ -45,3 +45,15 @@ def test_a_new_state_reports_who_left_while_away():
     [change] = presence.receive("presence_state", {"7": {"metas": [meta("a")]}})
     assert change.joins == {} and list(change.leaves) == ["8"]
     assert list(presence.list()) == ["7"]
+
+
+def test_an_update_reads_as_an_update_not_a_leave_and_a_join():
+    presence = Presence("room:1")
+    presence.receive("presence_state", {"7": {"metas": [meta("a", typing=False)]}, "9": {"metas": [meta("c")]}})
+    [change] = presence.receive("presence_diff", {
+        "joins": {"7": {"metas": [meta("b", typing=True, phx_ref_prev="a")]}, "8": {"metas": [meta("d")]}},
+        "leaves": {"7": {"metas": [meta("a", typing=False)]}, "9": {"metas": [meta("c")]}}})
+    assert change.keys == PresenceKeys(joined=("8",), updated=("7",), left=("9",))
+    assert change.keys.describe() == "joined: 8; updated: 7; left: 9"
+    assert diff_keys({"7": {}}, None).describe() == "joined: 7"
+    assert diff_keys({}, {}).describe() == ""

@@ -7,9 +7,7 @@ checks what the app shows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
-import pytest
 
 from chanctl.client import Client
 from chanctl.errors import JoinRefused
@@ -17,44 +15,8 @@ from chanctl.server.admin import ADMIN_TOPIC
 from chanctl.tui import WatchApp
 from chanctl.tui.messages import Snapshot, Status, Traffic
 from chanctl.tui.widgets import ConnectionState, PresenceList, StatsHeader, SubscriberTable, TopicTable, TrafficLog
-from tests.support import TIMEOUT, RawClient
-
-SIZE = (140, 40)
-
-
-async def until(pilot, condition: Callable[[], object], what: str) -> None:
-    """Let the app run until ``condition()`` holds; fail after TIMEOUT."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause()
-
-
-def log_text(app: WatchApp) -> str:
-    return "\n".join(strip.text for strip in app.screen.query_one(TrafficLog).lines)
-
-
-async def joined(url: str, token: str, topic: str) -> RawClient:
-    client = await RawClient.connect(url, token, ignore=frozenset({"presence_state", "presence_diff"}))
-    reply = await client.call(["1", "1", topic, "phx_join", {}])
-    assert reply[4]["status"] == "ok", reply
-    return client
-
-
-async def select(pilot, app: WatchApp, topic: str) -> None:
-    table = app.screen.query_one(TopicTable)
-    await until(pilot, lambda: topic in table.rows, f"{topic} in the topic table")
-    table.focus()
-    table.move_cursor(row=table.get_row_index(topic))
-    await until(pilot, lambda: app.screen.selected == topic, f"{topic} selected")
-
-
-@pytest.fixture
-def watch_app(chat_server, mint) -> WatchApp:
-    return WatchApp(chat_server.url, mint(1, admin=True), timeout=TIMEOUT)
-
+from tests.support import TIMEOUT
+from tests.tui.pilot import SIZE, joined, log_text, select, until
 
 async def test_header_and_topic_table_show_the_server(chat_server, mint, watch_app):
     async with await joined(chat_server.url, mint(7), "room:42"), watch_app.run_test(size=SIZE) as pilot:
@@ -83,7 +45,7 @@ async def test_selecting_a_topic_shows_its_presence_and_follows_its_diffs(chat_s
         assert [key.value for key in presence.rows] == ["7"]
 
 
-async def test_a_pushed_message_appears_in_the_traffic_log_and_pause_stops_it(chat_server, mint, watch_app):
+async def test_a_pushed_message_appears_in_the_traffic_log_and_pause_holds_it(chat_server, mint, watch_app):
     async with await joined(chat_server.url, mint(7), "room:42") as member, watch_app.run_test(size=SIZE) as pilot:
         app = watch_app
         traffic = app.screen.query_one(TrafficLog)
@@ -99,14 +61,15 @@ async def test_a_pushed_message_appears_in_the_traffic_log_and_pause_stops_it(ch
         await pilot.press("p")
         assert traffic.paused
         await member.call(["1", "4", "room:42", "new_msg", {"body": "while paused"}])
-        await until(pilot, lambda: traffic.skipped >= 2, "the paused batch (in and out) to be counted")
+        await until(pilot, lambda: len(traffic.held) >= 2, "the paused batch (in and out) to be held")
         assert "while paused" not in log_text(app)
-        assert "PAUSED, 2 not shown" in str(traffic.border_subtitle)
+        assert "PAUSED, 2 held" in str(traffic.border_subtitle)
 
         await pilot.press("p")
+        assert log_text(app).count("while paused") == 2  # held, then shown on resume
         await member.call(["1", "5", "room:42", "new_msg", {"body": "after the pause"}])
         await until(pilot, lambda: "after the pause" in log_text(app), "traffic again after unpausing")
-        assert "while paused" not in log_text(app)
+        assert log_text(app).index("while paused") < log_text(app).index("after the pause")
 
 
 async def test_the_topic_filter_hides_other_topics(chat_server, mint, watch_app):

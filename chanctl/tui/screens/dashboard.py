@@ -7,7 +7,6 @@ Network I/O happens only in workers (the feed, ``inspect`` and ``disconnect``), 
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -15,6 +14,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
@@ -24,6 +24,7 @@ from chanctl.errors import ClientError, ConnectRefused, JoinRefused
 from chanctl.protocol.messages import ADMIN_TOPIC, PHX_CLOSE
 from chanctl.tui.messages import Connecting, Disconnected, Inspected, Snapshot, Stats, Status, Traffic
 from chanctl.tui.screens.confirm import ConfirmScreen
+from chanctl.tui.screens.entry import EntryScreen
 from chanctl.tui.text import plain
 from chanctl.tui.widgets import ConnectionState, PresenceList, StatsHeader, SubscriberTable, TopicTable, TrafficLog
 
@@ -35,12 +36,43 @@ __all__ = ["DashboardScreen"]
 _FEED_EVENTS = {"snapshot": Snapshot, "stats": Stats, "traffic": Traffic}
 
 
+def client_status(text: str) -> Status:
+    """The one place that reads the client's status lines: a reconnect or a rejoin keeps the state
+    (the next snapshot makes the screen live); anything else means the figures are going stale."""
+    recovered = text == "reconnected" or text.endswith(": rejoined")
+    return Status(text, state=None if recovered else "reconnecting")
+
+
+class FilterInput(Input):
+    """The traffic filter: applied as it is typed, Enter keeps it, Escape puts back the one before."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel the filter edit")]
+
+    class Closed(Message):
+        """The user finished with the field; ``value`` is the filter to keep."""
+
+        def __init__(self, value: str) -> None:
+            super().__init__()
+            self.value = value
+
+    def __init__(self, **kwargs: Any) -> None:
+        # Reopened, the field shows the current filter with the cursor after it: a key typed then
+        # edits the filter instead of replacing it whole (Textual selects all on focus by default).
+        super().__init__(select_on_focus=False, **kwargs)
+        self.before = ""
+        """The filter when the field was opened: what Escape restores."""
+
+    def action_cancel(self) -> None:
+        self.post_message(self.Closed(self.before))
+
+
 class DashboardScreen(Screen[None]):
     """Header, connection state, topics, the selected topic's presence and subscribers, traffic."""
 
     BINDINGS = [
         Binding("p", "pause", "Pause traffic"),
         Binding("slash", "filter", "Filter by topic"),
+        Binding("question_mark", "keys", "Keys"),
     ]
 
     app: WatchApp
@@ -66,14 +98,14 @@ class DashboardScreen(Screen[None]):
                 yield PresenceList(id="presence")
                 yield SubscriberTable(id="subscribers")
         yield TrafficLog(id="traffic")
-        yield Input(placeholder="show traffic of topics containing… (empty: all)", id="filter")
+        yield FilterInput(placeholder="show traffic of topics containing… (Enter: keep, Esc: cancel)", id="filter")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(TopicTable).border_title = "topics"
         self.query_one(PresenceList).border_title = "presence"
         self.query_one(SubscriberTable).border_title = "subscribers (d: disconnect)"
-        self.query_one(TrafficLog).border_title = "traffic (p: pause, /: filter)"
+        self.query_one(TrafficLog).border_title = "traffic (p: pause, /: filter, Enter: open, ?: keys)"
         self.query_one(TrafficLog).muted = frozenset({ADMIN_TOPIC})
         self.query_one(TopicTable).focus()
         self.feed()
@@ -86,8 +118,7 @@ class DashboardScreen(Screen[None]):
         self.post_message(Connecting(self.url))
 
         def status(text: str) -> None:
-            recovered = text == "reconnected" or text.endswith(": rejoined")
-            self.post_message(Status(text, state=None if recovered else "reconnecting"))
+            self.post_message(client_status(text))
 
         async with Client(self.url, token=self.token, timeout=self.timeout, on_status=status) as client:
             channel = client.channel(ADMIN_TOPIC)
@@ -137,6 +168,7 @@ class DashboardScreen(Screen[None]):
         message = str(error) if isinstance(error, ClientError) else f"{type(error).__name__}: {error}"
         if event.worker.group == "feed":
             state.state, state.detail = "error", message
+            self._stale()
         self.notify(message, title=f"{event.worker.group} failed", severity="error")
 
     # -- messages from the workers ----------------------------------------------------------
@@ -149,19 +181,27 @@ class DashboardScreen(Screen[None]):
         state = self.query_one(ConnectionState)
         if message.state is not None:
             state.state = message.state  # "live" again with the next snapshot
+            self._stale()
         state.detail = message.text
+
+    def _stale(self) -> None:
+        """What the screen shows is no longer current: say so until the next snapshot."""
+        if self.live and not self.has_class("stale"):
+            self.add_class("stale")
+            self.query_one(ConnectionState).stale_since = self.app.clock()
 
     def on_snapshot(self, message: Snapshot) -> None:
         self.live = True
         payload = message.payload
         state = self.query_one(ConnectionState)
-        state.state, state.detail = "live", self.url
+        state.state, state.detail, state.stale_since = "live", self.url, None
+        self.remove_class("stale")
         header = self.query_one(StatsHeader)
         nodes = [n for n in payload.get("nodes", []) if isinstance(n, dict)]
         if nodes:
             header.node = str(nodes[0].get("name", "?"))
             uptime = nodes[0].get("uptime")
-            header.started = time.time() - uptime if isinstance(uptime, (int, float)) else None
+            header.started = self.app.clock() - uptime if isinstance(uptime, (int, float)) else None
         topics = payload.get("topics")
         if isinstance(topics, dict):
             self.query_one(TopicTable).show(topics, self.selected)
@@ -179,7 +219,7 @@ class DashboardScreen(Screen[None]):
                 self.inspect(self.selected)  # a subscriber came or went without a presence diff
 
     def on_traffic(self, message: Traffic) -> None:
-        self.query_one(TrafficLog).add_batch(message.payload)
+        self.query_one(TrafficLog).add_batch(message.payload, self.app.clock())
         diffs = message.payload.get("presence", [])
         if self.selected is not None and any(isinstance(d, dict) and d.get("topic") == self.selected for d in diffs):
             self.inspect(self.selected)
@@ -217,13 +257,41 @@ class DashboardScreen(Screen[None]):
         traffic = self.query_one(TrafficLog)
         traffic.paused = not traffic.paused
 
+    def action_keys(self) -> None:
+        """Show (or hide) the keys of the focused panel and of the screen, beside the dashboard."""
+        if self.query("HelpPanel"):
+            self.app.action_hide_help_panel()
+        else:
+            self.app.action_show_help_panel()
+
+    def on_traffic_log_opened(self, message: TrafficLog.Opened) -> None:
+        self.app.push_screen(EntryScreen(message.line))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """While the filter field has the keyboard, ``/``, ``p`` and ``?`` are text typed into it."""
+        if action in ("filter", "pause", "keys") and self.query_one(FilterInput).has_focus:
+            return False
+        return True
+
     def action_filter(self) -> None:
-        field = self.query_one("#filter", Input)
-        field.value = self.query_one(TrafficLog).topic_filter
+        field = self.query_one(FilterInput)
+        field.before = field.value = self.query_one(TrafficLog).topic_filter
+        field.cursor_position = len(field.value)
         field.add_class("visible")
         field.focus()
 
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.has_class("visible"):
+            self.query_one(TrafficLog).topic_filter = event.value.strip()
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(TrafficLog).topic_filter = event.value.strip()
-        event.input.remove_class("visible")
-        self.query_one(TopicTable).focus()
+        self._close_filter(event.value)
+
+    def on_filter_input_closed(self, event: FilterInput.Closed) -> None:
+        self._close_filter(event.value)
+
+    def _close_filter(self, value: str) -> None:
+        field = self.query_one(FilterInput)
+        field.remove_class("visible")
+        self.query_one(TrafficLog).topic_filter = value.strip()
+        self.query_one(TrafficLog).focus()

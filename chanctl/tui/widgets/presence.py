@@ -9,13 +9,18 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from chanctl.tui.text import plain
+from chanctl.tui.text import clock, plain
 
 __all__ = ["PresenceList", "SubscriberTable"]
 
 
+_HIDDEN_META = ("phx_ref", "phx_ref_prev", "online_at")
+"""Meta fields not shown as JSON: refs mean nothing to a reader, and ``online_at`` has its own column."""
+
+
 class PresenceList(DataTable[Any]):
-    """One row per presence key: how many metas (sockets, tabs) it has and the newest meta."""
+    """One row per presence key: how many metas (sockets, tabs) it has, since when it is online
+    (its oldest meta's ``online_at``, as a time of day) and the newest meta's other fields."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", **kwargs)
@@ -23,6 +28,7 @@ class PresenceList(DataTable[Any]):
     def on_mount(self) -> None:
         self.add_column("key", key="key")
         self.add_column("metas", key="metas")
+        self.add_column("online", key="online")
         self.add_column("meta", key="meta")
 
     def show(self, presence: dict[str, Any]) -> None:
@@ -32,8 +38,11 @@ class PresenceList(DataTable[Any]):
         self.clear()
         for key in keys:
             metas = presence[key].get("metas", []) if isinstance(presence[key], dict) else []
-            newest = {k: v for k, v in (metas[-1] if metas else {}).items() if k != "phx_ref"}
-            self.add_row(plain(key), len(metas), plain(orjson.dumps(newest).decode()), key=key)
+            metas = [meta for meta in metas if isinstance(meta, dict)]
+            newest = {k: v for k, v in (metas[-1] if metas else {}).items() if k not in _HIDDEN_META}
+            since = min((m["online_at"] for m in metas if isinstance(m.get("online_at"), (int, float))), default=None)
+            self.add_row(plain(key), len(metas), clock(since, millis=False),
+                         plain(orjson.dumps(newest, option=orjson.OPT_NON_STR_KEYS).decode()), key=key)
         if current in keys:
             self.move_cursor(row=keys.index(current))
 
