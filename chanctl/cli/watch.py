@@ -24,8 +24,8 @@ def watch(
 ) -> None:
     """Live dashboard: topics, presence lists, traffic. Needs an admin token (--user mints one).
 
-    Keys: ? shows them all; q or Ctrl+C quit, p pause traffic, / filter traffic by topic, Enter open a
-    traffic line, d disconnect the selected socket.
+    Keys: ? shows them all; q or Ctrl+C quit, s sort topics, p pause traffic, / filter traffic by topic,
+    Enter open a traffic line, d disconnect the selected socket.
     Exit 2 usage, 3 refused, 4 unreachable (when it cannot connect at start).
     """
     server = resolve_url(url, config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from textual.app import App
 from textual.binding import Binding
@@ -25,7 +26,7 @@ class WatchApp(App[None]):
         clock: the wall clock (``time.time``), fixed by snapshot tests and the screenshot script.
     """
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: a subclass elsewhere finds it too
     TITLE = "chanctl watch"
     BINDINGS = [
         Binding("q", "quit", "Quit"),

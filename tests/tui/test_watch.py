@@ -25,7 +25,7 @@ async def test_header_and_topic_table_show_the_server(chat_server, mint, watch_a
         table = app.screen.query_one(TopicTable)
         await until(pilot, lambda: "room:42" in table.rows, "room:42 in the topic table")
         assert state.state == "live"
-        assert [str(cell) for cell in table.get_row("room:42")] == ["room:42", "1", "1"]
+        assert [str(cell) for cell in table.get_row("room:42")] == ["0", "0", "1", "1", "room:42"]  # no traffic yet
         await until(pilot, lambda: header.stats, "the first stats")
         assert header.stats["connections"] == 2 and header.node
         async with await joined(chat_server.url, mint(42), "room:42"):  # a later join: from stats

@@ -7,6 +7,7 @@ import re
 from textual.geometry import Region
 from textual.widgets import HelpPanel
 
+from chanctl.tui.messages import Disconnected
 from chanctl.tui.screens import DashboardScreen, EntryScreen
 from chanctl.tui.screens.entry import entry_text
 from chanctl.tui.widgets import ConnectionState, PresenceList, StatsHeader, SubscriberTable, TrafficLog
@@ -75,9 +76,12 @@ async def test_at_80x24_the_panels_show_rows_and_the_header_keeps_its_fields(cha
         await pilot.pause()
         lines = [strip.text for strip in header.render_lines(Region(0, 0, *header.size))]
         shown = " ".join(lines)
-        for field in ("connections 3", "topics 2", "in ", "out ", "broadcasts "):
+        for field in ("connections 3", "topics 2", "subscriptions 3"):
             assert field in shown, (field, lines)
         assert all(len(line.rstrip()) <= header.size.width for line in lines)
+        for graph in app.screen.query("#graphs Graph"):  # the rates, each with its plot
+            text = graph.render_lines(Region(0, 0, *graph.size))[0].text
+            assert f"{graph.label} {graph.value} " in text and graph.value, (graph.label, text)
 
 
 async def test_a_presence_update_shows_as_an_update_with_online_at_as_a_time(chat_server, mint, watch_app):
@@ -133,3 +137,12 @@ async def test_enter_opens_the_whole_line_and_question_mark_shows_the_keys(chat_
         await until(pilot, lambda: app.screen.query(HelpPanel), "the keys")
         await pilot.press("question_mark")
         await until(pilot, lambda: not app.screen.query(HelpPanel), "the keys hidden")
+
+
+async def test_a_notification_shows_a_client_string_as_text(chat_server, watch_app):
+    async with watch_app.run_test(size=SIZE, notifications=True) as pilot:
+        await until(pilot, lambda: watch_app.screen.live, "the snapshot")
+        watch_app.screen.on_disconnected(Disconnected("[bold red]user_socket:9[/]\x1b[2J", 1))
+        await until(pilot, lambda: watch_app.screen.query("Toast"), "the notification")
+        shown = watch_app.screen.query_one("Toast").render()  # by name: Textual keeps the class private
+        assert "[bold red]user_socket:9[/]\\x1b[2J" in getattr(shown, "plain", str(shown))

@@ -23,10 +23,19 @@ from chanctl.client import Client, ClientChannel
 from chanctl.errors import ClientError, ConnectRefused, JoinRefused
 from chanctl.protocol.messages import ADMIN_TOPIC, PHX_CLOSE
 from chanctl.tui.messages import Connecting, Disconnected, Inspected, Snapshot, Stats, Status, Traffic
+from chanctl.tui.rates import ServerSeries, TopicRates
 from chanctl.tui.screens.confirm import ConfirmScreen
 from chanctl.tui.screens.entry import EntryScreen
-from chanctl.tui.text import plain
-from chanctl.tui.widgets import ConnectionState, PresenceList, StatsHeader, SubscriberTable, TopicTable, TrafficLog
+from chanctl.tui.text import escape, plain
+from chanctl.tui.widgets import (
+    ConnectionState,
+    Graph,
+    PresenceList,
+    StatsHeader,
+    SubscriberTable,
+    TopicTable,
+    TrafficLog,
+)
 
 if TYPE_CHECKING:
     from chanctl.tui.app import WatchApp
@@ -88,12 +97,25 @@ class DashboardScreen(Screen[None]):
         """A snapshot arrived at least once: failures from now on are not start-up failures."""
         self.selected: str | None = None
         self._selected_counts: Any = None
+        self.series = ServerSeries()
+        """The server's rates and connections over the last minute and a half (``stats``)."""
+        self.rates = TopicRates()
+        """Per-topic rates, from the traffic tail."""
 
     def compose(self) -> ComposeResult:
         yield StatsHeader(id="header")
+        with Horizontal(id="graphs"):
+            yield Graph("in", "cyan", id="graph-in")
+            yield Graph("out", "magenta", id="graph-out")
+            yield Graph("bcast", "yellow", id="graph-broadcasts")
+            yield Graph("conns", "green", id="graph-connections")
         yield ConnectionState(id="state")
         with Horizontal(id="main"):
-            yield TopicTable(id="topics")
+            with Vertical(id="topics-panel"):
+                yield TopicTable(id="topics")
+                with Horizontal(id="topic-graphs"):
+                    yield Graph("in", "cyan", id="topic-in")
+                    yield Graph("out", "magenta", id="topic-out")
             with Vertical(id="detail"):
                 yield PresenceList(id="presence")
                 yield SubscriberTable(id="subscribers")
@@ -102,7 +124,7 @@ class DashboardScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(TopicTable).border_title = "topics"
+        self.on_topic_table_sorted(TopicTable.Sorted(self.query_one(TopicTable).order))
         self.query_one(PresenceList).border_title = "presence"
         self.query_one(SubscriberTable).border_title = "subscribers (d: disconnect)"
         self.query_one(TrafficLog).border_title = "traffic (p: pause, /: filter, Enter: open, ?: keys)"
@@ -169,7 +191,7 @@ class DashboardScreen(Screen[None]):
         if event.worker.group == "feed":
             state.state, state.detail = "error", message
             self._stale()
-        self.notify(message, title=f"{event.worker.group} failed", severity="error")
+        self.app.notify(escape(message), title=f"{event.worker.group} failed", severity="error", markup=False)
 
     # -- messages from the workers ----------------------------------------------------------
 
@@ -204,21 +226,42 @@ class DashboardScreen(Screen[None]):
             header.started = self.app.clock() - uptime if isinstance(uptime, (int, float)) else None
         topics = payload.get("topics")
         if isinstance(topics, dict):
-            self.query_one(TopicTable).show(topics, self.selected)
+            self.query_one(TopicTable).update_topics(topics)
         if self.selected is not None:
             self.inspect(self.selected)
 
     def on_stats(self, message: Stats) -> None:
-        self.query_one(StatsHeader).stats = message.payload
-        by_topic = message.payload.get("by_topic")
+        stats = message.payload
+        self.query_one(StatsHeader).stats = stats
+        self.series.add(stats)
+        self.rates.tick(stats.get("t"))
+        for name, key, unit in (("in", "messages_in_per_s", "/s"), ("out", "messages_out_per_s", "/s"),
+                                ("broadcasts", "broadcasts_per_s", "/s"), ("connections", "connections", "")):
+            graph = self.query_one(f"#graph-{name}", Graph)
+            graph.values, graph.value = tuple(self.series.values[key]), f"{stats.get(key, 0)}{unit}"
+        by_topic = stats.get("by_topic")
         if isinstance(by_topic, dict):
-            self.query_one(TopicTable).show(by_topic, self.selected)
+            table = self.query_one(TopicTable)
+            table.update_topics(by_topic, self.rates.rates, self.rates.quiet)
+            for topic in [t for t in self.rates.history if t not in table.topics]:
+                self.rates.forget(topic)
+            self._show_topic_graphs()
             counts = by_topic.get(self.selected)
             if self.selected is not None and counts != self._selected_counts:
                 self._selected_counts = counts
                 self.inspect(self.selected)  # a subscriber came or went without a presence diff
 
+    def _show_topic_graphs(self) -> None:
+        """The selected topic's rates over time, under the topic table."""
+        history = list(self.rates.history.get(self.selected or "", ()))
+        for index, name in enumerate(("in", "out")):
+            graph = self.query_one(f"#topic-{name}", Graph)
+            graph.values = tuple(rate[index] for rate in history)
+            graph.value = f"{history[-1][index]:.1f}/s" if history else "-"
+        self.query_one("#topics-panel").border_subtitle = plain(self.selected or "")
+
     def on_traffic(self, message: Traffic) -> None:
+        self.rates.add_batch(message.payload)
         self.query_one(TrafficLog).add_batch(message.payload, self.app.clock())
         diffs = message.payload.get("presence", [])
         if self.selected is not None and any(isinstance(d, dict) and d.get("topic") == self.selected for d in diffs):
@@ -233,7 +276,7 @@ class DashboardScreen(Screen[None]):
         self.query_one(SubscriberTable).show(subscribers if isinstance(subscribers, list) else [])
 
     def on_disconnected(self, message: Disconnected) -> None:
-        self.notify(f"closed {message.closed} socket(s) of {message.socket_id}")
+        self.app.notify(escape(f"closed {message.closed} socket(s) of {message.socket_id}"), markup=False)
 
     # -- the user ---------------------------------------------------------------------------
 
@@ -242,9 +285,14 @@ class DashboardScreen(Screen[None]):
             return
         self.selected = message.topic
         self._selected_counts = None
+        self._show_topic_graphs()
         self.query_one(PresenceList).border_title = Text("presence of ") + plain(message.topic)
         self.query_one(SubscriberTable).border_title = Text("subscribers of ") + plain(message.topic) + " (d: disconnect)"
         self.inspect(message.topic)
+
+    def on_topic_table_sorted(self, message: TopicTable.Sorted) -> None:
+        arrow = "A-Z" if message.order == "topic" else "↓"
+        self.query_one("#topics-panel").border_title = f"topics by {message.order} {arrow} (s: sort)"
 
     def on_subscriber_table_disconnect_requested(self, message: SubscriberTable.DisconnectRequested) -> None:
         def answered(yes: bool | None) -> None:

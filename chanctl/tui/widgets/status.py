@@ -15,7 +15,8 @@ __all__ = ["ConnectionState", "StatsHeader"]
 
 
 class StatsHeader(Static):
-    """Node, uptime, connections, topics and rates of the watched server.
+    """Node, uptime, connections, topics and subscriptions of the watched server (the rates are
+    plotted below it).
 
     Fields are packed into as many lines as the width needs, never cut: at 80 columns they take
     two lines instead of losing the last ones off the edge.
@@ -42,9 +43,6 @@ class StatsHeader(Static):
                 Text(f"connections {stats.get('connections', 0)}"),
                 Text(f"topics {stats.get('topics', 0)}"),
                 Text(f"subscriptions {stats.get('subscriptions', 0)}"),
-                Text(f"in {stats.get('messages_in_per_s', 0)}/s"),
-                Text(f"out {stats.get('messages_out_per_s', 0)}/s"),
-                Text(f"broadcasts {stats.get('broadcasts_per_s', 0)}/s"),
             ]
         return fields
 

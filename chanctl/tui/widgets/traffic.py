@@ -135,7 +135,7 @@ class TrafficLog(ScrollView, can_focus=True):
             del self.shown[:excess]
             if self.cursor is not None:
                 self.cursor = max(self.cursor - excess, 0)
-                self.scroll_to(y=max(self.scroll_offset.y - excess, 0), animate=False, immediate=True)
+                self.scroll_to(y=max(self.scroll_offset.y - excess, 0), animate=False, immediate=True, force=True)
         self._width = max(self._width, *(line.text.cell_len for line in wanted))
         self._resize()
 
@@ -151,8 +151,12 @@ class TrafficLog(ScrollView, can_focus=True):
     def _resize(self) -> None:
         self.virtual_size = Size(self._width, len(self.shown))
         if self.cursor is None:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self.scroll_end(animate=False, x_axis=False, force=True)  # after the layout: the height may change
         self.refresh()
+
+    def on_resize(self) -> None:
+        if self.cursor is None:
+            self.scroll_end(animate=False, x_axis=False, force=True)  # after the layout: the height may change
 
     def texts(self) -> list[str]:
         """The plain text of the shown lines (what a reader of the screen can scroll through)."""
@@ -210,14 +214,14 @@ class TrafficLog(ScrollView, can_focus=True):
     def _move_to(self, index: int | None) -> None:
         self.cursor = None if index is None else min(max(index, 0), max(len(self.shown) - 1, 0))
         if self.cursor is None:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self.scroll_end(animate=False, x_axis=False, force=True)  # after the layout: the height may change
         else:
             height = self.scrollable_content_region.height
             top = self.scroll_offset.y
             if self.cursor < top:
-                self.scroll_to(y=self.cursor, animate=False, immediate=True)
+                self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
             elif self.cursor >= top + height:
-                self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+                self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True, force=True)
         self.refresh()
 
     def action_cursor(self, step: int) -> None:

@@ -1,0 +1,21 @@
+"""The dashboard's layout, pinned: the real app fed a seeded minute of the chat sample's admin plane
+(scripts/watch_screenshot.py) must draw exactly the committed pictures, at 80x24, 160x45 and the
+README's docs/watch.svg. A layout change fails here; if it is meant, the script redraws them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scripts.watch_screenshot import PICTURES, ROOT, render
+
+
+@pytest.mark.parametrize("path", list(PICTURES), ids=[path.name for path in PICTURES])
+async def test_the_committed_picture_is_what_the_app_draws(path: Path, tmp_path: Path):
+    svg = await render(PICTURES[path])
+    if path.read_text(encoding="utf-8") != svg:
+        drawn = tmp_path / path.name
+        drawn.write_text(svg, encoding="utf-8")
+        pytest.fail(f"{path.relative_to(ROOT)} is stale: the app now draws {drawn}. If the change is meant, "
+                    "run `python scripts/watch_screenshot.py` and commit the pictures.")
