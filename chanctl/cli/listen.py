@@ -1,7 +1,7 @@
 """``chanctl listen TOPIC...``: join and print every event until Ctrl+C, ``--count`` or ``--timeout``.
 
 Readable lines by default, ``--json`` lines for scripts; presence changes are summarized as the
-keys that joined and left. The connection reconnects and rejoins by itself (notes go to stderr).
+keys that joined, were updated (left and joined in one diff, as ``typing`` does) and left. The connection reconnects and rejoins by itself (notes go to stderr).
 """
 
 from __future__ import annotations
@@ -102,9 +102,5 @@ def _presence_line(change: PresenceChange, json: bool) -> str:
     if json:
         return orjson.dumps({"topic": change.topic, "event": "presence", "joins": change.joins,
                              "leaves": change.leaves}).decode()
-    parts = []
-    if change.joins:
-        parts.append("joined: " + ", ".join(change.joins))
-    if change.leaves:
-        parts.append("left: " + ", ".join(change.leaves))
-    return f"{change.topic} presence " + ("; ".join(parts) or "(no change)")
+    # A key that left and joined in one diff was updated (typing): the client's presence layer says so.
+    return f"{change.topic} presence " + (change.keys.describe() or "(no change)")

@@ -148,6 +148,20 @@ async def test_listen_summarizes_presence_joins_and_leaves(chat_server, mint, sp
     assert await asyncio.wait_for(listener.wait(), TIMEOUT) == 0
 
 
+async def test_listen_shows_a_presence_update_as_an_update(chat_server, mint, spawn):
+    listener = await spawn("listen", "room:lobby", *user_args(chat_server.url, "7"))  # killed at teardown
+    assert listener.stderr is not None and listener.stdout is not None
+    await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)  # listening on ...
+    assert await asyncio.wait_for(listener.stdout.readline(), TIMEOUT) == b"room:lobby presence joined: 7\n"
+    async with Client(chat_server.url, token=mint(42)) as client:
+        lobby = client.channel("room:lobby")
+        await lobby.join(TIMEOUT)
+        assert await asyncio.wait_for(listener.stdout.readline(), TIMEOUT) == b"room:lobby presence joined: 42\n"
+        assert (await lobby.push("typing", {"typing": True}, TIMEOUT)).status == "ok"
+        # Phoenix sends it as a leave of the old meta and a join of the new one, in one diff.
+        assert await asyncio.wait_for(listener.stdout.readline(), TIMEOUT) == b"room:lobby presence updated: 42\n"
+
+
 async def test_listen_refused_join_exits_3_and_timeout_without_count_exits_0(chat_server):
     refused = await chanctl("listen", "room:42", *user_args(chat_server.url, "99"))
     quiet = await chanctl("listen", "updates:all", "--timeout", "0.3", *user_args(chat_server.url, "7"))
