@@ -37,6 +37,12 @@ log = logging.getLogger("chanctl.connection")
 _UNENCODABLE = (TypeError, ProtocolViolation)
 """What serializers raise for a payload they cannot carry (orjson's JSONEncodeError is a TypeError;
 binary fields over 255 bytes are a ProtocolViolation)."""
+FAIR_BURST = 32
+"""Client messages one connection handles before it lets the event loop serve everyone else.
+Messages a client sent ahead are read without a suspension, so without this one client pushing
+as fast as it can holds the loop until its buffer is empty (another client's heartbeat round trip
+went to over a second; benchmarks/bench_fairness.py). 32 messages are about 1 ms of work, and the
+yield costs one loop iteration per 32 messages, under 0.1 µs a message."""
 SLOW_CONSUMER_GRACE = 1.0
 """Seconds a slow consumer gets to take its close frame before the TCP connection is aborted."""
 
@@ -178,6 +184,7 @@ class Connection:
         if self.transport.needs_idle_timeout:
             self._arm_idle(loop, self.server.config.server.idle_timeout)
         proto, stats = self.proto, self.server.stats
+        burst = 0
         try:
             async for data in self.transport:
                 if self._closing:
@@ -200,6 +207,10 @@ class Connection:
                     for action in actions:
                         await self._apply(action)
                     self._queue_output()
+                burst += 1
+                if burst == FAIR_BURST:
+                    burst = 0
+                    await asyncio.sleep(0)  # let other clients' frames in (see FAIR_BURST)
         finally:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()

@@ -1,0 +1,120 @@
+"""Fairness: does one client pushing as fast as it can make everyone else wait?
+
+A probe socket sends a heartbeat every 5 ms and times each reply while a second socket writes
+``--pushes`` pushes at once (rate limit off, as many deployments run); the baseline is the same
+probe against the same server with no flood, measured in the same run. Reported per run: the
+probe's p50/p99/max round trip with and without the flood, their ratio, and the flood's achieved
+rate. Medians over ``--repeat`` runs. The server runs as ``chanctl serve`` pinned to core 0, the
+flood and the probe (benchmarks/fairness_load.mjs, two Node processes) on core 1.
+
+    python benchmarks/bench_fairness.py                    # 50,000 pushes, 3 runs
+    python benchmarks/bench_fairness.py --pushes 100000 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from chanctl.tokens import TokenSigner  # noqa: E402
+
+SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def serve(config: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        pinned(0, [sys.executable, "-m", "chanctl", "serve", str(config), "--port", "0", "--log-level", "warning"]),
+        stderr=subprocess.PIPE, text=True, env={"CHANCTL_SECRET": SECRET, "PATH": "/usr/bin:/bin"}, cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if " at ws://" in line:
+            return proc, line.split(" at ", 1)[1].split()[0]
+    raise SystemExit("chanctl serve did not start")
+
+
+def node(role: str, url: str, **opts: object) -> subprocess.Popen[str]:
+    argv = ["node", str(ROOT / "benchmarks" / "fairness_load.mjs"), json.dumps({"role": role, "url": url, **opts})]
+    return subprocess.Popen(pinned(1, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def probe_while(url: str, seconds: float | None, flood: subprocess.Popen[str] | None = None) -> list[float]:
+    """The probe's round trips while ``flood`` runs (or for ``seconds``)."""
+    probe = node("probe", url)
+    assert probe.stdout is not None and probe.stdin is not None
+    assert json.loads(probe.stdout.readline()) == {"ready": True}
+    if flood is not None:
+        flood.stdin.write("go\n")  # type: ignore[union-attr]
+        flood.stdin.flush()  # type: ignore[union-attr]
+        flood.wait(timeout=300)
+    else:
+        time.sleep(seconds or 2)
+    probe.stdin.write("stop\n")
+    probe.stdin.flush()
+    rtts = json.loads(probe.stdout.readline())["rtts"]
+    probe.wait()
+    return rtts
+
+
+def one_run(config: Path, pushes: int) -> dict[str, float]:
+    proc, url = serve(config)
+    try:
+        url += f"?token={TokenSigner(SECRET).mint(1)}&vsn=2.0.0"
+        base = probe_while(url, 2)
+        flood = node("flood", url, pushes=pushes)
+        rtts = probe_while(url, None, flood)
+        assert flood.stdout is not None
+        rate = json.loads(flood.stdout.read())["flood_rate"]
+    finally:
+        proc.terminate()
+        proc.wait()
+    return {
+        "flood p50 ms": percentile(rtts, 0.5), "flood p99 ms": percentile(rtts, 0.99), "flood max ms": max(rtts),
+        "quiet p50 ms": percentile(base, 0.5), "quiet p99 ms": percentile(base, 0.99),
+        "p99 flood / quiet": percentile(rtts, 0.99) / percentile(base, 0.99),
+        "flood pushes/s": float(rate),
+        "probe beats": float(len(rtts)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pushes", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "fairness.yaml"
+        config.write_text(
+            f'auth: {{secret: "{SECRET}"}}\n'
+            "server: {rate_limit: null, outbound_buffer: 256MiB, max_frame_size: 64KiB}\n"
+            'topics:\n  "bench:{id}":\n    join: true\n    events:\n      msg: {do: broadcast}\n'
+        )
+        runs = [one_run(config, args.pushes) for _ in range(args.repeat)]
+    for run in runs:
+        print(json.dumps(run), file=sys.stderr)
+    print(f"fairness: {args.pushes:,} pushes from one socket, heartbeat probe every 5 ms, median of {len(runs)} runs")
+    for key in runs[0]:
+        print(f"  {key:<20} {statistics.median(r[key] for r in runs):10.2f}")
+
+
+if __name__ == "__main__":
+    main()
