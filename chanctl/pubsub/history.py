@@ -123,11 +123,17 @@ class History:
     Args:
         spec_for: the history settings of a topic, or None (no history); asked once per topic.
         clock: monotonic seconds, injected by tests.
+        complete: whether this history sees every broadcast of its topics. A node of a cluster
+            does not: it hears a topic's broadcasts only while it has subscribers to it, so an
+            unchanged offset would not prove that nothing was missed; there every ``since`` is
+            answered ``recovered: false`` (all or nothing, never a silent gap).
     """
 
-    def __init__(self, spec_for: Callable[[str], HistorySpec | None], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, spec_for: Callable[[str], HistorySpec | None], clock: Callable[[], float] = time.monotonic,
+                 *, complete: bool = True):
         self._spec_for = spec_for
         self._clock = clock
+        self.complete = complete
         self._specs: dict[str, HistorySpec | None] = {}
         self._topics: dict[str, TopicHistory] = {}
         self._next_sweep = clock() + SWEEP_EVERY
@@ -182,7 +188,7 @@ class History:
             self.stats.failed += 1
             return Recovery(history.epoch, history.offset, False, [],
                             "since takes {offset: integer, epoch: string (optional)}")
-        missed = history.after(offset, now) if epoch == history.epoch else None
+        missed = history.after(offset, now) if epoch == history.epoch and self.complete else None
         if missed is None:
             self.stats.failed += 1
             return Recovery(history.epoch, history.offset, False, [])

@@ -196,7 +196,9 @@ class ChannelServer:
         self.history: History | None = None
         """Broadcast history of the topics with ``history:`` (None when none has it)."""
         if any(topic.history is not None for topic in self.config.topics.values()):
-            self.history = self.pubsub.history = History(self._history_spec)
+            # A cluster node's history misses what was published while it had no subscribers:
+            # it numbers what it delivers, but answers every since with recovered: false.
+            self.history = self.pubsub.history = History(self._history_spec, complete=self.cluster is None)
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self.protocol_stats = ProtocolStats()
