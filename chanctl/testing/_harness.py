@@ -14,7 +14,9 @@ ChannelTest only stringifies the keys of what the test sends; a JSON round trip 
 payloads the wire cannot carry).
 
 Assertions follow Phoenix.ChannelTest (PROTOCOL.md §9): they scan the whole inbox for the first
-match, consume it, and leave the others in place; refutes wait their whole timeout.
+match, consume it, and leave the others in place; refutes wait their whole timeout. So does the
+calling style: a call that only sends returns at once (``push`` a ref, ``broadcast`` the recipients),
+a call that waits for the server is awaited (``join``, ``leave``, ``close``, ``assert_*``, ``refute_*``).
 """
 
 from __future__ import annotations

@@ -9,10 +9,15 @@
 The config comes from ``@pytest.mark.chanctl(config=...)`` or the ``chanctl_config`` ini option,
 relative to the rootdir. Marker keyword arguments on the module, class and function merge, the
 closest winning.
+
+An async test that asks for one of these fixtures (or carries the ``chanctl`` marker) runs on
+pytest-asyncio whatever the project's ``asyncio_mode``: in its default ``strict`` mode such a test
+would otherwise not run at all ("async def functions are not natively supported").
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +38,7 @@ MARKER_OPTIONS = {
     "strict_pushes": "fail at teardown on pushes and broadcasts the test never asserted (default True)",
 }
 _FAILED = pytest.StashKey[bool]()
+FIXTURES = frozenset({"chanctl_channels", "chanctl_server", "chanctl_config"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,6 +48,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     options = ", ".join(f"{name}=" for name in MARKER_OPTIONS)
     config.addinivalue_line("markers", f"chanctl({options}): configure the chanctl_channels fixture")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Module | pytest.Class, name: str, obj: object) -> None:
+    """Give the asyncio marker to an async test that uses this plugin, before pytest-asyncio looks
+    for it, so that a project needs no ``asyncio_mode = auto`` (pytest-asyncio's default is strict)."""
+    if not inspect.iscoroutinefunction(obj) or not collector.istestfunction(obj, name):
+        return
+    marks = getattr(obj, "pytestmark", [])
+    if any(mark.name == "asyncio" for mark in marks):
+        return
+    uses_plugin = (
+        not FIXTURES.isdisjoint(inspect.signature(obj).parameters)
+        or any(mark.name == "chanctl" for mark in marks)
+        or collector.get_closest_marker("chanctl") is not None
+    )
+    if uses_plugin:
+        pytest.mark.asyncio(obj)
 
 
 @pytest.hookimpl(wrapper=True)

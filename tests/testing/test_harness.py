@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator
 
 import pytest
 
 from chanctl.config.load import LoadedConfig, load_config_text
-from chanctl.testing import ChannelHarness, JoinRefused
+from chanctl.testing import ChannelHarness, JoinRefused, TestChannel, TestSocket, TestSubscription
 from tests.support import SECRET, TIMEOUT
 
 TICKER = f"""
@@ -178,3 +179,16 @@ async def test_unmatched_topic_and_server_disconnect(chat: ChannelHarness):
     assert await asyncio.wait_for(socket.wait_closed(), TIMEOUT) == 1001
     await watcher.assert_push("presence_diff", {"leaves": {"42": {}}}, timeout=TIMEOUT)
     assert not other.closed
+
+
+def test_one_style_a_send_returns_at_once_and_a_wait_is_awaited():
+    """Issue 9: one calling style over the whole harness, Phoenix.ChannelTest's: a call that only sends
+    returns at once what Phoenix's returns (``push`` a ref, ``broadcast`` the recipients, ``connect`` a
+    socket); a call that waits for the server or for a message is awaited."""
+    waits = {"join", "leave", "close", "wait_closed", "settle", "aclose"}
+    for cls in (ChannelHarness, TestSocket, TestChannel, TestSubscription):
+        for name, member in vars(cls).items():
+            if name.startswith("_") or not inspect.isfunction(member):
+                continue
+            awaited = name in waits or name.startswith(("assert_", "refute_"))
+            assert inspect.iscoroutinefunction(member) is awaited, f"{cls.__name__}.{name}"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import cel  # noqa: F401  (imported here, before pytester: see below)
 import pytest
 
 from tests.support import ROOT
+
+# pytester's in-process runs forget the modules each run imported, and the CEL library (a Rust
+# extension) panics when it is initialised a second time in one process ("SetLoggerError"). Importing
+# it before any run keeps it, so a file of these tests passes alone as it does in the full suite.
 
 pytest_plugins = ["pytester"]
 
@@ -13,10 +18,11 @@ CHAT = ROOT / "sample_configs" / "chat.yaml"
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """A user's project whose ini names the chat sample; the plugin loads by name, not by entry point,
-    so that the run does not depend on how this checkout is installed."""
+    """A user's project whose ini names the chat sample and nothing else: no asyncio settings (so
+    pytest-asyncio is in its default strict mode), none of this repo's. The plugin loads by name, not
+    by entry point, so that the run does not depend on how this checkout is installed."""
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    pytester.makeini(f"[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\nchanctl_config = {CHAT}\n")
+    pytester.makeini(f"[pytest]\nchanctl_config = {CHAT}\n")
     return pytester
 
 
@@ -165,6 +171,37 @@ def test_the_readme_example_passes(project: pytest.Pytester):
     (project.path / "sample_configs" / "chat.yaml").write_text(CHAT.read_text())
     project.makepyfile(test_readme=example)
     run(project).assert_outcomes(passed=2)
+
+
+def test_a_fresh_project_needs_nothing_but_the_install(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+    """Issue 9: after `pip install 'chanctl[testing]'` alone, plugins load by their entry points, the
+    project has no pytest settings at all, and the README's kind of test runs (its config by marker)."""
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    (pytester.path / "chat.yaml").write_text(CHAT.read_text())
+    pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.chanctl(config="chat.yaml")
+
+        async def test_by_module_marker(chanctl_channels):
+            _, room = await chanctl_channels.connect(42).join("room:42")
+            await room.assert_push("presence_state")
+            await room.assert_push("presence_diff")
+
+        class TestInAClass:
+            async def test_method(self, chanctl_config):
+                assert "room:{id}" in chanctl_config.config.topics
+
+        async def test_marker_only():
+            pass
+        """
+    )
+    # Another async test of the project, not ours: the plugin leaves it to the project's asyncio mode.
+    pytester.makepyfile(test_other="async def test_not_ours():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "ignore::pytest.PytestDeprecationWarning")
+    result.assert_outcomes(passed=3, failed=1)  # pytest's own verdict on an async test nobody runs
+    result.stdout.fnmatch_lines(["FAILED test_other.py::test_not_ours - Failed: async def functions are not nat*"])
 
 
 def test_the_entry_point_names_the_plugin():
