@@ -37,7 +37,8 @@ MODES = {
 }
 CONFIG = """
 auth: {secret: "%s", max_age: 1h}
-server: {max_channels: 10, outbound_buffer: 64MiB, idle_timeout: 1h, rate_limit: null}  # the generator sends no heartbeats
+server: {max_channels: 10, outbound_buffer: 64MiB, idle_timeout: 1h, rate_limit: null,  # the generator sends no heartbeats
+         max_connections: null, max_connections_per_address: null}  # N sessions from 127.0.0.1
 topics:
   "room:{id}":
     join: true

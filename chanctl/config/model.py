@@ -103,6 +103,19 @@ class ServerConfig(_Model):
     """Largest inbound frame; a larger one closes the connection with 1009."""
     max_channels: int = Field(100, ge=1)
     """Channels one connection may have joined at once."""
+    max_name_length: ByteSize = 255
+    """Bytes of a topic or event name; a longer one gets ``{"reason": "name too long"}``."""
+    max_join_payload: ByteSize = 64 * 1024
+    """Bytes of a ``phx_join`` frame (its params, in practice); a larger one gets
+    ``{"reason": "join payload too large"}``. Join params may be kept for the channel's life."""
+    max_connections: int | None = Field(10_000, ge=1)
+    """Open connections in all; past it a new one is closed at once (1013) with a reason naming
+    this setting. ``null``: no limit."""
+    max_connections_per_user: int | None = Field(100, ge=1)
+    """Open connections of one ``user.id``; past it, as above. ``null``: no limit."""
+    max_connections_per_address: int | None = Field(1_000, ge=1)
+    """Open connections from one remote IP address (a NAT may hide many users); past it, as above.
+    ``null``: no limit."""
     outbound_buffer: ByteSize = 4 * 1024 * 1024
     """Bytes queued for one slow client before it is disconnected (1013, slow consumer)."""
     longpoll: LongPollConfig = LongPollConfig()

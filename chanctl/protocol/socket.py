@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from chanctl.protocol.messages import (
@@ -113,6 +114,18 @@ class Stats:
     stale_dropped: int = 0
     unmatched: int = 0
     rate_limited: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    """Client messages refused by a size limit, by the limit's config name."""
+
+
+def limit_reply(reason: str, limit: str, maximum: int) -> dict[str, Any]:
+    """The error response of a refusal by a configured limit: what, which setting, how much."""
+    return {"reason": reason, "limit": limit, "max": maximum}
+
+
+def _longer_than(name: str, limit: int) -> bool:
+    """Whether ``name`` has more than ``limit`` bytes of UTF-8 (encoded only when it may)."""
+    return len(name) > limit or (len(name) * 4 > limit and len(name.encode("utf-8", "surrogatepass")) > limit)
 
 
 class SocketProtocol:
@@ -122,15 +135,19 @@ class SocketProtocol:
         serializer: the negotiated wire format.
         router: maps a topic to its route; a topic without one is "unmatched".
         max_channels: channels one socket may have joined at once.
+        max_name_length: bytes of a topic or event name; a longer one gets an error reply.
+        max_join_payload: bytes of a ``phx_join`` frame; a larger one gets an error reply.
     """
 
     def __init__(
         self, serializer: Serializer, router: Router[Any], *, max_channels: int = 100, stats: Stats | None = None,
-        rate_limit: TokenBucket | None = None,
+        rate_limit: TokenBucket | None = None, max_name_length: int = 255, max_join_payload: int = 64 * 1024,
     ):
         self.serializer = serializer
         self.router = router
         self.max_channels = max_channels
+        self.max_name_length = max_name_length
+        self.max_join_payload = max_join_payload
         self.rate_limit = rate_limit
         """Client messages beyond it get a "rate limited" reply; a flood past twice the burst closes."""
         self._refused_in_a_row = 0
@@ -148,20 +165,26 @@ class SocketProtocol:
             ProtocolViolation: the frame cannot be decoded, or the client floods; the runtime
                 closes the connection.
         """
-        return self.receive_message(self.serializer.decode(data), now)
+        return self.receive_message(self.serializer.decode(data), now, len(data))
 
-    def receive_message(self, msg: Message, now: float = 0.0) -> list[Join | Deliver | Leave | Refresh]:
-        """Dispatch a decoded message in Phoenix's precedence (PROTOCOL.md §3, rules 1-7)."""
+    def receive_message(self, msg: Message, now: float = 0.0, size: int = 0) -> list[Join | Deliver | Leave | Refresh]:
+        """Dispatch a decoded message in Phoenix's precedence (PROTOCOL.md §3, rules 1-7); ``size``
+        is its frame's, for the join payload limit."""
         topic, event = msg.topic, msg.event
         if topic == PHOENIX_TOPIC and event == HEARTBEAT:
             self._queue(Reply(None, msg.ref, topic, "ok", {}))
+            return []
+        if _longer_than(topic, self.max_name_length) or _longer_than(event, self.max_name_length):
+            # Before anything keeps the name: a topic or event is a key in tables, logs, metrics
+            # and the admin plane's traffic, so its size is bounded where it enters.
+            self._refuse(msg, msg.join_ref, limit_reply("name too long", "server.max_name_length", self.max_name_length))
             return []
         channel = self.channels.get(topic)
         if self.rate_limit is not None and event != PHX_LEAVE and self._limited(msg, channel, now):
             return []
         if channel is not None:
             if event == PHX_JOIN:
-                return self._join(msg, replacing=channel)
+                return self._join(msg, channel, size)
             if msg.join_ref is not None and msg.join_ref != channel.join_ref:
                 # Stale incarnation (§3.5): its client already gave it up and ignores any answer.
                 # Dropped as Phoenix 1.8.3+ does, but visible to operators (PROTOCOL.md §11).
@@ -176,7 +199,7 @@ class SocketProtocol:
         if topic == PHOENIX_TOPIC and event == ACCESS_TOKEN:
             return [Refresh(None, msg.ref, topic, msg.payload)]
         if event == PHX_JOIN:
-            return self._join(msg, replacing=None)
+            return self._join(msg, None, size)
         if event == PHX_LEAVE:
             self._queue(Reply(msg.join_ref, msg.ref, topic, "ok", {}))
             return []
@@ -199,7 +222,7 @@ class SocketProtocol:
         self._queue(Reply(join_ref, msg.ref, msg.topic, "error", response))
         return True
 
-    def _join(self, msg: Message, replacing: ChannelState | None) -> list[Join | Deliver | Leave]:
+    def _join(self, msg: Message, replacing: ChannelState | None, size: int) -> list[Join | Deliver | Leave]:
         route = self.router.match(msg.topic)
         if route is None:
             self._unmatched(msg)
@@ -213,7 +236,11 @@ class SocketProtocol:
             self._remove(replacing)
             actions.append(Leave(replacing, LeaveReason.DUPLICATE_JOIN))
         elif len(self.channels) >= self.max_channels:
-            self._queue(Reply(msg.join_ref, msg.ref, msg.topic, "error", {"reason": "too many channels joined"}))
+            self._refuse(msg, msg.join_ref, limit_reply("too many channels joined", "server.max_channels", self.max_channels))
+            return []
+        if size > self.max_join_payload:
+            # Checked on the frame, as read: a join payload may be kept for the channel's life.
+            self._refuse(msg, msg.join_ref, limit_reply("join payload too large", "server.max_join_payload", self.max_join_payload))
             return []
         actions.append(Join(msg.topic, join_ref, msg.ref, msg.payload, route, replaced=replacing))
         return actions
@@ -223,6 +250,10 @@ class SocketProtocol:
         self._queue(Reply(channel.join_ref, ref, channel.topic, "ok", {}))
         self._queue(Message(channel.join_ref, channel.join_ref, channel.topic, PHX_CLOSE, {}))
         return Leave(channel, LeaveReason.LEFT)
+
+    def _refuse(self, msg: Message, join_ref: str | None, response: dict[str, Any]) -> None:
+        self.stats.refused[response["limit"]] += 1
+        self._queue(Reply(join_ref, msg.ref, msg.topic, "error", response))
 
     def _unmatched(self, msg: Message) -> None:
         self.stats.unmatched += 1

@@ -99,6 +99,9 @@ class ServerCollector:
         limited.add_metric(["messages"], server.protocol_stats.rate_limited)
         limited.add_metric(["presence_updates"], server.presence.stats.limited)
         yield limited
+        refused = server.protocol_stats.refused + stats.over_limit
+        yield _labelled("chanctl_limit_refusals", "Joins, messages and connections refused by a size or count limit, "
+                        "by setting.", "limit", refused)
         yield CounterMetricFamily("chanctl_disconnects", "Connections closed by server.disconnect (1001).",
                                   value=stats.disconnected)
         yield CounterMetricFamily("chanctl_protocol_violations", "Connections closed for malformed frames.",

@@ -147,6 +147,8 @@ class ServerStats:
     """Handler replies by status."""
     closes: Counter[int | None] = field(default_factory=Counter)
     """Ended connections by close code (None: no close frame)."""
+    over_limit: Counter[str] = field(default_factory=Counter)
+    """Connections closed at once by a connection limit, by the limit's config name."""
     handler_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     """Seconds spent in ``handle_in``."""
 
@@ -206,6 +208,10 @@ class ChannelServer:
         self.flusher = Flusher()
         self.origins = OriginPolicy(self.config.server.origins) if self.config.server.origins else None
         self._by_socket_id: dict[str, set[Connection]] = {}
+        self._by_user: Counter[str] = Counter()
+        """Open connections by ``user.id``, for ``server.max_connections_per_user``."""
+        self._by_address: Counter[str] = Counter()
+        """Open connections by remote IP, for ``server.max_connections_per_address``."""
         self.started_at = time.time()
         self._server: Server | None = None
         self._stopped = False
@@ -423,6 +429,19 @@ class ChannelServer:
         except (KeyError, IndexError, AttributeError, ValueError):
             return None
 
+    def _over_limit(self, user_key: str, address: str) -> str | None:
+        """The close reason when a new connection would pass a connection limit, else None."""
+        limits = self.config.server
+        for setting, limit, count, whose in (
+            ("max_connections", limits.max_connections, len(self.connections), "in all"),
+            ("max_connections_per_user", limits.max_connections_per_user, self._by_user[user_key], "for this user"),
+            ("max_connections_per_address", limits.max_connections_per_address, self._by_address[address], "from this address"),
+        ):
+            if limit is not None and count >= limit:
+                self.stats.over_limit[f"server.{setting}"] += 1
+                return f"too many connections {whose} (server.{setting}: {limit})"
+        return None
+
     async def _handle(self, ws: _WebSocket) -> None:
         assert ws.session is not None
         user, serializer, grant = ws.session
@@ -439,9 +458,18 @@ class ChannelServer:
         an in-memory transport.
         """
         user = claims
+        user_key, address = str(user.get("id")), _address(transport)
+        reason = self._over_limit(user_key, address)
+        if reason is not None:
+            # Closed before it costs a connection; the client sees which setting refused it.
+            log.info("closing a new connection of user %s from %s: %s", user_key, address, reason)
+            await transport.close(1013, reason)
+            return
         socket_id = self._socket_id(user)
         connection = Connection(self, transport, user, serializer, socket_id)
         self.connections.add(connection)
+        self._by_user[user_key] += 1
+        self._by_address[address] += 1
         if socket_id is not None:
             self._by_socket_id.setdefault(socket_id, set()).add(connection)
         self.stats.connections += 1
@@ -452,6 +480,8 @@ class ChannelServer:
             if session is not None:
                 session.end()
             self.connections.discard(connection)
+            _decrement(self._by_user, user_key)
+            _decrement(self._by_address, address)
             if not self.connections and self._drained is not None:
                 self._drained.set()
             self.stats.closes[connection.close_code] += 1
@@ -460,6 +490,18 @@ class ChannelServer:
                 same_id.discard(connection)
                 if not same_id:
                     del self._by_socket_id[socket_id]
+
+
+def _address(transport: Transport) -> str:
+    """The remote IP (without the port): what ``server.max_connections_per_address`` counts."""
+    remote = transport.remote_address
+    return str(remote[0]) if isinstance(remote, tuple) and remote else str(remote)
+
+
+def _decrement(counts: Counter[str], key: str) -> None:
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]  # no key of a gone user or address stays behind
 
 
 def _json(status: HTTPStatus, body: Any) -> Response:

@@ -148,12 +148,42 @@ def test_25_stop_sends_the_reply_first_then_phx_close():
     ]
 
 
+def test_a_topic_or_event_name_past_the_limit_is_refused_before_anything_keeps_it():
+    """Issue 16: names become keys of tables, logs, metrics and the admin traffic; bounded at entry.
+    The limit is in UTF-8 bytes, so 64 four-byte characters are 256 bytes."""
+    router: Router[str] = Router()
+    router.add("room:*", "room")
+    proto = SocketProtocol(V2Json(), router, max_name_length=255)
+    refused = {"status": "error", "response": {"reason": "name too long", "limit": "server.max_name_length", "max": 255}}
+    long_topic, emoji_topic = "room:" + "x" * 251, "room:" + "\U0001F600" * 63
+    assert feed(proto, ["1", "1", long_topic, "phx_join", {}]) == []
+    assert feed(proto, ["2", "2", emoji_topic, "phx_join", {}]) == []
+    assert sent(proto) == [["1", "1", long_topic, "phx_reply", refused], ["2", "2", emoji_topic, "phx_reply", refused]]
+    assert len(feed(proto, ["3", "3", "room:" + "x" * 250, "phx_join", {}])) == 1  # 255 bytes: fine
+    channel = joined(proto, "4", "room:ok")
+    assert feed(proto, ["4", "5", "room:ok", "e" * 256, {}]) == []
+    assert sent(proto) == [["4", "5", "room:ok", "phx_reply", refused]]
+    assert proto.stats.refused == {"server.max_name_length": 3} and channel.topic in proto.channels
+
+
+def test_a_join_frame_past_the_payload_limit_is_refused():
+    router: Router[str] = Router()
+    router.add("room:*", "room")
+    proto = SocketProtocol(V2Json(), router, max_join_payload=1024)
+    assert feed(proto, ["1", "1", "room:a", "phx_join", {"x": "y" * 1024}]) == []
+    assert sent(proto) == [["1", "1", "room:a", "phx_reply", {"status": "error", "response": {
+        "reason": "join payload too large", "limit": "server.max_join_payload", "max": 1024}}]]
+    assert len(feed(proto, ["2", "2", "room:a", "phx_join", {"x": "y" * 900}])) == 1
+    assert proto.stats.refused == {"server.max_join_payload": 1}
+
+
 def test_26_too_many_channels():
     proto = make(max_channels=3)
     for n in range(3):
         joined(proto, str(n), f"room:{n}")
     assert feed(proto, ["9", "9", "room:9", "phx_join", {}]) == []
-    assert sent(proto) == [["9", "9", "room:9", "phx_reply", {"status": "error", "response": {"reason": "too many channels joined"}}]]
+    assert sent(proto) == [["9", "9", "room:9", "phx_reply", {"status": "error", "response": {
+        "reason": "too many channels joined", "limit": "server.max_channels", "max": 3}}]]
     # A duplicate join of a joined topic is not a new channel.
     assert len(feed(proto, ["10", "10", "room:0", "phx_join", {}])) == 2
 

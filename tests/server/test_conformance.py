@@ -235,7 +235,8 @@ async def test_26_too_many_channels_joined(server, mint):
         for n in range(5):  # the fixture's max_channels
             await c.call([str(n), str(n), f"room:{n}", "phx_join", {}])
         assert await c.call(["9", "9", "room:9", "phx_join", {}]) == [
-            "9", "9", "room:9", "phx_reply", {"status": "error", "response": {"reason": "too many channels joined"}}]
+            "9", "9", "room:9", "phx_reply", {"status": "error", "response": {
+                "reason": "too many channels joined", "limit": "server.max_channels", "max": 5}}]
 
 
 async def test_27_closing_the_socket_terminates_its_channels(server, mint):

@@ -1,0 +1,89 @@
+"""Hostile clients cannot hurt anyone else (issue 16): the threat model, one test per finding.
+
+The attacker holds a valid token (any user may) and a `join: true` topic, as in `chanctl init`'s
+starter. What they must not be able to do, and what stops them:
+
+- grow server memory without bound: names, join payloads and connections have named, finite
+  limits; nothing of a closed connection stays reachable; rule caches are bounded in size and key;
+- silence the admin plane: every string it carries is shortened, its snapshot is capped;
+- forge what an operator reads: every client string is escaped before a log line.
+
+Each test drives real sockets on 127.0.0.1 and failed before its fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import websockets
+
+from chanctl.server.metrics import render_metrics
+from tests.support import TIMEOUT, RawClient
+
+OPEN = """
+auth: {secret: "${CHANCTL_SECRET}"}
+server: {%(server)s}
+topics:
+  "room:{id}":
+    join: true
+    presence: true
+"""
+
+
+def config(**server: object) -> str:
+    return OPEN % {"server": ", ".join(f"{key}: {value}" for key, value in server.items())}
+
+
+async def closed_with(client: RawClient) -> websockets.frames.Close:
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await asyncio.wait_for(client.ws.recv(), TIMEOUT)
+    assert info.value.rcvd is not None
+    return info.value.rcvd
+
+
+def refusals(server) -> str:
+    return "\n".join(line for line in render_metrics(server)[0].decode().splitlines() if line.startswith("chanctl_limit_refusals"))
+
+
+# -- finite by default, named in the refusal, counted in /metrics --------------------------------
+
+
+async def test_a_900_kb_topic_name_is_refused_at_the_door(make_server, mint):
+    """Five channels with 900 KB topic names made every admin join fail (slow consumer)."""
+    async with make_server(config(max_frame_size="2MiB")) as srv, await RawClient.connect(srv.url, mint(1)) as a:
+        topic = "room:" + "x" * 900_000
+        reply = await a.call(["1", "1", topic, "phx_join", {}])
+        assert reply[4] == {"status": "error", "response": {"reason": "name too long", "limit": "server.max_name_length", "max": 255}}
+        assert srv.pubsub.topics() == {} and srv.presence.topics() == {}
+        assert 'chanctl_limit_refusals_total{limit="server.max_name_length"} 1.0' in refusals(srv)
+
+
+async def test_a_big_join_payload_is_refused_with_the_limit_named(make_server, mint):
+    async with make_server(config()) as srv, await RawClient.connect(srv.url, mint(1)) as a:
+        reply = await a.call(["1", "1", "room:1", "phx_join", {"pad": [{}] * 30_000}])  # 90 KB of {}
+        assert reply[4]["response"] == {"reason": "join payload too large", "limit": "server.max_join_payload", "max": 65536}
+        assert (await a.call(["2", "2", "room:1", "phx_join", {"pad": [{}] * 1_000}]))[4]["status"] == "ok"
+
+
+@pytest.mark.parametrize("setting, whose, same_user", [
+    ("max_connections_per_user", "for this user", True),
+    ("max_connections_per_address", "from this address", False),
+    ("max_connections", "in all", False),
+])
+async def test_connections_past_a_limit_are_closed_at_once_with_the_setting_named(make_server, mint, setting, whose, same_user):
+    async with make_server(config(**{setting: 2})) as srv:
+        first = [await RawClient.connect(srv.url, mint(7 if same_user else n)) for n in range(2)]
+        extra = await RawClient.connect(srv.url, mint(7 if same_user else 9))
+        close = await closed_with(extra)
+        assert (close.code, close.reason) == (1013, f"too many connections {whose} (server.{setting}: 2)")
+        assert srv.stats.over_limit == {f"server.{setting}": 1}
+        assert f'chanctl_limit_refusals_total{{limit="server.{setting}"}} 1.0' in refusals(srv)
+        # A connection that ends gives its place back.
+        await first[0].close()
+        async with asyncio.timeout(TIMEOUT):  # the server frees it when its handler has finished
+            while len(srv.connections) != 1:
+                await asyncio.sleep(0.005)
+        async with await RawClient.connect(srv.url, mint(7 if same_user else 9)) as again:
+            assert (await again.call([None, "1", "phoenix", "heartbeat", {}]))[4]["status"] == "ok"
+        await first[1].close()
