@@ -120,7 +120,8 @@ class DeclarativeChannel(Channel):
     async def join(self, params: Any) -> Outcome | None:
         # The join rule already allowed this join: the connection checks a topic's
         # CompiledTopic.authorize_join before any channel's join.
-        self._params = params
+        if self._spec.events_read_params:
+            self._params = params  # the event rules read it for the channel's life (bounded by server.max_join_payload)
         return None
 
     async def handle_in(self, event: str, payload: Any) -> Outcome | None:
@@ -182,6 +183,9 @@ class CompiledTopic:
     """The meta keys a ``do: presence`` event may set (the topic's ``presence.meta``)."""
     history: HistorySpec | None = None
     """The topic's ``history:`` settings, when it keeps its broadcasts for recovery."""
+    events_read_params: bool = False
+    """Whether an event's ``allow`` or ``to`` reads ``params``: only then does a channel keep its join
+    payload, which could otherwise pin up to ``server.max_join_payload`` of objects per channel."""
 
     def __call__(self) -> Channel:
         if self.handler is None:

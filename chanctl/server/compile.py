@@ -11,6 +11,7 @@ config's policy tests), :mod:`chanctl.testing` and the presence tracker all use 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,10 @@ from chanctl.pubsub.history import HistorySpec
 from chanctl.server.behaviours import CompiledEvent, CompiledTopic
 
 __all__ = ["CompiledConfig", "compile_config", "compile_file", "compile_text"]
+
+_PARAMS = re.compile(r"\bparams\b")
+"""An event rule that names ``params`` may read the join params (a string literal that says it only
+makes the channel keep them)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,9 @@ class _Compiler:
                 self.problem(loc + ("handler",), f"bad handler: {exc.message}", exc.column)
         fields = frozenset(config.presence.meta) if config.presence is not None else frozenset()
         history = None if config.history is None else HistorySpec(config.history.size, config.history.ttl)
-        return CompiledTopic(pattern, join_rule, events, self.loaded.config.data, handler, fields, history)
+        sources = [source for event in config.events.values() for source in (event.allow, event.to) if isinstance(source, str)]
+        reads_params = any(_PARAMS.search(source) for source in sources)
+        return CompiledTopic(pattern, join_rule, events, self.loaded.config.data, handler, fields, history, reads_params)
 
     def event(self, loc: Loc, config: Any, captures: frozenset[str]) -> CompiledEvent | None:
         problems = len(self.problems)

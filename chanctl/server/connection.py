@@ -208,6 +208,9 @@ class Connection:
                     for action in actions:
                         await self._apply(action)
                     self._queue_output()
+                # Else the last action (a Leave: the channel, its handler, its join params) would
+                # stay reachable from this frame until the client's next message, maybe never.
+                actions = action = None  # type: ignore[assignment]
                 burst += 1
                 if burst == FAIR_BURST:
                     burst = 0

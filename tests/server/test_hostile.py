@@ -14,10 +14,15 @@ Each test drives real sockets on 127.0.0.1 and failed before its fix.
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import sys
+import weakref
 
 import pytest
 import websockets
 
+from chanctl.channel import Channel, ok
 from chanctl.server.metrics import render_metrics
 from tests.support import TIMEOUT, RawClient
 
@@ -87,3 +92,93 @@ async def test_connections_past_a_limit_are_closed_at_once_with_the_setting_name
         async with await RawClient.connect(srv.url, mint(7 if same_user else 9)) as again:
             assert (await again.call([None, "1", "phoenix", "heartbeat", {}]))[4]["status"] == "ok"
         await first[1].close()
+
+
+# -- nothing of a closed connection stays reachable ------------------------------------------------
+
+HANDLED = """
+auth: {secret: "${CHANCTL_SECRET}"}
+server: {idle_timeout: %s}
+topics:
+  "room:{id}": {join: true, presence: true, handler: "tests.server.test_hostile:Crashable"}
+  "plain:{id}": {join: true, handler: "tests.server.test_hostile:Crashable"}
+"""
+
+
+class Crashable(Channel):
+    """A handler that crashes on request."""
+
+    async def handle_in(self, event: str, payload: object):
+        if event == "boom":
+            raise RuntimeError("boom on purpose")
+        return ok()
+
+
+async def ended(srv, client: RawClient, how: str, topic: str) -> None:
+    if how == "leave":
+        await client.call(["1", "2", topic, "phx_leave", {}])
+    elif how == "crash":
+        await client.send(["1", "2", topic, "boom", {}])
+        await client.recv_until(lambda f: f[3] == "phx_error")
+    elif how == "disconnect":
+        await client.close()
+    else:  # the idle timeout: the client just stops sending
+        with pytest.raises(websockets.ConnectionClosed):
+            await client.recv_until(lambda frame: False)
+    if how in ("disconnect", "idle"):
+        async with asyncio.timeout(TIMEOUT):  # the server lets go when its handler has finished
+            while srv.connections:
+                await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("topic", ["room:1", "plain:1"], ids=["presence", "no-presence"])
+@pytest.mark.parametrize("how", ["leave", "crash", "disconnect", "idle"])
+async def test_nothing_of_an_ended_channel_or_connection_stays_reachable(make_server, mint, monkeypatch, how, topic):
+    """The presence tracker kept joiners (connection, channel, payload) in a list until 1,024 more came,
+    and a connection's read loop kept its last action (a Leave) until the client's next message."""
+    # pytest's log capture keeps each record, and a crash's record its traceback (the channel with it).
+    monkeypatch.setattr(logging.getLogger("chanctl.connection"), "propagate", False)
+    async with make_server(HANDLED % ("200ms" if how == "idle" else "60s")) as srv:
+        client = await RawClient.connect(srv.url, mint(1))
+        await client.call(["1", "1", topic, "phx_join", {"pad": "x" * 1000}])
+        (connection,) = srv.connections
+        channel = connection.proto.channels[topic]
+        refs = [weakref.ref(channel), weakref.ref(channel.handler)]
+        if how in ("disconnect", "idle"):
+            refs.append(weakref.ref(connection))
+        del connection, channel
+        await ended(srv, client, how, topic)
+        gc.collect()
+        assert [ref() for ref in refs] == [None] * len(refs)
+        await client.close()
+
+
+JOIN_ONLY = """
+auth: {secret: "${CHANCTL_SECRET}"}
+topics:
+  "room:{id}":
+    join: size(params) < 100000
+    events:
+      new_msg: {do: broadcast}
+"""
+
+
+async def test_a_channel_does_not_keep_join_params_no_event_reads(make_server, mint):
+    """A 60 KB join payload of [{}, {}, ...] is ~1 MB of Python objects; ten channels kept 10 MB."""
+    async with make_server(JOIN_ONLY) as srv, await RawClient.connect(srv.url, mint(1)) as a:
+        gc.collect()
+        before = sys.getallocatedblocks()
+        for n in range(10):
+            reply = await a.call([str(n), str(n), f"room:{n}", "phx_join", {"pad": [{}] * 15_000}])
+            assert reply[4]["status"] == "ok"
+        gc.collect()
+        assert sys.getallocatedblocks() - before < 15_000  # kept, they were 150,000 dicts
+
+
+async def test_a_channel_whose_event_rules_read_params_keeps_them(make_server, mint):
+    text = JOIN_ONLY.replace("new_msg: {do: broadcast}", "new_msg: {do: broadcast, allow: params.role == 'host'}")
+    async with make_server(text) as srv, await RawClient.connect(srv.url, mint(1)) as a:
+        await a.call(["1", "1", "room:1", "phx_join", {"role": "host"}])
+        await a.call(["2", "2", "room:2", "phx_join", {"role": "guest"}])
+        assert (await a.call(["1", "3", "room:1", "new_msg", {}]))[4]["status"] == "ok"
+        assert (await a.call(["2", "4", "room:2", "new_msg", {}]))[4]["response"] == {"reason": "unauthorized"}
