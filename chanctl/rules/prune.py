@@ -70,17 +70,22 @@ class Pruner:
         paths = {name: ".".join((root, *names)) for name, root, names in self.flats}
         return _FLAT_NAME.sub(lambda match: paths.get(match.group(), match.group()), text)
 
-    def key(self, variables: dict[str, Any]) -> tuple[Any, ...]:
-        """A hashable summary of every input the expression reads, for remembering its results."""
+    def key(self, variables: dict[str, Any]) -> tuple[Any, ...] | None:
+        """A hashable summary of every input the expression reads, for remembering its results;
+        None when the inputs are larger than :data:`KEY_BUDGET` (they are not worth remembering, and
+        a client could pin memory with them: 200 refused joins with 256 KiB ids pinned 50 MiB)."""
         values: list[Any] = []
-        for root, names in self.inputs:
-            value = variables.get(root, _MISSING)
-            for name in names:
-                value = value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
-            if isinstance(value, (dict, list)):
-                value = _freeze(value)
-            values.append(value)
-            values.append(type(value))  # CEL tells 1, 1.0 and true apart; Python's == does not
+        budget = [KEY_BUDGET]
+        try:
+            for root, names in self.inputs:
+                value = variables.get(root, _MISSING)
+                for name in names:
+                    value = value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
+                value = _freeze(value, budget) if isinstance(value, (dict, list)) else _spend(value, budget)
+                values.append(value)
+                values.append(type(value))  # CEL tells 1, 1.0 and true apart; Python's == does not
+        except _TooBig:
+            return None
         return tuple(values)
 
     def __call__(self, variables: dict[str, Any]) -> dict[str, Any]:
@@ -217,10 +222,31 @@ def _key_getter(source: str, node: syntax.Node) -> Any:
 
 
 
-def _freeze(value: Any) -> Any:
-    """A hashable snapshot of a map or list that tells ``1``, ``1.0`` and ``true`` apart, as CEL does."""
+KEY_BUDGET = 1024
+"""How big the inputs of a remembered decision may be: characters of strings plus one per other
+value, map entry or list item. The walk stops as soon as it is spent."""
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _spend(value: Any, budget: list[int]) -> Any:
+    budget[0] -= len(value) if isinstance(value, (str, bytes)) else 1
+    if budget[0] < 0:
+        raise _TooBig
+    return value
+
+
+def _freeze(value: Any, budget: list[int]) -> Any:
+    """A hashable snapshot of a map or list that tells ``1``, ``1.0`` and ``true`` apart, as CEL does.
+
+    Raises:
+        _TooBig: the value is larger than what is left of ``budget``.
+    """
+    _spend(value if isinstance(value, (str, bytes)) else None, budget)
     if isinstance(value, dict):
-        return ("map", tuple(sorted(((_freeze(k), _freeze(v)) for k, v in value.items()), key=repr)))
+        return ("map", tuple(sorted(((_freeze(k, budget), _freeze(v, budget)) for k, v in value.items()), key=repr)))
     if isinstance(value, list):
-        return ("list", tuple(_freeze(v) for v in value))
+        return ("list", tuple(_freeze(v, budget) for v in value))
     return (type(value), value)

@@ -71,8 +71,9 @@ class Rule:
     ``topic`` and ``params`` it reads: ``data`` is static, so those parts decide the result. The
     library costs about 17 µs an evaluation, a remembered decision under 1 µs (a whole join is about
     19 µs of server CPU). A compiled rule (:mod:`chanctl.rules.compiled`) costs 1-2 µs, which
-    remembering would not save: its key and upkeep cost as much. Rules that read ``payload`` and
-    failures (each one is logged) are not remembered.
+    remembering would not save: its key and upkeep cost as much. Rules that read ``payload``,
+    failures (each one is logged) and decisions over inputs larger than
+    :data:`~chanctl.rules.prune.KEY_BUDGET` are not remembered: at most ``CACHE_SIZE`` small keys.
     """
 
     source: str
@@ -94,8 +95,8 @@ class Rule:
         assert expression is not None
         key = None
         if expression.fast is None and expression.prune is not None and expression.prune.cacheable:
-            key = expression.prune.key(variables)
-            known = self._decisions.get(key)
+            key = expression.prune.key(variables)  # None: inputs too large to remember
+            known = None if key is None else self._decisions.get(key)
             if known is not None:
                 return known, ""
         try:

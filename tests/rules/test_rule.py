@@ -114,3 +114,13 @@ def test_push_to_names_the_missing_payload_path():
     expression = compile_expression('"p:" + payload.target', EVENT_VARIABLES, frozenset(), "string")
     with pytest.raises(RuntimeError, match="'payload.target'"):
         expression.evaluate({"payload": {}})
+
+
+def test_decisions_over_large_inputs_are_not_remembered():
+    """Issue 16: 200 refused joins with 256 KiB ids pinned 50 MiB in one rule's decisions."""
+    rule = compile_rule("params.ids.exists(i, i == 'ok')")
+    assert rule.expression.fast is None
+    assert not rule.allows({"params": {"ids": ["x" * 2000]}})
+    assert not rule.allows({"params": {"ids": ["y"] * 2000}})
+    assert len(rule._decisions) == 0
+    assert rule.allows({"params": {"ids": ["ok"]}}) and len(rule._decisions) == 1

@@ -182,3 +182,14 @@ async def test_a_channel_whose_event_rules_read_params_keeps_them(make_server, m
         await a.call(["2", "2", "room:2", "phx_join", {"role": "guest"}])
         assert (await a.call(["1", "3", "room:1", "new_msg", {}]))[4]["status"] == "ok"
         assert (await a.call(["2", "4", "room:2", "new_msg", {}]))[4]["response"] == {"reason": "unauthorized"}
+
+
+async def test_refused_joins_with_huge_params_are_not_remembered(make_server, mint):
+    """A rule the CEL library evaluates remembered each decision keyed by its inputs, refusals too."""
+    text = JOIN_ONLY.replace("join: size(params) < 100000", "join: params.ids.exists(i, i == 'ok')")
+    async with make_server(text) as srv, await RawClient.connect(srv.url, mint(1)) as a:
+        for n in range(20):
+            reply = await a.call([str(n), str(n), "room:1", "phx_join", {"ids": ["x" * 30_000 + str(n)]}])
+            assert reply[4]["response"] == {"reason": "unauthorized"}
+        rule = srv.router.match("room:1").target.join_rule
+        assert len(rule._decisions) == 0
