@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import math
 import random
 import time
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ADMIN_TOPIC", "AdminChannel", "AdminTap"]
 
+log = logging.getLogger("chanctl.admin")
+
 TICK = 0.25
 """Seconds between traffic batches; aggregates go out every fourth tick (1 Hz)."""
 TAP_RATE = 200
@@ -52,6 +55,14 @@ REMOTE_KEPT = 200
 """Most traffic entries a node keeps for one peer between two of its questions (one per second)."""
 STATS_TOPICS = 200
 """``stats`` carries the counts of at most this many topics, the most subscribed first."""
+SNAPSHOT_TOPICS = 500
+"""The snapshot lists at most this many topics, the most subscribed first (``topics_total`` says how many)."""
+CONNECTION_TOPICS = 20
+"""A connection entry lists at most this many of its topics (``topics_total`` says how many)."""
+NAME_CHARS = 100
+"""Client-chosen names (topics, events, user ids, socket ids) are cut to this many characters: the
+admin plane reports on clients and must never be silenced by what they choose (one frame past a
+watcher's outbound bound closes it as a slow consumer)."""
 
 
 class AdminTap:
@@ -90,7 +101,9 @@ class AdminTap:
         """A broadcast that reached ``recipients`` subscribers; presence diffs are kept apart."""
         if event == PRESENCE_DIFF:
             if len(self._presence) < self._cap:
-                self._presence.append({"topic": topic, **payload})
+                # Encoded apart, as its members got it: the envelope adds no nesting.
+                self._presence.append({"topic": _short(topic), "joins": _encoded(payload.get("joins")),
+                                       "leaves": _encoded(payload.get("leaves"))})
             else:
                 self._dropped += 1
             return
@@ -150,14 +163,17 @@ class AdminTap:
         while True:
             await asyncio.sleep(TICK)  # the tick period itself
             ticks += 1
-            self._flush_traffic()
-            if ticks % round(1 / TICK) == 0 and self.watchers:
-                stats = self.aggregates()
-                if self.server.cluster is None:
-                    self._send("stats", stats)
-                elif cluster_stats is None or cluster_stats.done():
-                    # Apart from the ticks: waiting for the peers' answers never delays the tail.
-                    cluster_stats = asyncio.get_running_loop().create_task(self._send_cluster_stats(stats))
+            try:
+                self._flush_traffic()
+                if ticks % round(1 / TICK) == 0 and self.watchers:
+                    stats = self.aggregates()
+                    if self.server.cluster is None:
+                        self._send("stats", stats)
+                    elif cluster_stats is None or cluster_stats.done():
+                        # Apart from the ticks: waiting for the peers' answers never delays the tail.
+                        cluster_stats = asyncio.get_running_loop().create_task(self._send_cluster_stats(stats))
+            except Exception:  # the feed goes on: a silent dashboard is what an attacker wants
+                log.exception("admin feed: a tick failed and was skipped")
             self._stop_if_idle()
 
     async def _send_cluster_stats(self, stats: dict[str, Any]) -> None:
@@ -226,7 +242,7 @@ class AdminTap:
             "messages_in_per_s": rate[0], "messages_out_per_s": rate[1], "broadcasts_per_s": rate[2],
             "tap_dropped": self.dropped,
             # Per-topic counts keep a dashboard's table current without another snapshot.
-            "by_topic": {topic: {"subscribers": count, "presence": presence.get(topic, 0)} for topic, count in busiest},
+            "by_topic": {_short(topic): {"subscribers": count, "presence": presence.get(topic, 0)} for topic, count in busiest},
         }
 
     def counters(self) -> dict[str, Any]:
@@ -282,7 +298,7 @@ class AdminTap:
         for connection in self.server.connections:
             channel = connection.proto.channels.get(topic)
             if channel is not None:
-                subscribers.append({**_connection(connection), "join_ref": channel.join_ref, "node": self.server.node})
+                subscribers.append({**_connection(connection), "join_ref": _short(channel.join_ref), "node": self.server.node})
         return subscribers
 
     def snapshot(self) -> dict[str, Any]:
@@ -290,14 +306,16 @@ class AdminTap:
         server = self.server
         connections = sorted(server.connections, key=lambda c: c.connected_at)
         presence = server.presence.topics()
+        topics = server.pubsub.topics()
+        shown = sorted(heapq.nlargest(SNAPSHOT_TOPICS, topics.items(), key=itemgetter(1)))
         nodes: list[dict[str, Any]] = [{"name": server.node, "version": __version__, "url": server.url,
                                         "uptime": round(time.time() - server.started_at, 3), "status": "up"}]
         if server.cluster is not None:  # the peers' figures follow in each stats' ``nodes``
             nodes += [{"name": n["node"], "status": n["status"]} for n in server.cluster.nodes() if not n.get("self")]
         return {
             "nodes": nodes,
-            "topics": {topic: {"subscribers": count, "presence": presence.get(topic, 0)}
-                       for topic, count in sorted(server.pubsub.topics().items())},
+            "topics": {_short(topic): {"subscribers": count, "presence": presence.get(topic, 0)} for topic, count in shown},
+            "topics_total": len(topics),
             "connections_total": len(connections),
             "connections": [_connection(c) for c in connections[:SNAPSHOT_CONNECTIONS]],
         }
@@ -308,7 +326,8 @@ class AdminTap:
         if self.server.cluster is not None:
             for answer in (await self.server.cluster.ask("inspect", {"topic": topic})).values():
                 subscribers.extend(answer)
-        return {"topic": topic, "subscribers": subscribers, "presence": self.server.presence.list(topic)}
+        presence = _encoded(self.server.presence.list(topic))
+        return {"topic": _short(topic), "subscribers": subscribers, "presence": presence}
 
 
 def _uniform() -> float:
@@ -316,12 +335,27 @@ def _uniform() -> float:
     return random.random() or 0.5
 
 
+def _short(value: Any) -> Any:
+    """A client-chosen string cut to :data:`NAME_CHARS` characters (other values as they are)."""
+    return value[:NAME_CHARS] + "…" if isinstance(value, str) and len(value) > NAME_CHARS else value
+
+
+def _encoded(value: Any) -> Any:
+    """``value`` encoded once on its own, to embed in an admin frame: the envelope's nesting does not
+    add to a client's (orjson encodes at most 254 levels), and one that cannot be encoded is named."""
+    try:
+        return orjson.Fragment(orjson.dumps(value))
+    except TypeError:  # orjson's JSONEncodeError: too deep, or not JSON
+        return {"error": "cannot be shown: not encodable as JSON"}
+
+
 def _connection(connection: Connection) -> dict[str, Any]:
     session = connection.session
+    topics = sorted(connection.proto.channels)
     return {
-        "socket_id": connection.socket_id, "user": connection.user.get("id"),
+        "socket_id": _short(connection.socket_id), "user": _short(connection.user.get("id")),
         "remote": _address(connection.transport.remote_address), "connected_at": connection.connected_at,
-        "topics": sorted(connection.proto.channels),
+        "topics": [_short(topic) for topic in topics[:CONNECTION_TOPICS]], "topics_total": len(topics),
         # Unix time the socket's token expires (moved by each refresh); None without a token.
         "expires_at": None if session is None else session.expires_at,
     }
@@ -339,7 +373,7 @@ def _entry(entry: tuple[float, str, str, str, Any, Any, int]) -> dict[str, Any]:
         text = orjson.dumps(payload).decode()
         size = len(text)
     return {
-        "t": t, "dir": direction, "topic": topic, "event": event, "user": user, "size": size,
+        "t": t, "dir": direction, "topic": _short(topic), "event": _short(event), "user": _short(user), "size": size,
         "payload": text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS] + "…", "recipients": recipients,
     }
 

@@ -193,3 +193,54 @@ async def test_refused_joins_with_huge_params_are_not_remembered(make_server, mi
             assert reply[4]["response"] == {"reason": "unauthorized"}
         rule = srv.router.match("room:1").target.join_rule
         assert len(rule._decisions) == 0
+
+
+# -- the admin plane cannot be silenced ------------------------------------------------------------
+
+ADMIN = "chanctl:admin"
+PRESENCE_TYPING = """
+auth: {secret: "${CHANCTL_SECRET}"}
+server: {max_frame_size: 4MiB, max_name_length: 1MiB, max_join_payload: 1MiB, outbound_buffer: 4MiB}
+topics:
+  "room:{id}":
+    join: true
+    presence: {meta: {typing: false}}
+    events:
+      typing: {do: presence}
+"""
+
+
+async def test_an_operator_can_watch_and_remove_a_user_holding_huge_topic_names(make_server, mint):
+    """Five 900 KB topic names (limits raised by the operator) closed every admin join as a slow consumer."""
+    async with make_server(PRESENCE_TYPING) as srv, await RawClient.connect(srv.url, mint(66), max_size=None) as attacker:
+        for n in range(5):
+            topic = f"room:{n}" + "x" * 900_000
+            assert (await attacker.call([str(n), str(n), topic, "phx_join", {}]))[4]["status"] == "ok"
+        async with await RawClient.connect(srv.url, mint(1, admin=True)) as admin:
+            assert (await admin.call(["1", "1", ADMIN, "phx_join", {}]))[4]["status"] == "ok"
+            snapshot = await admin.recv_until(lambda f: f[3] == "snapshot")
+            assert all(len(topic) <= 101 for topic in snapshot[4]["topics"])
+            (entry,) = [c for c in snapshot[4]["connections"] if c["user"] == 66]
+            assert all(len(topic) <= 101 for topic in entry["topics"]) and entry["topics_total"] == 5
+            reply = await admin.call(["1", "2", ADMIN, "disconnect", {"socket_id": "user_socket:66"}])
+            assert reply[4] == {"status": "ok", "response": {"closed": 1}}
+
+
+async def test_a_presence_value_nested_to_the_frame_limit_cannot_stop_the_feed_or_inspect(make_server, mint):
+    """248 levels pass the frame limit; the admin envelope's extra levels made orjson fail: the feed
+    task died silently, and `inspect` of that topic crashed the admin channel."""
+    deep: object = 1
+    for _ in range(248):
+        deep = [deep]
+    async with make_server(PRESENCE_TYPING) as srv, await RawClient.connect(srv.url, mint(66)) as attacker, \
+            await RawClient.connect(srv.url, mint(1, admin=True)) as admin:
+        assert (await admin.call(["1", "1", ADMIN, "phx_join", {}]))[4]["status"] == "ok"
+        await admin.recv_until(lambda f: f[3] == "snapshot")
+        await attacker.call(["1", "1", "room:1", "phx_join", {}])
+        assert (await attacker.call(["1", "2", "room:1", "typing", {"typing": deep}]))[4]["status"] == "ok"
+        traffic = await admin.recv_until(lambda f: f[3] == "traffic" and any(p["joins"] for p in f[4]["presence"]))
+        assert traffic[4]["presence"][-1]["topic"] == "room:1"
+        reply = await admin.call(["1", "3", ADMIN, "inspect", {"topic": "room:1"}])
+        assert reply[4]["status"] == "ok" and set(reply[4]["response"]["presence"]) == {"66"}
+        await attacker.call(["1", "4", "room:1", "new_msg", {}])  # the feed goes on after that tick
+        await admin.recv_until(lambda f: f[3] == "stats")
