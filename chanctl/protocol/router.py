@@ -66,7 +66,7 @@ class TopicPattern:
             raise ValueError("a capture is written {name}, with a name of letters, digits and _")
         regex.append(re.escape(text))
         literal += len(text)
-        regex.append(".*$" if wildcard else "$")
+        regex.append(".*\\Z" if wildcard else "\\Z")  # \Z, not $ (which also matches before a final newline)
         return cls(source, re.compile("".join(regex), re.DOTALL), tuple(captures), literal, wildcard)
 
     @property

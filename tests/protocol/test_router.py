@@ -16,6 +16,8 @@ from chanctl.protocol.router import Router, TopicPattern
     ("room:*", "room:", {}),
     ("room:*", "lobby", None),
     ("notifications:user_{uid}", "notifications:user_9", {"uid": "9"}),
+    ("updates:all", "updates:all\n", None),  # issue 16: `$` let a trailing newline make another topic
+    ("room:{id}", "room:42\n", {"id": "42\n"}),  # the newline is part of the capture, never dropped
 ])
 def test_a_pattern_matches_and_captures(source, topic, captures):
     assert TopicPattern.parse(source).match(topic) == captures
