@@ -51,6 +51,7 @@ from chanctl.presence.state import Diff, Meta, TopicPresence
 from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.router import Router
 from chanctl.protocol.socket import ChannelState
+from chanctl.escape import shown
 
 if TYPE_CHECKING:
     from chanctl.pubsub.local import LocalPubSub
@@ -219,7 +220,7 @@ class PresenceTracker:
         try:
             key = spec.key_for(variables)
         except PresenceError as exc:
-            log.warning("not tracking a presence on %s: %s", channel.topic, exc.reason)
+            log.warning("not tracking a presence on %s: %s", shown(channel.topic), shown(exc.reason))
             key = None
         owner = self._owner(channel, spec)
         topic = self._topic(channel.topic, spec)

@@ -31,6 +31,7 @@ from chanctl.errors import ProtocolViolation
 from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.router import Route, Router
 from chanctl.protocol.serializers import Serializer
+from chanctl.escape import shown
 
 __all__ = ["ChannelState", "Deliver", "Join", "Leave", "LeaveReason", "Refresh", "SocketProtocol", "Stats"]
 
@@ -189,7 +190,7 @@ class SocketProtocol:
                 # Stale incarnation (§3.5): its client already gave it up and ignores any answer.
                 # Dropped as Phoenix 1.8.3+ does, but visible to operators (PROTOCOL.md §11).
                 self.stats.stale_dropped += 1
-                log.debug("dropped %r on %s: stale join_ref %r (current %r)", event, topic, msg.join_ref, channel.join_ref)
+                log.debug("dropped %s on %s: stale join_ref %s (current %s)", shown(event), shown(topic), shown(msg.join_ref), shown(channel.join_ref))
                 return []
             if event == PHX_LEAVE:
                 return [self._leave(channel, msg.ref)]

@@ -16,6 +16,7 @@ from typing import Any
 from chanctl.errors import RuleError
 from chanctl.rules import compiled, syntax
 from chanctl.rules.prune import Pruner, flatten
+from chanctl.escape import shown
 
 __all__ = ["EVENT_VARIABLES", "JOIN_VARIABLES", "RULE_VARIABLES", "Expression", "Rule", "RuleError", "compile_expression", "compile_rule"]
 
@@ -111,7 +112,7 @@ class Rule:
                     self._decisions[key] = result
                 return result, ""
             why = f"it gave {result!r}, not true or false"
-        log.info("rule %r denied: %s", self.source, why)
+        log.info("rule %r denied: %s", self.source, shown(why))
         return False, why
 
 

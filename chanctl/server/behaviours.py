@@ -22,6 +22,7 @@ from chanctl.channel import Channel, Outcome, error, ok
 from chanctl.config.model import EventConfig
 from chanctl.rules import Expression, Rule
 from chanctl.pubsub.history import HistorySpec
+from chanctl.escape import shown
 
 __all__ = ["CompiledEvent", "CompiledTopic", "DeclarativeChannel", "EventCheck", "schema_errors", "stamp"]
 
@@ -145,10 +146,10 @@ class DeclarativeChannel(Channel):
             try:
                 target = spec.to.evaluate(variables)
             except Exception as exc:  # the CEL runtime raises KeyError, TypeError, RuntimeError...
-                log.info("push_to %r failed on %s: %s: %s", spec.to.source, self.topic, type(exc).__name__, exc)
+                log.info("push_to %r failed on %s: %s: %s", spec.to.source, shown(self.topic), type(exc).__name__, shown(exc))
                 return error({"reason": "no destination topic", "detail": str(exc)})
             if not isinstance(target, str):
-                log.info("push_to %r gave %r, not a topic", spec.to.source, target)
+                log.info("push_to %r gave %s, not a topic", spec.to.source, shown(repr(target)))
                 return error({"reason": "no destination topic", "detail": f"got {target!r}, not a string"})
             self.publish(target, event, stamp(self.user, payload))
         elif do == "presence":

@@ -24,6 +24,7 @@ from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, Refresh, SocketProtocol
 from chanctl.server.context import ChannelContext
+from chanctl.escape import shown
 
 if TYPE_CHECKING:
     from chanctl.server.runtime import ChannelServer
@@ -198,7 +199,7 @@ class Connection:
                 try:
                     actions = proto.receive(data, now)
                 except ProtocolViolation as exc:
-                    log.info("closing %s: %s", self.transport.remote_address, exc.reason)
+                    log.info("closing %s: %s", self.transport.remote_address, shown(exc.reason))
                     stats.protocol_violations += 1
                     self._queue_output()
                     # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
@@ -265,7 +266,7 @@ class Connection:
             if outcome is None:
                 outcome = await handler.join(join.payload)
         except Exception:
-            log.exception("join crashed on %s", join.topic)
+            log.exception("join crashed on %s", shown(join.topic))
             self.server.stats.joins["crashed"] += 1
             self.proto.join_crashed(join)
             return
@@ -281,7 +282,7 @@ class Connection:
             try:
                 channel = self.proto.join_succeeded(join, response, handler)
             except _UNENCODABLE:
-                log.exception("join reply on %s cannot be encoded", join.topic)
+                log.exception("join reply on %s cannot be encoded", shown(join.topic))
                 self.proto.join_crashed(join)
                 return
             context.channel = channel
@@ -310,7 +311,7 @@ class Connection:
         except PresenceError as exc:  # already_tracked, nopresence, the update cap: say so, keep the channel
             outcome = error({"reason": exc.reason})
         except Exception:
-            log.exception("channel crashed on %s handling %r", channel.topic, action.event)
+            log.exception("channel crashed on %s handling %s", shown(channel.topic), shown(action.event))
             await self._crash(channel)
             return
         finally:
@@ -321,7 +322,7 @@ class Connection:
             try:
                 self.proto.reply(channel, action.ref, outcome.status, outcome.response)
             except _UNENCODABLE:  # a reply the wire cannot carry is the handler's crash, not the socket's
-                log.exception("reply on %s to %r cannot be encoded", channel.topic, action.event)
+                log.exception("reply on %s to %s cannot be encoded", shown(channel.topic), shown(action.event))
                 await self._crash(channel)
 
     def queue_info(self, channel: ChannelState, message: Any) -> None:
@@ -335,7 +336,7 @@ class Connection:
             try:
                 await channel.handler.handle_info(message)
             except Exception:
-                log.exception("channel crashed on %s handling info %r", channel.topic, message)
+                log.exception("channel crashed on %s handling info %s", shown(channel.topic), shown(repr(message)))
                 await self._crash(channel)
             self._queue_output()
 
@@ -346,7 +347,7 @@ class Connection:
         try:
             channel.handler.handle_out(message.event, message.payload)
         except Exception:
-            log.exception("channel crashed on %s intercepting %r", channel.topic, message.event)
+            log.exception("channel crashed on %s intercepting %s", shown(channel.topic), shown(message.event))
             self.server.spawn(self._end(channel, crashed=True))
 
     def fail(self, channel: ChannelState) -> None:
@@ -384,4 +385,4 @@ class Connection:
         try:
             await channel.handler.terminate(leave.reason)
         except Exception:
-            log.exception("terminate crashed on %s", channel.topic)
+            log.exception("terminate crashed on %s", shown(channel.topic))

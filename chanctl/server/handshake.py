@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["AUTH_PROTOCOL_PREFIX", "OriginPolicy", "PHOENIX_PROTOCOL", "token_from_subprotocols"]
+__all__ = ["AUTH_PROTOCOL_PREFIX", "OriginPolicy", "PHOENIX_PROTOCOL", "TokenRedactor", "token_from_subprotocols"]
 
 PHOENIX_PROTOCOL = "phoenix"
 """The subprotocol phoenix.js offers next to its token, and the one the server must echo."""
@@ -32,6 +34,21 @@ def token_from_subprotocols(offered: Sequence[str]) -> str | None:
             except (binascii.Error, UnicodeDecodeError):
                 return None
     return None
+
+
+_SECRETS = re.compile(r"(token=|" + re.escape(AUTH_PROTOCOL_PREFIX) + r")[^&\s,]+", re.IGNORECASE)
+
+
+class TokenRedactor(logging.Filter):
+    """Redacts socket tokens from log records: websockets logs every request line and header at
+    debug level, and those carry ``?token=`` and phoenix.js's ``authToken`` subprotocol."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRETS.sub(r"\1<redacted>", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,13 @@ from chanctl.server.compile import CompiledConfig, compile_config
 from chanctl.server.cluster import Cluster, replica_id
 from chanctl.server.connection import Connection
 from chanctl.server.longpoll import LongPollEndpoint
-from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, token_from_subprotocols
+from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, TokenRedactor, token_from_subprotocols
 from chanctl.server.metrics import LatencyHistogram, render_metrics
 from chanctl.server.sessions import Grant, Sessions
 from chanctl.server.transport import Transport, WebSocketTransport
 from chanctl.server.wire import Flusher
 from chanctl.tokens import TokenSigner
+from chanctl.escape import shown
 
 __all__ = ["ChannelServer", "ServerStats", "build_server"]
 
@@ -122,6 +123,7 @@ def _select_subprotocol(ws: ServerConnection, offered: list[Subprotocol]) -> Sub
     return Subprotocol(PHOENIX_PROTOCOL) if PHOENIX_PROTOCOL in offered else None
 
 
+_REDACTOR = TokenRedactor()
 SHUTDOWN_BATCH = 1000
 """Connections closed per loop iteration while draining, so a big drain never stalls the loop."""
 
@@ -246,6 +248,8 @@ class ChannelServer:
             await self.cluster.start()
 
     async def _listen(self) -> Server:
+        # websockets logs each request line and header at debug level: redact tokens at every level.
+        logging.getLogger("websockets.server").addFilter(_REDACTOR)  # the same filter is added once
         return await serve(
             self._handle,
             self.host,
@@ -405,7 +409,7 @@ class ChannelServer:
             return verified.claims, serializer, grant
         except HandshakeRefused as exc:
             self.stats.refused += 1
-            log.info("refused %s: %s", remote, exc.reason)
+            log.info("refused %s: %s", remote, shown(exc.reason))
             raise
 
     def health(self) -> dict[str, Any]:
@@ -462,7 +466,7 @@ class ChannelServer:
         reason = self._over_limit(user_key, address)
         if reason is not None:
             # Closed before it costs a connection; the client sees which setting refused it.
-            log.info("closing a new connection of user %s from %s: %s", user_key, address, reason)
+            log.info("closing a new connection of user %s from %s: %s", shown(user_key), address, reason)
             await transport.close(1013, reason)
             return
         socket_id = self._socket_id(user)

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from rich.text import Text
 
+from chanctl.escape import escape
+
 __all__ = ["clock", "escape", "plain"]
-
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-"""C0/C1 controls, line separators and bidi overrides: each could move the cursor or reorder a line."""
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def escape(text: str) -> str:
-    """``text`` with every control character written as a visible ``\\xNN`` / ``\\uNNNN`` escape."""
-    return _UNSAFE.sub(_escaped, text)
 
 
 def plain(value: Any, style: str = "") -> Text:

@@ -14,6 +14,7 @@ Each test drives real sockets on 127.0.0.1 and failed before its fix.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import logging
 import sys
@@ -109,7 +110,7 @@ class Crashable(Channel):
     """A handler that crashes on request."""
 
     async def handle_in(self, event: str, payload: object):
-        if event == "boom":
+        if event.startswith("boom"):
             raise RuntimeError("boom on purpose")
         return ok()
 
@@ -244,3 +245,33 @@ async def test_a_presence_value_nested_to_the_frame_limit_cannot_stop_the_feed_o
         assert reply[4]["status"] == "ok" and set(reply[4]["response"]["presence"]) == {"66"}
         await attacker.call(["1", "4", "room:1", "new_msg", {}])  # the feed goes on after that tick
         await admin.recv_until(lambda f: f[3] == "stats")
+
+
+# -- escaped output ----------------------------------------------------------------------------------
+
+
+async def test_client_strings_reach_the_server_log_escaped(make_server, mint, caplog):
+    """A topic with a newline and ANSI escapes forged a second log line in a red colour."""
+    caplog.set_level(logging.INFO, logger="chanctl")
+    topic, event = "plain:1\nERROR \x1b[31mFAKE\u202e", "boom\x1b[2J"
+    async with make_server(HANDLED % "60s") as srv, await RawClient.connect(srv.url, mint(1)) as a:
+        assert (await a.call(["1", "1", topic, "phx_join", {}]))[4]["status"] == "ok"
+        await a.send(["1", "2", topic, event, {}])
+        await a.recv_until(lambda f: f[3] == "phx_error")
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("channel crashed")]
+    assert line == "channel crashed on plain:1\\x0aERROR \\x1b[31mFAKE\\u202e handling boom\\x1b[2J"
+
+
+async def test_tokens_are_redacted_from_debug_logs(make_server, mint, caplog):
+    """--log-level debug logged every request line and header: each socket's bearer token."""
+    caplog.set_level(logging.DEBUG)
+    token = mint(1)
+    async with make_server(config()) as srv:
+        async with await RawClient.connect(srv.url, token) as a:  # ?token=
+            await a.call([None, "1", "phoenix", "heartbeat", {}])
+        carried = "base64url.bearer.phx." + base64.b64encode(token.encode()).decode().rstrip("=")
+        async with await RawClient.connect(srv.url, None, subprotocols=["phoenix", carried]) as b:  # phoenix.js authToken
+            await b.call([None, "1", "phoenix", "heartbeat", {}])
+    lines = [r.getMessage() for r in caplog.records if r.name == "websockets.server"]  # (the test clients log theirs)
+    assert any("token=<redacted>" in line for line in lines) and any("phx.<redacted>" in line for line in lines)
+    assert not any(token in line or carried in line for line in lines)
