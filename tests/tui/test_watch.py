@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 
 from chanctl.client import Client
 from chanctl.errors import JoinRefused
@@ -144,3 +145,24 @@ def test_a_backlog_of_traffic_batches_coalesces_without_losing_entries():
     assert older.can_replace(newer)
     assert newer.payload == {"entries": [{"n": 1}, {"n": 2}], "presence": [{"topic": "a"}], "dropped": 5}
     assert not older.can_replace(Status("x"))
+
+
+@pytest.mark.parametrize("user", ["[/x]", "[b]spoof[/b]"])
+async def test_a_socket_id_with_markup_is_shown_as_text(chat_server, mint, watch_app, user):
+    """Issue 16: the disconnect notice passed a socket id (from token claims) with markup on: "[/x]"
+    made watch exit 1, "[b]spoof[/b]" showed as another id."""
+    async with await joined(chat_server.url, mint(user), "room:lobby") as victim, watch_app.run_test(size=SIZE) as pilot:
+        app = watch_app
+        await select(pilot, app, "room:lobby")
+        subscribers = app.screen.query_one(SubscriberTable)
+        await until(pilot, lambda: f"user_socket:{user}" in subscribers._ids, "the subscriber")
+        subscribers.focus()
+        subscribers.move_cursor(row=subscribers._ids.index(f"user_socket:{user}"))
+        await pilot.press("d")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", "the confirmation")
+        await pilot.press("y")
+        await asyncio.wait_for(victim.ws.wait_closed(), TIMEOUT)
+        await until(pilot, lambda: any(f"user_socket:{user}" in str(n.message) for n in app._notifications), "the notice")
+        (notice,) = [n for n in app._notifications if f"user_socket:{user}" in str(n.message)]
+        assert notice.markup is False  # shown as the text it is
+        assert app.return_code is None and app.is_running
