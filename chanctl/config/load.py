@@ -506,10 +506,11 @@ def expand_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Expand the property-map shorthand: ``{body: {type: string}}`` → an object schema.
 
     A mapping that already looks like a schema (has ``type``, ``properties``, ``$ref``, ...) is
-    returned as it is. In the shorthand every property is required and no others are allowed
-    to be missing; extra properties are allowed, as clients often send more than a server reads.
+    returned as it is. In the shorthand every property is required and no other is allowed: a
+    broadcast copies the payload to every member, so a ``body`` limited to 2,000 characters must not
+    carry 900 KB beside it (issue 16). A full schema may say ``additionalProperties: true``.
     """
     schema_words = {"type", "properties", "$ref", "anyOf", "oneOf", "allOf", "enum", "const", "not", "$schema"}
     if schema_words & schema.keys():
         return schema
-    return {"type": "object", "properties": schema, "required": list(schema)}
+    return {"type": "object", "properties": schema, "required": list(schema), "additionalProperties": False}

@@ -179,7 +179,8 @@ class EventConfig(_Model):
 
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     """JSON Schema of the payload; a map of properties is shorthand for an object schema whose
-    properties are all required. A failure replies ``{"errors": {"field": ["message", ...]}}``."""
+    properties are all required and the only ones allowed (a full schema may say
+    ``additionalProperties: true``). A failure replies ``{"errors": {"field": ["message", ...]}}``."""
     allow: JoinRule = True
     """Who may send this event (checked after ``schema``): true, false, a list of user ids, or CEL over
     ``user``, ``topic``, ``params``, ``payload`` and ``data``. A denial replies

@@ -76,6 +76,13 @@ def schema_errors(validator: jsonschema.protocols.Validator, payload: Any) -> di
         return None
     errors: dict[str, list[str]] = {}
     for err in sorted(validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path))):
+        if err.validator == "additionalProperties" and err.validator_value is False and isinstance(err.instance, dict):
+            # One entry per unexpected field, named as the client wrote it (escaped by whoever prints it).
+            declared = err.schema.get("properties", {})
+            path = [str(p) for p in err.absolute_path]
+            for name in sorted(set(err.instance) - set(declared))[:10]:
+                errors.setdefault(".".join([*path, name]), []).append("is not allowed")
+            continue
         errors.setdefault(_error_field(err), []).append(_error_text(err))
     return errors
 

@@ -275,3 +275,27 @@ async def test_tokens_are_redacted_from_debug_logs(make_server, mint, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "websockets.server"]  # (the test clients log theirs)
     assert any("token=<redacted>" in line for line in lines) and any("phx.<redacted>" in line for line in lines)
     assert not any(token in line or carried in line for line in lines)
+
+
+# -- smaller ---------------------------------------------------------------------------------------
+
+SCHEMA = """
+auth: {secret: "${CHANCTL_SECRET}"}
+server: {max_frame_size: 2MiB}
+topics:
+  "room:{id}":
+    join: true
+    events:
+      new_msg: {schema: {body: {type: string, maxLength: 20}}, do: broadcast}
+"""
+
+
+async def test_the_schema_shorthand_allows_no_extra_fields_so_a_broadcast_carries_none(make_server, mint):
+    """A new_msg limited to 20 characters still fanned out 900 KB beside them to every member."""
+    async with make_server(SCHEMA) as srv, await RawClient.connect(srv.url, mint(1)) as a, \
+            await RawClient.connect(srv.url, mint(2)) as b:
+        for c in (a, b):
+            await c.call(["1", "1", "room:1", "phx_join", {}])
+        reply = await a.call(["1", "2", "room:1", "new_msg", {"body": "hi", "pad": "x" * 900_000}])
+        assert reply[4] == {"status": "error", "response": {"errors": {"pad": ["is not allowed"]}}}
+        await b.nothing()
