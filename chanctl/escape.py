@@ -18,11 +18,13 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069
 
 def _escaped(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return f"\\x{code:02x}" if code < 0x20 else f"\\u{code:04x}"
 
 
 def escape(text: str) -> str:
-    """``text`` with every control character written as a visible ``\\xNN`` / ``\\uNNNN`` escape."""
+    """``text`` with every control character written as a visible escape: ``\\xNN`` for C0 (which
+    JSON encoders escape already) and ``\\uNNNN`` for the rest, so that a JSON line stays valid JSON
+    that decodes to the same string."""
     return _UNSAFE.sub(_escaped, text)
 
 

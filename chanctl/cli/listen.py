@@ -18,6 +18,7 @@ from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, refreshing_token, resolve_url, run_client
 from chanctl.client import Client, Event, PresenceChange
+from chanctl.escape import escape
 from chanctl.protocol.messages import PHX_CLOSE, PHX_ERROR
 from chanctl.protocol.messages import ADMIN_TOPIC
 
@@ -93,14 +94,15 @@ async def _listen(url: str, token: str | Callable[[], str], topics: list[str], j
 
 
 def _event_line(topic: str, event: str, payload: Any, json: bool) -> str:
+    # Escaped: the server's strings (and what other clients sent through it) reach a terminal.
     if json:
-        return orjson.dumps({"topic": topic, "event": event, "payload": payload}).decode()
-    return f"{topic} {event} {orjson.dumps(payload).decode()}"
+        return escape(orjson.dumps({"topic": topic, "event": event, "payload": payload}).decode())
+    return escape(f"{topic} {event} {orjson.dumps(payload).decode()}")
 
 
 def _presence_line(change: PresenceChange, json: bool) -> str:
     if json:
-        return orjson.dumps({"topic": change.topic, "event": "presence", "joins": change.joins,
-                             "leaves": change.leaves}).decode()
+        return escape(orjson.dumps({"topic": change.topic, "event": "presence", "joins": change.joins,
+                                    "leaves": change.leaves}).decode())
     # A key that left and joined in one diff was updated (typing): the client's presence layer says so.
-    return f"{change.topic} presence " + (change.keys.describe() or "(no change)")
+    return escape(f"{change.topic} presence " + (change.keys.describe() or "(no change)"))

@@ -21,6 +21,7 @@ from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, refreshing_token, resolve_url, run_client
 from chanctl.client import Client
+from chanctl.escape import escape
 from chanctl.protocol.messages import Reply
 from chanctl.protocol.messages import ADMIN_TOPIC
 
@@ -123,7 +124,8 @@ async def _send(url: str, token: str | Callable[[], str], topic: str, event: str
 
 
 def _print(reply: Reply, json: bool) -> None:
+    # Escaped: the server chose these strings (C1 controls and bidi overrides pass through JSON).
     if json:
-        out(orjson.dumps({"status": reply.status, "response": reply.response}).decode())
+        out(escape(orjson.dumps({"status": reply.status, "response": reply.response}).decode()))
     else:
-        out(f"{reply.status} {orjson.dumps(reply.response).decode()}")
+        out(escape(f"{reply.status} {orjson.dumps(reply.response).decode()}"))

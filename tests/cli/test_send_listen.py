@@ -225,3 +225,21 @@ async def test_listen_since_replays_from_an_offset(make_server, mint):
         assert "could not recover the broadcasts missed since {'offset': 1, 'epoch': 'nope'}" in result.err
         result = await chanctl("listen", "room:1", "--since", "x", *args)
         assert result.code == 2 and "--since takes OFFSET" in result.err
+
+
+async def test_listen_and_send_escape_what_the_server_sends(chat_server, mint, spawn):
+    """Issue 16: server-controlled strings (an event name, C1 controls and bidi overrides inside a
+    payload) reached the terminal raw; JSON output stays JSON that decodes to the same strings."""
+    hostile = {"t": "a\u202eb\x85c\x1b[2J"}
+    for json_flag in ([], ["--json"]):
+        listener = await spawn("listen", "updates:all", "--count", "1", *json_flag, *user_args(chat_server.url, "7"))
+        assert listener.stderr is not None
+        await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)  # listening
+        await broadcast(chat_server.url, mint, "updates:all", "evil\x1b]0;title\x07", hostile)
+        out, _ = await asyncio.wait_for(listener.communicate(), TIMEOUT)
+        line = out.decode().strip()
+        assert not any(ch in line for ch in "\x1b\x07\x85\u202e"), line
+        if json_flag:
+            assert orjson.loads(line) == {"topic": "updates:all", "event": "evil\x1b]0;title\x07", "payload": hostile}
+        else:
+            assert line == 'updates:all evil\\x1b]0;title\\x07 {"t":"a\\u202eb\\u0085c\\u001b[2J"}'
