@@ -68,7 +68,7 @@ class Connection:
         limits = server.config.server
         rate = limits.rate_limit
         self.proto = SocketProtocol(
-            serializer, server.router, max_channels=limits.max_channels, stats=server.protocol_stats,
+            serializer, server.router, max_channels=limits.max_channels, stats=server.stats.protocol,
             max_name_length=limits.max_name_length, max_join_payload=limits.max_join_payload,
             rate_limit=None if rate is None else TokenBucket(rate.per_second, rate.burst, last=asyncio.get_running_loop().time()),
         )

@@ -96,10 +96,10 @@ class ServerCollector:
                                   value=stats.slow_consumers)
         limited = CounterMetricFamily("chanctl_rate_limited", "Client messages refused by a rate limit.",
                                       labels=["limit"])
-        limited.add_metric(["messages"], server.protocol_stats.rate_limited)
-        limited.add_metric(["presence_updates"], server.presence.stats.limited)
+        limited.add_metric(["messages"], stats.protocol.rate_limited)
+        limited.add_metric(["presence_updates"], stats.presence.limited)
         yield limited
-        refused = server.protocol_stats.refused + stats.over_limit
+        refused = stats.protocol.refused + stats.over_limit
         yield _labelled("chanctl_limit_refusals", "Joins, messages and connections refused by a size or count limit, "
                         "by setting.", "limit", refused)
         yield CounterMetricFamily("chanctl_disconnects", "Connections closed by server.disconnect (1001).",
@@ -107,10 +107,10 @@ class ServerCollector:
         yield CounterMetricFamily("chanctl_protocol_violations", "Connections closed for malformed frames.",
                                   value=stats.protocol_violations)
         yield CounterMetricFamily("chanctl_stale_join_ref_dropped", "Client frames dropped for a stale join_ref.",
-                                  value=server.protocol_stats.stale_dropped)
+                                  value=stats.protocol.stale_dropped)
         yield CounterMetricFamily("chanctl_unmatched_topic", "Frames answered \"unmatched topic\".",
-                                  value=server.protocol_stats.unmatched)
-        sessions = server.sessions.stats
+                                  value=stats.protocol.unmatched)
+        sessions = stats.sessions
         refreshes = CounterMetricFamily("chanctl_token_refreshes", "access_token refreshes by outcome.", labels=["outcome"])
         for outcome, count in sorted(sessions.refreshes.items()):
             refreshes.add_metric([outcome], count)

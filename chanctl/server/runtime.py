@@ -29,7 +29,7 @@ from chanctl import __version__
 from chanctl.config.load import LoadedConfig
 from chanctl.config.model import default_node_name
 from chanctl.errors import HandshakeRefused, ServerError, TokenError
-from chanctl.presence.tracker import PresenceTracker
+from chanctl.presence.tracker import PresenceStats, PresenceTracker
 from chanctl.protocol.router import Router
 from chanctl.protocol.serializers import Serializer, negotiate
 from chanctl.protocol.socket import Stats as ProtocolStats
@@ -43,7 +43,7 @@ from chanctl.server.connection import Connection
 from chanctl.server.longpoll import LongPollEndpoint
 from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, TokenRedactor, token_from_subprotocols
 from chanctl.server.metrics import LatencyHistogram, render_metrics
-from chanctl.server.sessions import Grant, Sessions
+from chanctl.server.sessions import Grant, Sessions, SessionStats
 from chanctl.server.transport import Transport, WebSocketTransport
 from chanctl.server.wire import Flusher
 from chanctl.tokens import TokenSigner
@@ -130,7 +130,12 @@ SHUTDOWN_BATCH = 1000
 
 @dataclass
 class ServerStats:
-    """Counters the runtime keeps as plain ints; /metrics and the admin plane read them when asked."""
+    """Every counter of this node, in one place: /metrics and the admin plane read them here.
+
+    The runtime's own are plain ints; the parts that count elsewhere (each socket's protocol, the
+    presence tracker, the sessions) count into the objects held below. Broadcasts are counted by the
+    pubsub (``pubsub.broadcasts``), so that a multi-node adapter counts its own.
+    """
 
     connections: int = 0
     refused: int = 0
@@ -153,6 +158,12 @@ class ServerStats:
     """Connections closed at once by a connection limit, by the limit's config name."""
     handler_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     """Seconds spent in ``handle_in``."""
+    protocol: ProtocolStats = field(default_factory=ProtocolStats)
+    """Stale join_refs dropped, unmatched topics and rate-limited messages, over every socket."""
+    presence: PresenceStats = field(default_factory=PresenceStats)
+    """The presence tracker's: diffs, states, counts, rate-limited updates."""
+    sessions: SessionStats = field(default_factory=SessionStats)
+    """Token refreshes, expiry warnings, expiries, revocations."""
 
 
 class ChannelServer:
@@ -203,10 +214,8 @@ class ChannelServer:
             # A cluster node's history misses what was published while it had no subscribers:
             # it numbers what it delivers, but answers every since with recovered: false.
             self.history = self.pubsub.history = History(self._history_spec, complete=self.cluster is None)
-        self.stats = ServerStats()
+        self.stats = ServerStats(presence=self.presence.stats, sessions=self.sessions.stats)
         self.connections: set[Connection] = set()
-        self.protocol_stats = ProtocolStats()
-        """Stale join_refs dropped and unmatched-topic replies, summed over every socket."""
         self.flusher = Flusher()
         self.origins = OriginPolicy(self.config.server.origins) if self.config.server.origins else None
         self._by_socket_id: dict[str, set[Connection]] = {}

@@ -179,7 +179,7 @@ async def test_15_to_22_routing_refs_and_leave(server, mint):
         await c.send(["7", "8", "room:never", "phx_leave", {}])
         assert await c.recv() == ["7", "8", "room:never", "phx_reply", OK]
         await c.nothing()
-        assert server.protocol_stats.stale_dropped == 2
+        assert server.stats.protocol.stale_dropped == 2
         text = render_metrics(server)[0].decode()
         assert "chanctl_stale_join_ref_dropped_total 2.0" in text and "chanctl_unmatched_topic_total 3.0" in text
 

@@ -110,4 +110,4 @@ async def test_a_flooding_client_is_refused_then_closed_while_others_lose_nothin
             shouts = [(await calm.recv_until(lambda f: f[3] == "shout"))[4]["n"] for _ in range(9)]
             assert shouts == list(range(9))
             assert (await calm.call([None, "2", "phoenix", "heartbeat", {}]))[4]["status"] == "ok"
-        assert server.protocol_stats.rate_limited == 21
+        assert server.stats.protocol.rate_limited == 21
