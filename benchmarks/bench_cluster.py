@@ -148,18 +148,21 @@ async def leave_time(down_after: float) -> float:
         config.write_text(PRESENCE_APP + f"cluster: {{redis: '{redis.url}', down_after: {down_after}s}}\n")
         doomed, stays = Node(config), Node(config)
         try:
-            async with websockets.connect(stays.url) as watcher, websockets.connect(doomed.url) as member:
+            from chanctl.tokens import TokenSigner
+
+            member_url = doomed.url.replace(doomed.token, TokenSigner(SECRET).mint(2, {}))
+            async with websockets.connect(stays.url) as watcher, websockets.connect(member_url) as member:
                 await watcher.send(json.dumps(["1", "1", "room:1", "phx_join", {}]))
                 await member.send(json.dumps(["1", "1", "room:1", "phx_join", {}]))
-                while True:  # the member's join reaches the watcher's node
+                while True:  # the member's (user 2's) join reaches the watcher's node
                     frame = json.loads(await watcher.recv())
-                    if frame[3] == "presence_diff" and frame[4]["joins"]:
+                    if frame[3] == "presence_diff" and "2" in frame[4]["joins"]:
                         break
                 killed = time.monotonic()
                 os.kill(doomed.proc.pid, signal.SIGKILL)
                 while True:
                     frame = json.loads(await asyncio.wait_for(watcher.recv(), down_after * 3))
-                    if frame[3] == "presence_diff" and frame[4]["leaves"]:
+                    if frame[3] == "presence_diff" and "2" in frame[4]["leaves"]:
                         return time.monotonic() - killed
         finally:
             doomed.stop()
