@@ -206,6 +206,8 @@ def load_config_text(text: str, file: str = "<string>", env: Mapping[str, str] |
     """Load and validate config text; ``file`` is only used to name positions."""
     reader = _Reader(file, os.environ if env is None else env)
     try:
+        if _too_deep(text):
+            raise ConfigError([Problem(_TOO_DEEP, "", file, 1, 1)])
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -261,6 +263,8 @@ def _read_data_file(reader: _Reader, name: str, base_dir: Path, data: dict[str, 
     loc = ("data_file",)
     try:
         text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() != ".json" and _too_deep(text):
+            raise RecursionError
         extra = orjson.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except OSError as exc:
         reader.problem(loc, f"cannot read {path}: {exc.strerror}")
@@ -285,6 +289,28 @@ def _read_data_file(reader: _Reader, name: str, base_dir: Path, data: dict[str, 
         reader.problem(loc, f"{path} repeats data key {both[0]!r}", "a key lives in `data:` or in the file, not both")
         return {}
     return {str(key): value for key, value in extra.items()}
+
+
+MAX_DEPTH = 100
+"""Levels of nesting a config or data file may have. PyYAML composes recursively, so a deeper file
+(``[[[[...]]]]``) used to cost seconds of CPU before Python's recursion limit refused it."""
+
+
+def _too_deep(text: str) -> bool:
+    """Whether the YAML nests deeper than MAX_DEPTH, read from the parser's events (which PyYAML
+    makes without recursion), stopping at the limit. A syntax error is left to the composer."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return True
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return False
+    return False
 
 
 def _too_many(what: str) -> str:
