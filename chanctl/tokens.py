@@ -107,7 +107,11 @@ class TokenSigner:
             raise TokenInvalid("signed in the future: check the clocks of the minting host")
         limit = self.max_age
         ttl = claims.get("ttl")
-        if isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        if ttl is not None:
+            # Fail closed: a ttl that is not a number ("15m" from --claim) used to be ignored, which
+            # gave the token the whole max_age instead of the short life its minter meant.
+            if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl < float("inf"):
+                raise TokenInvalid(f"malformed: the ttl claim must be a number of seconds, not {str(ttl)[:20]!r} (mint with --ttl)")
             limit = min(limit, float(ttl))
         if age > limit:
             raise TokenExpired(age, limit)

@@ -89,3 +89,16 @@ def test_a_token_from_the_future_is_invalid():
     clock.now -= 3600
     with pytest.raises(TokenInvalid, match="future"):
         TokenSigner(SECRET, clock=clock).verify(token)
+
+
+@pytest.mark.parametrize("ttl", ["15m", True, -5, None])
+def test_a_ttl_claim_that_is_not_a_positive_number_fails_closed(ttl):
+    """Issue 16: `--claim ttl=15m` was silently ignored, so the token lived the whole max_age."""
+    signer = TokenSigner(SECRET, max_age=14 * 86400)
+    token = signer.mint(1, {"ttl": ttl})
+    if ttl is None:
+        assert signer.verify(token).max_age == 14 * 86400  # no ttl claim at all: max_age
+        return
+    with pytest.raises(TokenInvalid) as info:
+        signer.verify(token)
+    assert "the ttl claim must be a number of seconds" in str(info.value)
