@@ -26,7 +26,9 @@ __all__ = ["DEFAULT_ADMIN_CLAIM", "DEFAULT_SALT", "TokenSigner", "VerifiedToken"
 DEFAULT_SALT = "user socket"
 DEFAULT_ADMIN_CLAIM = "admin"
 """The claim that makes a token an admin token (``auth.admin_claim``)."""
-_SHAPE = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
+_SHAPE = re.compile(r"\.?[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+")
+"""payload.timestamp.signature, url-safe base64; a leading ``.`` marks a payload itsdangerous
+compressed (long claims). Matched whole (``fullmatch``)."""
 _CLOCK_SKEW = 5  # seconds a token may be stamped ahead of our clock (another node's clock)
 
 
@@ -88,7 +90,7 @@ class TokenSigner:
         """
         if token is None or token == "":
             raise TokenMissing("no token was given")
-        if not isinstance(token, str) or not _SHAPE.match(token):
+        if not isinstance(token, str) or not _SHAPE.fullmatch(token):
             raise TokenInvalid("malformed: not a chanctl token (expected three dot-separated parts)")
         now = self._clock()
         try:

@@ -102,3 +102,14 @@ def test_a_ttl_claim_that_is_not_a_positive_number_fails_closed(ttl):
     with pytest.raises(TokenInvalid) as info:
         signer.verify(token)
     assert "the ttl claim must be a number of seconds" in str(info.value)
+
+
+def test_a_token_with_long_claims_is_compressed_and_still_verifies():
+    """Issue 16: itsdangerous compresses a long payload (a leading '.'), which chanctl's own format
+    check then refused as not a chanctl token."""
+    signer = TokenSigner(SECRET)
+    token = signer.mint(1, {"tags": ["editor"] * 200})
+    assert token.startswith(".")
+    assert signer.verify(token).claims["tags"] == ["editor"] * 200
+    with pytest.raises(TokenInvalid):
+        signer.verify(token + "\n")  # the shape is matched whole
