@@ -168,9 +168,11 @@ def flatten(source: str, tree: syntax.Node) -> tuple[str, list[tuple[str, str, t
             continue
         if any(start <= path.start and path.end <= end for start, end in keep):
             continue
+        if source[path.start : node.start].strip() not in ("", "."):
+            continue  # (user).id: a parenthesized root stays as written
         key = (str(node.value), tuple(reversed(fields)))
         name = names.setdefault(key, f"{_FLAT_PREFIX}{len(names)}")
-        spans.append((node.start, path.end, name))
+        spans.append((node.start, path.end, name))  # .user.id keeps its dot: the library reads it apart
     rewritten = source
     for start, end, name in sorted(spans, reverse=True):
         rewritten = rewritten[:start] + name + rewritten[end:]

@@ -52,7 +52,9 @@ _KIND_OF_FUNCTION = {"size": "number", "int": "number", "uint": "number", "doubl
 @dataclass
 class Node:
     """One expression: ``kind`` is ident, select, index, call, literal, list, map, unary, binary or
-    ternary; ``start``/``end`` are offsets into the source."""
+    ternary; ``start``/``end`` are offsets into the source. A node's text is itself an expression
+    (the explainer and the pruner compile it): a parenthesized node spans what is inside its
+    parentheses, and a node around one spans the closing parenthesis too (``!(a)``, ``(a).b``)."""
 
     kind: str
     start: int
@@ -102,14 +104,19 @@ class _Parser:
             raise ValueError(f"expected {text!r} at {token.start}")
         return token
 
+    def last_end(self) -> int:
+        """Where the last token taken ends: a node's span runs to its closing parenthesis, if any."""
+        return self.tokens[self.pos - 1].end
+
     def expr(self) -> Node:
+        first = self.tokens[self.pos].start
         cond = self.binary(0)
         if self.peek("?"):
             self.take()
             then = self.binary(0)
             self.expect(":")
             other = self.expr()
-            return Node("ternary", cond.start, other.end, "?:", children=[cond, then, other])
+            return Node("ternary", first, self.last_end(), "?:", children=[cond, then, other])
         return cond
 
     _LEVELS = (("||",), ("&&",), ("==", "!=", "<", "<=", ">", ">=", "in"), ("+", "-"), ("*", "/", "%"))
@@ -117,21 +124,23 @@ class _Parser:
     def binary(self, level: int) -> Node:
         if level == len(self._LEVELS):
             return self.unary()
+        first = self.tokens[self.pos].start
         left = self.binary(level + 1)
         while self.peek(*self._LEVELS[level]):
             op = self.take().text
             right = self.binary(level + 1)
-            left = Node("binary", left.start, right.end, op, children=[left, right])
+            left = Node("binary", first, self.last_end(), op, children=[left, right])
         return left
 
     def unary(self) -> Node:
         if self.peek("!", "-"):
             token = self.take()
             operand = self.unary()
-            return Node("unary", token.start, operand.end, token.text, children=[operand])
+            return Node("unary", token.start, self.last_end(), token.text, children=[operand])
         return self.member()
 
     def member(self) -> Node:
+        first = self.tokens[self.pos].start
         node = self.primary()
         while True:
             if self.peek("."):
@@ -141,16 +150,16 @@ class _Parser:
                 name = self.take()
                 if self.peek("("):
                     args = self.args("(", ")")
-                    node = Node("call", node.start, self.tokens[self.pos - 1].end, name.text, name.start, [node, *args])
+                    node = Node("call", first, self.last_end(), name.text, name.start, [node, *args])
                 else:
-                    node = Node("select", node.start, name.end, name.text, name.start, [node])
+                    node = Node("select", first, name.end, name.text, name.start, [node])
             elif self.peek("["):
                 self.take()
                 if self.peek("?"):
                     self.take()
                 index = self.expr()
                 close = self.expect("]")
-                node = Node("index", node.start, close.end, None, children=[node, index])
+                node = Node("index", first, close.end, None, children=[node, index])
             else:
                 return node
 
