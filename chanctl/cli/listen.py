@@ -58,7 +58,7 @@ async def _listen(url: str, token: str | Callable[[], str], topics: list[str], j
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     inbox: asyncio.Queue[Event] = asyncio.Queue()
-    async with Client(url, token=token, timeout=timeout or 10.0, on_status=lambda text: err(f"chanctl: {text}")) as client:
+    async with Client(url, token=token, timeout=timeout or 10.0, on_status=lambda status: status.routine or err(f"chanctl: {status}")) as client:
         channels = [client.channel(topic, params, inbox=inbox) for topic in topics]
         await asyncio.gather(*(channel.join(timeout or 10.0) for channel in channels))
         err(f"chanctl: listening on {', '.join(topics)}")

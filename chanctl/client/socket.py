@@ -11,16 +11,16 @@
 
 It follows phoenix.js where a server can tell the difference (PROTOCOL.md §8): the token goes in the
 ``token`` query parameter (or, with ``auth_token``, in the ``base64url.bearer.phx.`` subprotocol),
-heartbeats every 30 s and a missed one closes the socket, a lost socket reconnects with phoenix.js's
-backoff and rejoins every channel with a new join_ref, ``phx_error`` rejoins after 1, 2, 5, 10 s,
-and pushes made before a join completes are sent once it does.
+heartbeats every 30 s and a missed one closes the socket. Every decision (refs, replies, channel
+states, rejoins, reconnects, the serializers) is :class:`~chanctl.client.protocol.ClientProtocol`'s,
+which has no I/O; this module owns the socket, the timers and the futures, and reports the
+protocol's typed :class:`~chanctl.client.protocol.Status` events to ``on_status``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,42 +31,25 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from chanctl.client.presence import Presence, PresenceChange
-from chanctl.errors import (
-    ClientError,
-    ConnectionLost,
-    ConnectRefused,
-    JoinRefused,
-    ProtocolViolation,
-    ReplyTimeout,
-    Unreachable,
+from chanctl.client.protocol import (
+    ChannelState,
+    ClientProtocol,
+    Failed,
+    Received,
+    RefreshDue,
+    Refused,
+    RejoinDue,
+    Replied,
+    Status,
 )
-from chanctl.protocol.messages import (
-    ACCESS_TOKEN,
-    HEARTBEAT,
-    PHOENIX_TOPIC,
-    PHX_CLOSE,
-    PHX_ERROR,
-    PHX_JOIN,
-    PHX_LEAVE,
-    PHX_REPLY,
-    Message,
-    Reply,
-)
-from chanctl.protocol.serializers import V2Json
+from chanctl.errors import ClientError, ConnectionLost, ConnectRefused, JoinRefused, ReplyTimeout, Unreachable
+from chanctl.protocol.messages import PHX_CLOSE, Message, Reply
+from chanctl.protocol.serializers import BinaryFrame, negotiate
 
 __all__ = ["Client", "ClientChannel", "Event", "endpoint_url"]
 
-RECONNECT_AFTER = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0)
-"""phoenix.js ``reconnectAfterMs``: the last value repeats."""
-REJOIN_AFTER = (1.0, 2.0, 5.0, 10.0)
-"""phoenix.js ``rejoinAfterMs``: the last value repeats."""
-
 Event = Message | PresenceChange
 """What a channel's event stream yields: server pushes and broadcasts, and presence changes."""
-
-_SERIALIZER = V2Json()
-TOKEN_EXPIRING = "token_expiring"
-"""The server's push on topic ``phoenix`` ahead of the socket token's expiry."""
 
 
 def endpoint_url(url: str) -> str:
@@ -82,10 +65,6 @@ def endpoint_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
-def _backoff(schedule: tuple[float, ...], attempt: int) -> float:
-    return schedule[min(attempt, len(schedule) - 1)]
-
-
 class ClientChannel:
     """One topic on a :class:`Client`. Create it with :meth:`Client.channel`."""
 
@@ -93,17 +72,28 @@ class ClientChannel:
         self.client = client
         self.topic = topic
         self.params = params if params is not None else {}
-        self.join_ref: str | None = None
-        self.state = "closed"
+        self._inbox = inbox
+        self._presence = Presence(topic)
+
+    @property
+    def state(self) -> ChannelState:
         """``closed``, ``joining``, ``joined`` or ``errored`` (waiting to rejoin)."""
-        self.presence = Presence(topic)
-        self.position: dict[str, Any] | None = None
+        return self.client._protocol.state(self.topic)
+
+    @property
+    def join_ref(self) -> str | None:
+        return self.client._protocol.join_ref(self.topic)
+
+    @property
+    def position(self) -> dict[str, Any] | None:
         """``{"offset": N, "epoch": E}`` of the last broadcast seen on a topic with history; a
         rejoin asks the server for everything after it (``since``)."""
-        self._inbox = inbox
-        self._wanted = False
-        self._waiting: list[tuple[Message, asyncio.Future[Reply], float | None]] = []
-        self._rejoin: asyncio.Task[None] | None = None
+        return self.client._protocol.position(self.topic)
+
+    @property
+    def presence(self) -> Presence:
+        """The channel's presence list, kept in sync from the server's events."""
+        return self.client._protocol.presence(self.topic) or self._presence
 
     async def join(self, timeout: float | None = None) -> Any:
         """Join; returns the join reply's response.
@@ -112,11 +102,10 @@ class ClientChannel:
             JoinRefused: the server answered with an error; the channel stays closed.
             ReplyTimeout, ConnectionLost
         """
-        self._wanted = True
-        reply = await self._send_join(timeout)
+        client = self.client
+        ref = client._protocol.join(self.topic, self.params)
+        reply = await client._request(ref, timeout, self.topic, "phx_join")
         if reply.status != "ok":
-            self._wanted = False
-            self.state = "closed"
             raise JoinRefused(self.topic, reply.response)
         return reply.response
 
@@ -129,147 +118,48 @@ class ClientChannel:
         Raises:
             ClientError: the channel was never joined (or was left): nothing would send the push.
         """
-        if not self._wanted and self.state != "joined":
-            raise ClientError(f"push {event!r} on {self.topic}: join the channel first")
-        message = Message(None, None, self.topic, event, {} if payload is None else payload)
-        if self.state == "joined":
-            return self.client._request(message, self.join_ref, timeout)
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        self._waiting.append((message, future, deadline))
-        if timeout is not None:
-            asyncio.get_running_loop().call_later(timeout, self.client._expire, future, message, timeout)
-        return future
+        ref = self.client._protocol.push(self.topic, event, payload)
+        return self.client._request(ref, timeout, self.topic, event)
 
     async def leave(self, timeout: float | None = None) -> None:
         """Leave the topic; the channel is closed whether the server answers or not."""
-        self._wanted = False
-        if self._rejoin is not None:
-            self._rejoin.cancel()
-        if self.state in ("joined", "joining") and self.client.connected:
-            message = Message(None, None, self.topic, PHX_LEAVE, {})
+        client = self.client
+        client._cancel_rejoin(self.topic)
+        ref = client._protocol.leave(self.topic)
+        if ref is not None:
             try:
-                await self.client._request(message, self.join_ref, timeout)
+                await client._request(ref, timeout, self.topic, "phx_leave")
             except (ReplyTimeout, ConnectionLost):
                 pass
-        self.state = "closed"
-        self.client._channels.pop(self.topic, None)
+        else:
+            client._pump()
+        client._channels.pop(self.topic, None)
 
     async def events(self) -> AsyncIterator[Event]:
-        """Every push, broadcast and presence change of this channel, in arrival order."""
+        """Every push, broadcast and presence change of this channel, in arrival order.
+
+        Raises:
+            ConnectRefused, ConnectionLost: the socket stopped for good (a refused reconnect, or a
+                close without reconnecting) and nothing more will arrive.
+        """
+        inbox = self._inbox
         while True:
-            yield await self._inbox.get()
-
-    # -- driven by the client ----------------------------------------------------------------
-
-    async def _send_join(self, timeout: float | None) -> Reply:
-        self.state = "joining"
-        self.join_ref = self.client._make_ref()
-        self.presence.reset()
-        params = self.params
-        if self.position is not None and isinstance(params, dict):
-            params = {**params, "since": self.position}
-        message = Message(self.join_ref, self.join_ref, self.topic, PHX_JOIN, params)
-        reply = await self.client._request(message, self.join_ref, timeout, ref=self.join_ref)
-        if reply.status == "ok":
-            self.state = "joined"
-            self._positioned(reply.response, params)
-            self._flush_waiting()
-        return reply
-
-    def _positioned(self, response: Any, params: Any) -> None:
-        """Learn the topic's position from a join reply, and say when missed broadcasts are lost."""
-        if not isinstance(response, dict) or not isinstance(response.get("offset"), int):
-            return
-        current = {"offset": response["offset"], "epoch": response.get("epoch")}
-        recovered = response.get("recovered")
-        if recovered is False:
-            since = params.get("since") if isinstance(params, dict) else None
-            self.client._status(f"{self.topic}: could not recover the broadcasts missed since {since} "
-                                f"(no longer in the server's history); continuing from offset {current['offset']}")
-        if recovered is not True:
-            # When recovered, the replayed broadcasts that follow move the position themselves:
-            # taking the reply's now would skip them if the socket dropped during the replay.
-            self.position = current
-
-    def _flush_waiting(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        now = asyncio.get_running_loop().time()
-        for message, future, deadline in waiting:
-            if future.done():
+            if not inbox.empty():
+                yield inbox.get_nowait()
                 continue
-            remaining = None if deadline is None else max(deadline - now, 0.0)
-            inner = self.client._request(message, self.join_ref, remaining)
-            inner.add_done_callback(lambda f, outer=future: _chain(f, outer))
-
-    def _fail_waiting(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        for _, future, _ in waiting:
-            if not future.done():
-                future.set_exception(ConnectionLost())
-                future.exception()  # retrieved: its owner may have stopped waiting
-
-    def _receive(self, message: Message) -> None:
-        event = message.event
-        if event in ("presence_state", "presence_diff"):
-            for change in self.presence.receive(event, message.payload):
-                self._inbox.put_nowait(change)
-            return
-        if event == PHX_ERROR:
-            self._errored(message)
-            return
-        payload = message.payload
-        if isinstance(payload, dict) and isinstance(payload.get("offset"), int) and isinstance(payload.get("epoch"), str):
-            self.position = {"offset": payload["offset"], "epoch": payload["epoch"]}
-        if event == PHX_CLOSE:
-            self.state = "closed"
-            self._wanted = False
-            self.client._channels.pop(self.topic, None)
-        self._inbox.put_nowait(message)
-
-    def _errored(self, message: Message) -> None:
-        self.state = "errored"
-        self._inbox.put_nowait(message)
-        self.client._status(f"{self.topic}: channel error {message.payload}; rejoining")
-        self._schedule_rejoin()
-
-    def _schedule_rejoin(self, immediate: bool = False) -> None:
-        """Rejoin after a channel error (1 s first) or at once after a reconnect, as phoenix.js does."""
-        if not self._wanted:
-            return
-        if self._rejoin is not None and not self._rejoin.done():
-            self._rejoin.cancel()
-        self._rejoin = asyncio.get_running_loop().create_task(self._rejoin_loop(immediate))
-
-    async def _rejoin_loop(self, immediate: bool) -> None:
-        """Rejoin with phoenix.js's rejoin backoff until joined, left, or the socket drops."""
-        for attempt in itertools.count(-1 if immediate else 0):
-            if attempt >= 0:
-                await asyncio.sleep(_backoff(REJOIN_AFTER, attempt))  # a retry schedule, not a wait for an event
-            if not self._wanted or not self.client.connected:
-                return
+            stopped = self.client._stopped
+            if stopped.is_set():
+                raise self.client._stop_error()
+            getting = asyncio.ensure_future(inbox.get())
+            waiting = asyncio.ensure_future(stopped.wait())
             try:
-                reply = await self._send_join(self.client.timeout)
-            except ReplyTimeout:
-                continue
-            except ConnectionLost:
-                return
-            if reply.status == "ok":
-                self.client._status(f"{self.topic}: rejoined")
-                return
-            self.state = "errored"
-            self.client._status(f"{self.topic}: rejoin refused: {reply.response}")
-
-
-def _chain(inner: asyncio.Future[Reply], outer: asyncio.Future[Reply]) -> None:
-    if outer.done():
-        return
-    if inner.cancelled():
-        outer.cancel()
-    elif inner.exception() is not None:
-        outer.set_exception(inner.exception())  # type: ignore[arg-type]
-    else:
-        outer.set_result(inner.result())
+                await asyncio.wait({getting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+                if not getting.done():
+                    getting.cancel()
+            if getting.done() and not getting.cancelled():
+                yield getting.result()
 
 
 class Client:
@@ -285,7 +175,9 @@ class Client:
         heartbeat: seconds between heartbeats; a heartbeat unanswered by the next one closes the socket.
         reconnect: reconnect with backoff and rejoin after the socket drops.
         timeout: seconds for the handshake, and the default for joins made on reconnect.
-        on_status: called with a line of text on disconnects, reconnects and rejoins.
+        on_status: called with each :class:`~chanctl.client.protocol.Status` (connecting, open,
+            closed, refused, reconnecting, channel errors and rejoins); ``str()`` of one is a line of text.
+        vsn: the serializer to speak, ``2.0.0`` (JSON arrays and binary frames) or ``1.0.0`` (objects).
     """
 
     def __init__(
@@ -298,8 +190,12 @@ class Client:
         heartbeat: float = 30.0,
         reconnect: bool = True,
         timeout: float = 10.0,
-        on_status: Callable[[str], None] | None = None,
+        on_status: Callable[[Status], None] | None = None,
+        vsn: str = "2.0.0",
     ):
+        serializer = negotiate(vsn)
+        if serializer is None:
+            raise ClientError(f"vsn {vsn!r}: chanctl speaks 1.0.0 and 2.0.0")
         self.url = endpoint_url(url)
         self.token = token
         self.auth_token = auth_token
@@ -308,9 +204,12 @@ class Client:
         self.reconnect = reconnect
         self.timeout = timeout
         self.on_status = on_status
-        self._refs = itertools.count(1)
+        self.vsn = serializer.vsn
+        self._protocol = ClientProtocol(serializer, reconnect=reconnect, url=self.url)  # type: ignore[arg-type]
+        self._protocol.refreshable = callable(token)
         self._channels: dict[str, ClientChannel] = {}
-        self._pending: dict[str, tuple[asyncio.Future[Reply], asyncio.TimerHandle | None]] = {}
+        self._futures: dict[str, tuple[asyncio.Future[Reply], asyncio.TimerHandle | None]] = {}
+        self._rejoins: dict[str, asyncio.TimerHandle] = {}
         self._ws: ClientConnection | None = None
         self._closing = False
         self._stopped = asyncio.Event()
@@ -320,7 +219,19 @@ class Client:
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None
+        return self._protocol.open
+
+    @property
+    def stopped(self) -> Status | None:
+        """Why the socket stopped for good (a :class:`~chanctl.client.protocol.Refused` with
+        ``final`` set for a 403 on reconnect, or a :class:`~chanctl.client.protocol.Closed`), or None."""
+        return self._protocol.stopped
+
+    async def wait_stopped(self) -> Status:
+        """Wait until the socket stops for good (see :attr:`stopped`) and return why."""
+        await self._stopped.wait()
+        assert self._protocol.stopped is not None
+        return self._protocol.stopped
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -336,23 +247,26 @@ class Client:
             ConnectRefused: the server refused the handshake (a bad token gets 403).
             Unreachable: nothing answered, or not within ``timeout``.
         """
+        self._protocol.connecting()
+        self._pump()
         ws = await self._open()
-        self._ws = ws  # usable at once: the runner task has not started yet
+        self._opened(ws)
         self._runner = asyncio.get_running_loop().create_task(self._run(ws))
 
     async def close(self) -> None:
         """Close the socket for good: no reconnect; pending replies fail with ConnectionLost."""
         self._closing = True
-        self._stopped.set()
-        for channel in self._channels.values():
-            if channel._rejoin is not None:
-                channel._rejoin.cancel()
-            channel._fail_waiting()
+        for topic in list(self._rejoins):
+            self._cancel_rejoin(topic)
         if self._ws is not None:
             await self._ws.close()
         if self._runner is not None:
             await asyncio.gather(self._runner, return_exceptions=True)
-        self._fail_pending()
+        else:
+            self._protocol.connection_closed(closing=True)
+            self._pump()
+        self._stopped.set()
+        self._fail_futures(ConnectionLost())
 
     def channel(self, topic: str, params: Any = None, inbox: asyncio.Queue[Event] | None = None) -> ClientChannel:
         """The channel for ``topic``; ``inbox`` lets several channels share one event stream."""
@@ -366,7 +280,7 @@ class Client:
         query = dict(self.params)
         if self.token is not None:
             query["token"] = self.token() if callable(self.token) else self.token
-        query["vsn"] = _SERIALIZER.vsn
+        query["vsn"] = self.vsn
         parts = urlsplit(self.url)
         extra = (parts.query + "&" if parts.query else "") + urlencode(query)
         url = urlunsplit((parts.scheme, parts.netloc, parts.path, extra, ""))
@@ -387,15 +301,21 @@ class Client:
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise Unreachable(self.url, str(exc) or type(exc).__name__) from None
 
+    def _opened(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._protocol.connection_opened()
+        self._pump()
+
     async def _run(self, ws: ClientConnection) -> None:
-        """Read until the socket drops; then reconnect and rejoin, until closed for good."""
+        """Read until the socket drops; then reconnect as the protocol decides, until it stops."""
+        loop = asyncio.get_running_loop()
+        protocol = self._protocol
         while True:
-            self._ws = ws
-            loop = asyncio.get_running_loop()
             helpers = [loop.create_task(self._writer(ws)), loop.create_task(self._heartbeat(ws))]
             try:
                 async for data in ws:
-                    self._receive(data)
+                    protocol.receive_data(data)
+                    self._pump()
             except ConnectionClosed:
                 pass
             finally:
@@ -403,115 +323,48 @@ class Client:
                     task.cancel()
                 self._ws = None
                 self._outbox.clear()
-                self._fail_pending()
-            if self._closing or not self.reconnect:
-                return
-            code = ws.close_code
-            self._status(f"disconnected (close code {code}); reconnecting")
-            for channel in self._channels.values():
-                if channel.state != "closed":
-                    channel.state = "errored"
-            next_ws = await self._reconnect()
+            wait = protocol.connection_closed(ws.close_code, ws.close_reason or "", closing=self._closing)
+            self._pump()
+            next_ws = await self._reconnect(wait)
             if next_ws is None:
-                return
-            if self._closing:  # close() ran while the handshake was in flight
-                await next_ws.close()
+                self._stopped.set()
+                self._fail_futures(ConnectionLost())
                 return
             ws = next_ws
-            self._ws = ws
-            self._status("reconnected")
-            for channel in list(self._channels.values()):
-                if channel._wanted:
-                    channel._schedule_rejoin(immediate=True)
+            self._opened(ws)
 
-    async def _reconnect(self) -> ClientConnection | None:
-        for attempt in itertools.count():
+    async def _reconnect(self, wait: float | None) -> ClientConnection | None:
+        """Try again after each wait the protocol asks for; None once it says stop (or close() ran)."""
+        while wait is not None and not self._closing:
             try:
-                await asyncio.wait_for(self._stopped.wait(), _backoff(RECONNECT_AFTER, attempt))
-                return None  # closed for good while waiting
+                await asyncio.wait_for(self._stopped.wait(), wait)  # close() ends the wait early
+                return None
             except TimeoutError:
                 pass
+            self._protocol.connecting()
+            self._pump()
             try:
-                return await self._open()
-            except (ConnectRefused, Unreachable) as exc:
-                if attempt % 10 == 9:
-                    self._status(f"still reconnecting: {exc}")
-        return None  # pragma: no cover - itertools.count never ends
+                ws = await self._open()
+            except ConnectRefused as exc:
+                wait = self._protocol.connection_failed(str(exc), exc.status, exc.body)
+            except Unreachable as exc:
+                wait = self._protocol.connection_failed(str(exc))
+            else:
+                if self._closing:  # close() ran while the handshake was in flight
+                    await ws.close()
+                    return None
+                return ws
+            self._pump()
+        return None
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)  # the heartbeat period itself
-            message = Message(None, None, PHOENIX_TOPIC, HEARTBEAT, {})
-            try:
-                await self._request(message, None, self.heartbeat)
-            except ReplyTimeout:
-                self._status("heartbeat timeout; closing the socket")
+            alive = self._protocol.heartbeat()
+            self._pump()
+            if not alive:
                 await ws.close(1000, "heartbeat timeout")
                 return
-            except ConnectionLost:
-                return
-
-    def _receive(self, data: str | bytes) -> None:
-        try:
-            message = _SERIALIZER.decode(data)
-        except ProtocolViolation as exc:
-            self._status(f"ignored a frame: {exc}")
-            return
-        if message.event == PHX_REPLY:
-            entry = self._pending.pop(message.ref, None) if message.ref is not None else None
-            if entry is not None:
-                future, timer = entry
-                if timer is not None:
-                    timer.cancel()
-                payload = message.payload if isinstance(message.payload, dict) else {}
-                if not future.done():
-                    future.set_result(Reply(message.join_ref, message.ref, message.topic,
-                                            str(payload.get("status")), payload.get("response")))
-            return
-        if message.topic == PHOENIX_TOPIC and message.event == TOKEN_EXPIRING:
-            self._token_expiring(message.payload)
-            return
-        channel = self._channels.get(message.topic)
-        if channel is not None and (message.join_ref is None or message.join_ref == channel.join_ref):
-            channel._receive(message)
-
-    def _token_expiring(self, payload: Any) -> None:
-        """The server's warning: send a fresh token in band when we can mint one, else say so."""
-        left = payload.get("expires_in") if isinstance(payload, dict) else None
-        if not callable(self.token):
-            self._status(f"the token expires in {left}s and cannot be refreshed; the server will close the socket")
-            return
-        refresh = Message(None, None, PHOENIX_TOPIC, ACCESS_TOKEN, {"access_token": self.token()})
-        self._request(refresh, None, self.timeout).add_done_callback(self._refreshed)
-
-    def _refreshed(self, future: asyncio.Future[Reply]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return  # the socket dropped; reconnecting mints a fresh token anyway
-        reply = future.result()
-        if reply.status != "ok":
-            self._status(f"token refresh refused: {reply.response}")
-        else:
-            self._status(f"token refreshed; it expires in {reply.response.get('expires_in')}s")
-
-    # -- requests ----------------------------------------------------------------------------
-
-    def _make_ref(self) -> str:
-        return str(next(self._refs))
-
-    def _request(self, message: Message, join_ref: str | None, timeout: float | None,
-                 ref: str | None = None) -> asyncio.Future[Reply]:
-        """Send ``message`` with a fresh ref; the future resolves with its reply."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Reply] = loop.create_future()
-        if self._ws is None:
-            future.set_exception(ConnectionLost())
-            return future
-        ref = ref if ref is not None else self._make_ref()
-        timer = None if timeout is None else loop.call_later(timeout, self._expire_ref, ref, message, timeout)
-        self._pending[ref] = (future, timer)
-        self._outbox.append(_SERIALIZER.encode(Message(join_ref, ref, message.topic, message.event, message.payload)))
-        self._wake.set()
-        return future
 
     async def _writer(self, ws: ClientConnection) -> None:
         """Send queued frames in order; one task per socket, so a push costs no task of its own."""
@@ -521,29 +374,102 @@ class Client:
                 await self._wake.wait()
                 self._wake.clear()
                 while outbox:
-                    await ws.send(outbox.popleft(), text=True)
+                    frame = outbox.popleft()
+                    await ws.send(frame, text=not isinstance(frame, BinaryFrame))
         except ConnectionClosed:
-            pass  # the reader notices the close and fails the pending replies
+            pass  # the reader notices the close
 
-    def _expire_ref(self, ref: str, message: Message, timeout: float) -> None:
-        entry = self._pending.pop(ref, None)
-        if entry is not None:
-            self._expire(entry[0], message, timeout)
+    # -- the protocol's output ---------------------------------------------------------------
 
-    @staticmethod
-    def _expire(future: asyncio.Future[Reply], message: Message, timeout: float) -> None:
-        if not future.done():
-            future.set_exception(ReplyTimeout(message.topic, message.event, timeout))
+    def _pump(self) -> None:
+        """Queue the protocol's frames for the writer and act on its events."""
+        protocol = self._protocol
+        frames = protocol.data_to_send()
+        if frames:
+            if self._ws is not None:
+                self._outbox.extend(frames)
+                self._wake.set()
+        for event in protocol.events_received():
+            kind = type(event)
+            if kind is Replied:
+                self._settle(event.ref, event.reply)  # type: ignore[union-attr]
+            elif kind is Received:
+                self._deliver(event)  # type: ignore[arg-type]
+            elif kind is Failed:
+                self._settle(event.ref, event.error)  # type: ignore[union-attr]
+            elif kind is RejoinDue:
+                self._schedule_rejoin(event)  # type: ignore[arg-type]
+            elif kind is RefreshDue:
+                if callable(self.token):
+                    protocol.refresh_token(self.token())
+                    self._pump()
+            elif self.on_status is not None:
+                self.on_status(event)  # type: ignore[arg-type]
 
-    def _fail_pending(self) -> None:
-        pending, self._pending = self._pending, {}
-        for future, timer in pending.values():
+    def _deliver(self, event: Received) -> None:
+        channel = self._channels.get(event.topic)
+        if channel is None:
+            return
+        channel._inbox.put_nowait(event.event)
+        if isinstance(event.event, Message) and event.event.event == PHX_CLOSE:
+            self._channels.pop(event.topic, None)
+
+    def _request(self, ref: str, timeout: float | None, topic: str, event: str) -> asyncio.Future[Reply]:
+        """The future of ``ref``'s reply, failed with ReplyTimeout after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, self._expire, ref, topic, event, timeout)
+        self._futures[ref] = (future, timer)
+        self._pump()
+        return future
+
+    def _settle(self, ref: str, outcome: Reply | ClientError) -> None:
+        entry = self._futures.pop(ref, None)
+        if entry is None:
+            return
+        future, timer = entry
+        if timer is not None:
+            timer.cancel()
+        if future.done():
+            return
+        if isinstance(outcome, Reply):
+            future.set_result(outcome)
+        else:
+            future.set_exception(outcome)
+            future.exception()  # retrieved: its owner may have stopped waiting
+
+    def _expire(self, ref: str, topic: str, event: str, timeout: float) -> None:
+        entry = self._futures.pop(ref, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(ReplyTimeout(topic, event, timeout))
+        self._protocol.expire(ref)
+        self._pump()
+
+    def _fail_futures(self, error: ClientError) -> None:
+        futures, self._futures = self._futures, {}
+        for future, timer in futures.values():
             if timer is not None:
                 timer.cancel()
             if not future.done():
-                future.set_exception(ConnectionLost())
-                future.exception()  # retrieved: nobody may be awaiting it any more
+                future.set_exception(error)
+                future.exception()
 
-    def _status(self, text: str) -> None:
-        if self.on_status is not None:
-            self.on_status(text)
+    def _schedule_rejoin(self, due: RejoinDue) -> None:
+        self._cancel_rejoin(due.topic)
+        self._rejoins[due.topic] = asyncio.get_running_loop().call_later(due.wait, self._rejoin, due.topic)
+
+    def _rejoin(self, topic: str) -> None:
+        self._rejoins.pop(topic, None)
+        self._protocol.rejoin(topic)
+        self._pump()
+
+    def _cancel_rejoin(self, topic: str) -> None:
+        timer = self._rejoins.pop(topic, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _stop_error(self) -> ClientError:
+        stopped = self._protocol.stopped
+        if isinstance(stopped, Refused):
+            return ConnectRefused(stopped.status, stopped.body)
+        return ConnectionLost()

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 import orjson
 
 from chanctl.errors import ProtocolViolation
-from chanctl.protocol.messages import Broadcast, Message, Reply
+from chanctl.protocol.messages import PHX_REPLY, Broadcast, Message, Reply
 
-__all__ = ["BinaryFrame", "Serializer", "V1Json", "V2Json", "binary_push", "negotiate"]
+__all__ = ["BinaryFrame", "ClientSerializer", "Serializer", "V1Json", "V2Json", "binary_push", "negotiate"]
 
 _VSN = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
 
@@ -35,6 +35,16 @@ class Serializer(Protocol):
         ...
 
     def encode(self, message: Message | Reply | Broadcast) -> bytes: ...
+
+
+class ClientSerializer(Protocol):
+    """The client's half of a serializer: what it sends and how it reads what a server sends."""
+
+    vsn: str
+
+    def encode_for_server(self, message: Message) -> bytes: ...
+
+    def decode_from_server(self, data: str | bytes) -> Message: ...
 
 
 MAX_DEPTH = 250
@@ -108,6 +118,22 @@ def binary_push(message: Message) -> BinaryFrame:
     return _binary(_PUSH, *fields, payload=message.payload)
 
 
+def _unpack(data: bytes, names: tuple[str, ...], what: str) -> tuple[list[str], bytes]:
+    """The UTF-8 fields whose sizes follow byte 0 of a binary frame (§2.3), and the payload after them."""
+    if len(data) < 1 + len(names):
+        raise ProtocolViolation(f"binary {what} shorter than its {1 + len(names)}-byte header", 1007)
+    pos, fields = 1 + len(names), []
+    for size, name in zip(data[1 : 1 + len(names)], names):
+        if pos + size > len(data):
+            raise ProtocolViolation(f"binary {what} ends inside its {name}", 1007)
+        try:
+            fields.append(data[pos : pos + size].decode())
+        except UnicodeDecodeError:
+            raise ProtocolViolation(f"binary {what} {name} is not UTF-8", 1007) from None
+        pos += size
+    return fields, data[pos:]
+
+
 class V2Json:
     """``[join_ref, ref, topic, event, payload]`` arrays (vsn 2.0.x, what phoenix.js speaks), plus
     the binary frames of §2.3 for ``bytes`` payloads."""
@@ -130,20 +156,38 @@ class V2Json:
         if not data or data[0] != _PUSH:
             kind = data[0] if data else "(empty)"
             raise ProtocolViolation(f"binary frame of kind {kind}; clients only send kind 0 (push)", 1007)
-        if len(data) < 5:
-            raise ProtocolViolation("binary push shorter than its 5-byte header", 1007)
-        sizes, pos, fields = data[1:5], 5, []
-        for size, name in zip(sizes, ("join_ref", "ref", "topic", "event")):
-            if pos + size > len(data):
-                raise ProtocolViolation(f"binary push ends inside its {name}", 1007)
-            try:
-                fields.append(data[pos : pos + size].decode())
-            except UnicodeDecodeError:
-                raise ProtocolViolation(f"binary push {name} is not UTF-8", 1007) from None
-            pos += size
-        join_ref, ref, topic, event = fields
+        (join_ref, ref, topic, event), payload = _unpack(data, ("join_ref", "ref", "topic", "event"), "push")
         # The JS client writes a null join_ref/ref as the empty string.
-        return Message(join_ref or None, ref or None, topic, event, data[pos:])
+        return Message(join_ref or None, ref or None, topic, event, payload)
+
+    def decode_from_server(self, data: str | bytes) -> Message:
+        """A frame as a client reads it, as phoenix.js decodes: a text frame as :meth:`decode` does;
+        a binary push (kind 0, no ref), reply (kind 1, a ``phx_reply`` whose response is the bytes)
+        or broadcast (kind 2, no refs).
+
+        Raises:
+            ProtocolViolation: not a frame a server sends.
+        """
+        if isinstance(data, str):
+            return self.decode(data)
+        data = bytes(data)
+        kind = data[0] if data else None
+        if kind == _PUSH:
+            (join_ref, topic, event), payload = _unpack(data, ("join_ref", "topic", "event"), "push")
+            return Message(join_ref or None, None, topic, event, payload)
+        if kind == _REPLY:
+            (join_ref, ref, topic, status), payload = _unpack(data, ("join_ref", "ref", "topic", "status"), "reply")
+            return Message(join_ref or None, ref or None, topic, PHX_REPLY, {"status": status, "response": payload})
+        if kind == _BROADCAST:
+            (topic, event), payload = _unpack(data, ("topic", "event"), "broadcast")
+            return Message(None, None, topic, event, payload)
+        raise ProtocolViolation(f"binary frame of kind {'(empty)' if kind is None else kind}; servers send 0, 1 or 2", 1007)
+
+    def encode_for_server(self, message: Message) -> bytes:
+        """A client's frame: a JSON array, or :func:`binary_push` for a ``bytes`` payload."""
+        if isinstance(message.payload, bytes):
+            return binary_push(message)
+        return orjson.dumps([message.join_ref, message.ref, message.topic, message.event, message.payload])
 
     def encode(self, message: Message | Reply | Broadcast) -> bytes:
         if isinstance(message, Broadcast):
@@ -184,6 +228,17 @@ class V1Json:
             _name(frame["event"], "event"),
             frame["payload"],
         )
+
+    def decode_from_server(self, data: str | bytes) -> Message:
+        """A frame as a client reads it: the same objects both ways (V1 has no binary frames)."""
+        return self.decode(data)
+
+    def encode_for_server(self, message: Message) -> bytes:
+        """A client's frame, with its join_ref (which the server reads when present)."""
+        if isinstance(message.payload, bytes):
+            raise ProtocolViolation("a vsn 1.0.0 socket cannot carry a binary payload (V1 has no binary frames)", 1011)
+        return orjson.dumps({"topic": message.topic, "event": message.event, "payload": message.payload,
+                             "ref": message.ref, "join_ref": message.join_ref})
 
     def encode(self, message: Message | Reply | Broadcast) -> bytes:
         if isinstance(message.response if isinstance(message, Reply) else message.payload, bytes):

@@ -8,6 +8,7 @@ import pytest
 import websockets
 
 from chanctl.client import Client, endpoint_url
+from chanctl.client.protocol import Refused, Status
 from chanctl.config.load import load_config
 from chanctl.errors import ClientError, ConnectRefused, ReplyTimeout
 from chanctl.protocol.messages import PHX_ERROR
@@ -16,11 +17,11 @@ from chanctl.tokens import TokenSigner
 from tests.support import SECRET, TIMEOUT
 
 
-async def status_lines(queue: asyncio.Queue[str], *wanted: str) -> None:
-    """Wait until a status line containing each of ``wanted`` has been reported, in order."""
+async def status_lines(queue: asyncio.Queue[Status], *wanted: str) -> None:
+    """Wait until a status whose line contains each of ``wanted`` has been reported, in order."""
     async with asyncio.timeout(TIMEOUT):
         for text in wanted:
-            while text not in await queue.get():
+            while text not in str(await queue.get()):
                 pass
 
 
@@ -52,7 +53,7 @@ async def test_a_push_before_the_join_completes_is_sent_once_joined(chat_server,
 
 
 async def test_reconnects_and_rejoins_after_the_server_disconnects_it(chat_server, mint):
-    statuses: asyncio.Queue[str] = asyncio.Queue()
+    statuses: asyncio.Queue[Status] = asyncio.Queue()
     async with Client(chat_server.url, token=mint(7), on_status=statuses.put_nowait) as client:
         updates = client.channel("updates:all")
         await updates.join(TIMEOUT)
@@ -73,7 +74,7 @@ async def test_a_channel_error_rejoins(mint, tmp_path):
     yaml = "auth: {secret: '${CHANCTL_SECRET}'}\ntopics: {'crash:{id}': {join: true, handler: 'crashy:Crashy'}}\n"
     config = tmp_path / "crash.yaml"
     config.write_text(yaml)
-    statuses: asyncio.Queue[str] = asyncio.Queue()
+    statuses: asyncio.Queue[Status] = asyncio.Queue()
     async with build_server(load_config(config, env={"CHANCTL_SECRET": SECRET}), host="127.0.0.1", port=0) as server:
         async with Client(server.url, token=mint(7), on_status=statuses.put_nowait) as client:
             channel = client.channel("crash:1")
@@ -93,7 +94,7 @@ async def test_a_missed_heartbeat_closes_the_socket_and_reconnects():
         opened.put_nowait(None)
         await ws.wait_closed()
 
-    statuses: asyncio.Queue[str] = asyncio.Queue()
+    statuses: asyncio.Queue[Status] = asyncio.Queue()
     async with websockets.serve(silent, "127.0.0.1", 0) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         async with Client(f"ws://127.0.0.1:{port}/socket", heartbeat=0.1, on_status=statuses.put_nowait):
@@ -117,7 +118,7 @@ async def test_a_token_function_refreshes_in_band_and_reconnects_with_a_fresh_to
         minted.append(signer.mint(7, ttl=7200 if minted else 60))
         return minted[-1]
 
-    lines: asyncio.Queue[str] = asyncio.Queue()
+    lines: asyncio.Queue[Status] = asyncio.Queue()
     async with make_server(SESSION_YAML) as server, Client(server.url, token=token, on_status=lines.put_nowait):
         # Its first token is within the warning window: the server warns at once, the client refreshes.
         await status_lines(lines, "token refreshed")
@@ -129,7 +130,7 @@ async def test_a_token_function_refreshes_in_band_and_reconnects_with_a_fresh_to
 
 
 async def test_a_fixed_token_says_it_cannot_be_refreshed(make_server):
-    lines: asyncio.Queue[str] = asyncio.Queue()
+    lines: asyncio.Queue[Status] = asyncio.Queue()
     token = TokenSigner(SECRET).mint(7, ttl=60)
     async with make_server(SESSION_YAML) as server, Client(server.url, token=token, on_status=lines.put_nowait):
         await status_lines(lines, "cannot be refreshed")
@@ -154,7 +155,7 @@ async def next_offsets(channel, count: int) -> list[int]:
 
 
 async def test_the_client_recovers_what_it_missed_while_reconnecting(make_server, mint):
-    lines: asyncio.Queue[str] = asyncio.Queue()
+    lines: asyncio.Queue[Status] = asyncio.Queue()
     async with make_server(HISTORY_YAML) as server, Client(server.url, token=mint(7), on_status=lines.put_nowait) as client:
         room = client.channel("room:1")
         await room.join(TIMEOUT)
@@ -174,3 +175,31 @@ async def test_the_client_recovers_what_it_missed_while_reconnecting(make_server
         await status_lines(lines, "rejoined")
         server.pubsub.broadcast("room:1", "n", {"n": 20})
         assert await next_offsets(room, 1) == [20]
+
+
+async def test_binary_broadcasts_reach_a_v2_client_and_a_v1_client_works(chat_server, mint):
+    async with Client(chat_server.url, token=mint(7)) as v2, Client(chat_server.url, token=mint(8), vsn="1.0.0") as v1:
+        binary, plain = v2.channel("updates:all"), v1.channel("updates:all")
+        await binary.join(TIMEOUT)
+        chat_server.pubsub.broadcast("updates:all", "blob", b"\x00\xff")
+        event = await asyncio.wait_for(anext(binary.events()), TIMEOUT)
+        assert (event.event, event.payload) == ("blob", b"\x00\xff")
+        await plain.join(TIMEOUT)  # after: a V1 subscriber cannot be sent a binary broadcast
+        chat_server.pubsub.broadcast("updates:all", "news", {"n": 1})
+        for channel in (binary, plain):
+            event = await asyncio.wait_for(anext(channel.events()), TIMEOUT)
+            assert (event.event, event.payload) == ("news", {"n": 1})
+
+
+async def test_a_403_on_reconnect_is_final(chat_server, mint):
+    statuses: asyncio.Queue[Status] = asyncio.Queue()
+    async with Client(chat_server.url, token=mint(7), on_status=statuses.put_nowait) as client:
+        updates = client.channel("updates:all")
+        await updates.join(TIMEOUT)
+        client.token = "forged"  # as if it expired: the server refuses the reconnect
+        assert chat_server.disconnect("user_socket:7") == 1
+        stopped = await asyncio.wait_for(client.wait_stopped(), TIMEOUT)
+        assert isinstance(stopped, Refused) and stopped.status == 403 and stopped.final
+        with pytest.raises(ConnectRefused):
+            await asyncio.wait_for(anext(updates.events()), TIMEOUT)
+        assert updates.state == "closed"

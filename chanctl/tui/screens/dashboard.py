@@ -20,6 +20,7 @@ from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
 from chanctl.client import Client, ClientChannel
+from chanctl.client.protocol import Open, Refused, Rejoined, Status as ClientStatus
 from chanctl.errors import ClientError, ConnectRefused, JoinRefused
 from chanctl.protocol.messages import ADMIN_TOPIC, PHX_CLOSE
 from chanctl.tui.messages import Connecting, Disconnected, Inspected, Snapshot, Stats, Status, Traffic
@@ -45,11 +46,14 @@ __all__ = ["DashboardScreen"]
 _FEED_EVENTS = {"snapshot": Snapshot, "stats": Stats, "traffic": Traffic}
 
 
-def client_status(text: str) -> Status:
-    """The one place that reads the client's status lines: a reconnect or a rejoin keeps the state
-    (the next snapshot makes the screen live); anything else means the figures are going stale."""
-    recovered = text == "reconnected" or text.endswith(": rejoined")
-    return Status(text, state=None if recovered else "reconnecting")
+def client_status(event: ClientStatus) -> Status:
+    """The one place that reads the client's status: a reconnect or a rejoin keeps the state (the
+    next snapshot makes the screen live), a final refusal (403) is final; anything else means the
+    figures are going stale."""
+    if isinstance(event, Refused) and event.final:
+        return Status(str(event), state="refused")
+    recovered = isinstance(event, (Open, Rejoined))
+    return Status(str(event), state=None if recovered else "reconnecting")
 
 
 class FilterInput(Input):
@@ -139,8 +143,9 @@ class DashboardScreen(Screen[None]):
         """Join the admin plane and post every event; the client reconnects and rejoins by itself."""
         self.post_message(Connecting(self.url))
 
-        def status(text: str) -> None:
-            self.post_message(client_status(text))
+        def status(event: ClientStatus) -> None:
+            if not event.routine:
+                self.post_message(client_status(event))
 
         async with Client(self.url, token=self.token, timeout=self.timeout, on_status=status) as client:
             channel = client.channel(ADMIN_TOPIC)
