@@ -222,6 +222,11 @@ def load_config_text(text: str, file: str = "<string>", env: Mapping[str, str] |
         data = reader.build(node, ())
     except RecursionError:
         raise ConfigError([Problem(_TOO_DEEP, "", file, 1, 1, _SELF_ALIAS)]) from None
+    except yaml.MarkedYAMLError as exc:  # a tag the safe loader does not know, e.g. `!foo x`
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise ConfigError([Problem(f"invalid YAML: {exc.problem}", "", file, line, col,
+                                   "chanctl reads plain YAML: no custom tags")]) from None
     if not isinstance(data, dict):
         raise ConfigError([Problem("the config must be a mapping of keys (server, auth, topics, ...)", "", file, 1, 1)])
     config = None

@@ -26,7 +26,8 @@ def alias_bomb(levels: int = 9) -> str:
     ("latin1.yaml", b'server:\n  host: "\xe9"\n', "is not UTF-8 text"),
     ("deep.yaml", ("data: " + "[" * 5000 + "]" * 5000 + "\n").encode(), "nested too deeply"),
     ("bomb.yaml", alias_bomb().encode(), "YAML aliases"),
-], ids=["not-utf8", "deep", "alias-bomb"])
+    ("tag.yaml", b"server: !foo x\n", "could not determine a constructor for the tag '!foo'"),
+], ids=["not-utf8", "deep", "alias-bomb", "unknown-tag"])
 async def test_a_config_that_cannot_be_read_is_a_located_problem(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
