@@ -20,6 +20,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +144,33 @@ def _handler(screen: DashboardScreen, message: Any) -> Any:
     return {Snapshot: screen.on_snapshot, Stats: screen.on_stats, Traffic: screen.on_traffic}[type(message)]
 
 
-async def render(size: tuple[int, int]) -> str:
-    """The dashboard at ``size`` after the replay, as SVG (in UTC, whatever the machine's zone)."""
-    zone = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
+PINNED_ENV = {"TZ": "UTC", "NO_COLOR": None}
+"""The environment a picture is drawn in, whatever the caller's: times in UTC, colours on
+(Textual honours ``NO_COLOR``, which would draw every picture without them)."""
+
+
+@contextmanager
+def pinned_environment() -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in PINNED_ENV}
+
+    def apply(values: dict[str, str | None]) -> None:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        time.tzset()
+
+    apply(PINNED_ENV)
     try:
+        yield
+    finally:
+        apply(saved)
+
+
+async def render(size: tuple[int, int]) -> str:
+    """The dashboard at ``size`` after the replay, as SVG, in the pinned environment."""
+    with pinned_environment():
         replay, replies = chat_minute()
         app = ReplayApp(replies)
         async with app.run_test(size=size) as pilot:
@@ -166,12 +188,6 @@ async def render(size: tuple[int, int]) -> str:
                 await pilot.pause()
             await pilot.wait_for_scheduled_animations()
             return app.export_screenshot(title="chanctl watch")
-    finally:
-        if zone is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = zone
-        time.tzset()
 
 
 def pictures() -> Iterator[tuple[Path, str]]:
