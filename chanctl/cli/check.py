@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from chanctl.cli.common import claim_value, die, err, out, parse_claims
+from chanctl.cli.common import DEFAULT_CONFIG, claim_value, config_argument, die, err, out, parse_claims
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.errors import ConfigError
 
@@ -24,7 +24,7 @@ __all__ = ["check"]
 
 
 def check(
-    config: Annotated[str | None, typer.Argument(help="The YAML config to validate.")] = None,
+    config: Annotated[str | None, typer.Argument(help=f"The YAML config to validate (default: ./{DEFAULT_CONFIG}).", show_default=False)] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Explain whether --user may join --topic (or send --event).")] = False,
     user: Annotated[str | None, typer.Option("--user", "-u", help="With --explain: the user id (numbers stay numbers).")] = None,
     claim: Annotated[list[str] | None, typer.Option("--claim", help="With --explain: another token claim, key=value (repeatable).")] = None,
@@ -35,21 +35,22 @@ def check(
     reference: Annotated[bool, typer.Option("--reference", help="Print the config reference, generated from the schema, and exit.")] = False,
     json: Annotated[bool, typer.Option("--json", help="With --explain: print the explanation as one JSON object.")] = False,
 ) -> None:
-    """Validate CONFIG: list every problem with file:line:column (exit 1), or summarize it and run
-    its `tests:` (exit 1 if one fails). With --explain, say why a user may or may not join or send."""
+    """Validate CONFIG (default ./chanctl.yaml): list every problem with file:line:column (exit 1), or
+    summarize it and run its `tests:` (exit 1 if one fails). No such file: exit 2. With --explain,
+    say why a user may or may not join or send (exit 3 when refused)."""
     if reference:
         from chanctl.config.reference import render_reference
 
         out(render_reference().rstrip("\n"))
         return
-    if config is None:
-        die("check needs a CONFIG file (or --reference)", ExitCode.USAGE)
+    path = config_argument(config)
+    config = str(path)
     # Here, so other commands start without the schema; the very step serve takes, so check refuses
     # exactly what serve would.
     from chanctl.server.compile import compile_file
 
     try:
-        compiled = compile_file(config)
+        compiled = compile_file(path)
     except ConfigError as exc:
         for problem in exc.problems:
             out(str(problem))

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from chanctl.server.compile import CompiledConfig
 
 __all__ = [
-    "DEFAULT_CONFIG", "claim_value", "compile_or_die", "die", "err", "find_config", "load_or_die", "out", "parse_claims",
-    "positive_seconds",
+    "DEFAULT_CONFIG", "claim_value", "compile_or_die", "config_argument", "die", "err", "find_config", "load_or_die",
+    "out", "parse_claims", "positive_seconds",
 ]
 
 DEFAULT_CONFIG = "chanctl.yaml"
@@ -58,8 +58,22 @@ def find_config(explicit: str | None) -> Path | None:
     return default if default.exists() else None
 
 
+def config_argument(given: str | None) -> Path:
+    """The CONFIG argument of ``serve`` and ``check``: the file given, else ``./chanctl.yaml``.
+
+    A file that is not there is a usage error (exit 2), as a missing ``--config`` is; what is wrong
+    inside a file that is there is a config problem (exit 1).
+    """
+    if given is not None:
+        return find_config(given)  # type: ignore[return-value]
+    default = Path(DEFAULT_CONFIG)
+    if not default.exists():
+        die(f"no config given and no ./{DEFAULT_CONFIG} here: pass CONFIG, or run `chanctl init`", ExitCode.USAGE)
+    return default
+
+
 def load_or_die(path: str | os.PathLike[str]) -> LoadedConfig:
-    """Load a config; on problems print each one and exit 2."""
+    """Load a config; on problems print each one and exit 1 (a missing file is exit 2, earlier)."""
     # Imported here: pydantic, jsonschema and the schema cost ~0.15 s, which commands that need
     # no config (`chanctl token --user 42` with CHANCTL_SECRET, `send` with CHANCTL_URL) skip.
     from chanctl.config.load import load_config
@@ -84,7 +98,7 @@ def compile_or_die(loaded: LoadedConfig) -> CompiledConfig:
 def _refuse(path: str | os.PathLike[str], exc: ConfigError) -> NoReturn:
     for problem in exc.problems:
         err(str(problem))
-    die(f"{path} does not load ({len(exc.problems)} problem{'s' * (len(exc.problems) != 1)})", ExitCode.USAGE)
+    die(f"{path} does not load ({len(exc.problems)} problem{'s' * (len(exc.problems) != 1)})", ExitCode.ERROR)
 
 
 def claim_value(text: str) -> Any:

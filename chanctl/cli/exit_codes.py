@@ -1,4 +1,4 @@
-"""Exit codes, documented and stable; scripts may rely on them."""
+"""Exit codes, documented and stable (README "Exit codes"); scripts may rely on them."""
 
 import enum
 
@@ -16,3 +16,5 @@ class ExitCode(enum.IntEnum):
     """The server refused the connection or the join."""
     UNREACHABLE = 4
     """Timeout, or the server could not be reached."""
+    INTERRUPTED = 130
+    """Ctrl+C (128 + SIGINT, as shells report it); ``serve`` instead stops cleanly and exits 0."""

@@ -55,8 +55,15 @@ async def _listen(url: str, token: str | Callable[[], str], topics: list[str], j
                   timeout: float | None, params: dict[str, Any] | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    stopped_by: list[ExitCode] = []
+
+    def on_signal(code: ExitCode) -> None:
+        stopped_by.append(code)
+        stop.set()
+
+    # Ctrl+C is the user interrupting (130); SIGTERM is a supervisor's ordinary stop (0).
+    loop.add_signal_handler(signal.SIGINT, on_signal, ExitCode.INTERRUPTED)
+    loop.add_signal_handler(signal.SIGTERM, on_signal, ExitCode.OK)
     inbox: asyncio.Queue[Event] = asyncio.Queue()
     async with Client(url, token=token, timeout=timeout or 10.0, on_status=lambda status: status.routine or err(f"chanctl: {status}")) as client:
         channels = [client.channel(topic, params, inbox=inbox) for topic in topics]
@@ -74,7 +81,7 @@ async def _listen(url: str, token: str | Callable[[], str], topics: list[str], j
                 if received not in done:
                     received.cancel()
                     if stopped in done:
-                        return int(ExitCode.OK)
+                        return int(stopped_by[0])
                     return int(ExitCode.UNREACHABLE if count is not None else ExitCode.OK)
                 event = received.result()
                 if isinstance(event, PresenceChange):

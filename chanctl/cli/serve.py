@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from chanctl.cli.common import compile_or_die, die, err, load_or_die
+from chanctl.cli.common import DEFAULT_CONFIG, compile_or_die, config_argument, die, err, load_or_die
 from chanctl.cli.exit_codes import ExitCode
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def serve(
-    config: Annotated[str, typer.Argument(help="The server's YAML config.")],
+    config: Annotated[str | None, typer.Argument(help=f"The server's YAML config (default: ./{DEFAULT_CONFIG}).", show_default=False)] = None,
     host: Annotated[str | None, typer.Option("--host", help="Override server.host.")] = None,
     port: Annotated[int | None, typer.Option("--port", "-p", envvar="CHANCTL_PORT", min=0, max=65535, help="Override server.port; 0 picks a free one.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
@@ -34,10 +34,14 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=256, help="Run N processes on one port (SO_REUSEPORT) that form a cluster through the config's Redis.")] = 1,
     reuse_port: Annotated[bool, typer.Option("--reuse-port", hidden=True, help="Listen with SO_REUSEPORT (what --workers gives each worker).")] = False,
 ) -> None:
-    """Run the server described by CONFIG until Ctrl+C or SIGTERM."""
+    """Run the server described by CONFIG (default ./chanctl.yaml) until Ctrl+C or SIGTERM.
+
+    Exit 0 after a clean stop, 1 if the config has problems or the server cannot start, 2 usage
+    (no such config file), 130 when a second Ctrl+C forces the exit."""
     if log_level.lower() not in _LOG_LEVELS:
         die(f"--log-level must be {', '.join(_LOG_LEVELS[:-1])} or {_LOG_LEVELS[-1]}, got {log_level!r}", ExitCode.USAGE)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = str(config_argument(config))
     loaded = load_or_die(config)
     if redis is not None or node is not None:
         loaded = _with_cluster(loaded, redis, node)

@@ -103,5 +103,5 @@ def run_client(main: Callable[[], Awaitable[int]]) -> None:
         err(f"chanctl: {exc}")
         raise typer.Exit(int(exit_code_for(exc))) from None
     except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+        code = ExitCode.INTERRUPTED
+    raise typer.Exit(int(code))

@@ -9,6 +9,7 @@ import asyncio
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests.conftest import CHAT
 from tests.support import ROOT, SECRET, TIMEOUT
@@ -28,16 +29,16 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
     return {**env, "CHANCTL_SECRET": SECRET, **(extra or {})}
 
 
-async def start_chanctl(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+async def start_chanctl(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chanctl", *args, cwd=ROOT, env=_env(env),
+        sys.executable, "-m", "chanctl", *args, cwd=cwd, env=_env(env),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
 
 
-async def chanctl(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
+async def chanctl(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Result:
     """``chanctl ARGS`` to completion; the test fails if it outlives the suite's timeout."""
-    proc = await start_chanctl(*args, env=env)
+    proc = await start_chanctl(*args, env=env, cwd=cwd)
     out, err = await asyncio.wait_for(proc.communicate(None if stdin is None else stdin.encode()), 2 * TIMEOUT)
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
