@@ -2,7 +2,9 @@
 
 PAYLOAD is JSON, ``@file``, or ``-`` for stdin with one JSON message per line: every message goes
 out on the same connection and the replies print in order. ``--broadcast`` publishes through the
-admin plane instead (Phoenix's ``Endpoint.broadcast``): the topic is not joined.
+admin plane instead (Phoenix's ``Endpoint.broadcast``): the topic is not joined, and the reply says
+how many subscribers got it. The operator (no ``--user``/``--token``, the secret at hand) sends that
+way too: server code publishing, not a client pushing into its own channel.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import typer
 
 from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
-from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, refreshing_token, resolve_url, run_client
+from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_identity, resolve_url, run_client
 from chanctl.client import Client
 from chanctl.escape import escape
 from chanctl.protocol.messages import Reply
@@ -37,16 +39,21 @@ def send(
     url: UrlOpt = None,
     config: ConfigOpt = None,
     params: Annotated[str, typer.Option("--params", help="JSON join payload.")] = "{}",
-    broadcast: Annotated[bool, typer.Option("--broadcast", help="Publish server-side via the admin plane, without joining (needs an admin token).")] = False,
+    broadcast: Annotated[bool, typer.Option("--broadcast", help="Publish server-side via the admin plane, without joining (needs an admin token; the operator's default).")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print each reply as a JSON line.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", callback=positive_seconds, help="Seconds to wait for the connection and each reply.")] = 5.0,
 ) -> None:
-    """Push EVENT to TOPIC and print the reply. Exit 0 ok, 1 error reply, 2 usage, 3 refused, 4 timeout."""
+    """Push EVENT to TOPIC as a user and print the reply; without --user/--token, broadcast it
+    server-side as the operator. Exit 0 ok, 1 error reply, 2 usage, 3 refused, 4 timeout, 130 Ctrl+C."""
     join_params = _parse(params, "--params")
     messages = _stdin_messages() if payload == "-" else _one(_payload(payload))
     server = resolve_url(url, config)
-    identity = refreshing_token(user, token, config, admin=broadcast or topic == ADMIN_TOPIC)
-    run_client(lambda: _send(server, identity, topic, event, messages, join_params, broadcast, json, timeout))
+    identity = resolve_identity(user, token, config, admin=broadcast or topic == ADMIN_TOPIC)
+    if identity.operator and topic != ADMIN_TOPIC and not broadcast:
+        broadcast = True
+        err("chanctl: no --user or --token: sending as the operator, a server-side broadcast "
+            "(`--user ID` pushes as that user instead)")
+    run_client(lambda: _send(server, identity.token, topic, event, messages, join_params, broadcast, json, timeout))
 
 
 def _parse(text: str, what: str) -> Any:

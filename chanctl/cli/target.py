@@ -2,13 +2,16 @@
 
 Server: ``--url``, then ``--config`` (its ``server`` section), then ``CHANCTL_URL``, then
 ``./chanctl.yaml``. Identity: ``--user ID`` mints a token with the config's secret (as
-``chanctl token`` does), else ``--token``, else ``CHANCTL_TOKEN``.
+``chanctl token`` does), else ``--token``, else ``CHANCTL_TOKEN``, else the operator: whoever holds
+the secret (``--config``, ``./chanctl.yaml`` or ``CHANCTL_SECRET``) gets a token minted on the fly
+with the admin claim, as Phoenix code on the server may do anything (``Endpoint.broadcast``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -25,14 +28,17 @@ if TYPE_CHECKING:
     from chanctl.config.model import ServerConfig
 
 __all__ = [
-    "ConfigOpt", "TokenOpt", "UrlOpt", "UserOpt", "exit_code_for", "refreshing_token", "resolve_token", "resolve_url",
-    "run_client",
+    "OPERATOR", "ConfigOpt", "Identity", "TokenOpt", "UrlOpt", "UserOpt", "exit_code_for", "refreshing_token",
+    "resolve_identity", "resolve_token", "resolve_url", "run_client",
 ]
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Server socket URL, e.g. ws://127.0.0.1:4000/socket.")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Server config: its URL and token secret.")]
 UserOpt = Annotated[str | None, typer.Option("--user", "-u", help="Connect as this user id (mints a token with the config's secret).")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="CHANCTL_TOKEN", help="Socket token (default: $CHANCTL_TOKEN).")]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="Socket token (default: $CHANCTL_TOKEN).")]
+
+OPERATOR = "operator"
+"""The user id of tokens minted for whoever holds the secret, when no --user/--token is given."""
 
 T = TypeVar("T")
 
@@ -69,25 +75,43 @@ def resolve_url(url: str | None, config: str | None, source: str = "--url") -> s
     die("no server given: pass --url or --config FILE, set CHANCTL_URL, or create ./chanctl.yaml", ExitCode.USAGE)
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Whom a client command connects as, and whether it is the operator."""
+
+    token: str | Callable[[], str]
+    """A token; or, when we hold the secret (``--user``, the operator), a function minting a fresh
+    one per call, so the client can reconnect and refresh in band past the first token's expiry."""
+    operator: bool = False
+    """Minted from the secret because no --user, --token or CHANCTL_TOKEN was given."""
+
+
+def resolve_identity(user: str | None, token: str | None, config: str | None, *, admin: bool = False) -> Identity:
+    """``--user`` (minted, with the admin claim when ``admin``), ``--token``, ``CHANCTL_TOKEN``, else
+    the operator; exit 2 for both --user and --token, or for no identity and no secret."""
+    if user is not None and token is not None:
+        die("--user mints a token and --token gives one: pass only one of them", ExitCode.USAGE)
+    token = token if user is not None else (token or os.environ.get("CHANCTL_TOKEN"))
+    if user is None and token:
+        return Identity(token)
+    if user is None and find_config(config) is None and not os.environ.get("CHANCTL_SECRET"):
+        die("no identity: pass --user ID (mints a token with the config's secret), --token TOKEN, set CHANCTL_TOKEN, "
+            "or hold the secret (--config FILE, ./chanctl.yaml or CHANCTL_SECRET) to act as the operator", ExitCode.USAGE)
+    signer, admin_claim = auth_from(config)
+    user_id = OPERATOR if user is None else claim_value(user)
+    claims = {admin_claim: True} if admin or user is None else {}
+    return Identity(lambda: signer.mint(user_id, claims), operator=user is None)
+
+
 def resolve_token(user: str | None, token: str | None, config: str | None, *, admin: bool = False) -> str:
-    if user is not None:
-        signer, admin_claim = auth_from(config)
-        return signer.mint(claim_value(user), {admin_claim: True} if admin else {})
-    if token:
-        return token
-    die("no identity: pass --user ID (mints a token with the config's secret), --token TOKEN, or set CHANCTL_TOKEN",
-        ExitCode.USAGE)
+    """The token of :func:`resolve_identity`, minted once."""
+    identity = resolve_identity(user, token, config, admin=admin).token
+    return identity if isinstance(identity, str) else identity()
 
 
 def refreshing_token(user: str | None, token: str | None, config: str | None, *, admin: bool = False) -> str | Callable[[], str]:
-    """:func:`resolve_token`, except that ``--user`` gives a function minting a fresh token per
-    call, so the client can reconnect and refresh in band past the first token's expiry."""
-    if user is None:
-        return resolve_token(user, token, config, admin=admin)
-    signer, admin_claim = auth_from(config)
-    claims = {admin_claim: True} if admin else {}
-    user_id = claim_value(user)
-    return lambda: signer.mint(user_id, claims)
+    """The token of :func:`resolve_identity`: a function minting a fresh one when we hold the secret."""
+    return resolve_identity(user, token, config, admin=admin).token
 
 
 def exit_code_for(exc: ClientError) -> ExitCode:

@@ -90,7 +90,8 @@ async def test_send_a_bad_stdin_line_is_skipped_and_exits_2(chat_server):
 async def test_send_usage_errors_exit_2_without_traceback(chat_server):
     bad_json = await chanctl("send", "room:42", "new_msg", "{bad", *user_args(chat_server.url, "42"))
     no_server = await chanctl("send", "room:42", "new_msg")
-    no_identity = await chanctl("send", "room:42", "new_msg", "--url", chat_server.url)
+    # No --user, --token, CHANCTL_TOKEN, and no secret to act as the operator with.
+    no_identity = await chanctl("send", "room:42", "new_msg", "--url", chat_server.url, env={"CHANCTL_SECRET": ""})
     for result in (bad_json, no_server, no_identity):
         assert result.code == 2 and "Traceback" not in result.err, result.err
     assert "PAYLOAD is not JSON" in bad_json.err
