@@ -11,6 +11,8 @@ signature, expired (with the age and the limit).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import time
 from collections.abc import Callable
@@ -30,6 +32,20 @@ _SHAPE = re.compile(r"\.?[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+")
 """payload.timestamp.signature, url-safe base64; a leading ``.`` marks a payload itsdangerous
 compressed (long claims). Matched whole (``fullmatch``)."""
 _CLOCK_SKEW = 5  # seconds a token may be stamped ahead of our clock (another node's clock)
+
+
+def _canonical(part: str) -> bool:
+    """Whether ``part`` is the one base64url spelling of its bytes.
+
+    base64 decoding ignores the spare low bits of the last character (2 bits when the length is 3
+    mod 4, 4 when it is 2 mod 4), so several spellings decode alike and would all verify. One
+    token must have one spelling, or a deny list or a log search could be dodged by retyping it.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == part
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,8 @@ class TokenSigner:
             raise TokenMissing("no token was given")
         if not isinstance(token, str) or not _SHAPE.fullmatch(token):
             raise TokenInvalid("malformed: not a chanctl token (expected three dot-separated parts)")
+        if not all(map(_canonical, token.split("."))):
+            raise TokenInvalid("malformed: not in canonical base64url (altered?)")
         now = self._clock()
         try:
             claims, signed = self._serializer.loads(token, return_timestamp=True)

@@ -1,3 +1,5 @@
+import string
+
 import pytest
 
 from chanctl.errors import TokenExpired, TokenInvalid, TokenMissing
@@ -113,3 +115,20 @@ def test_a_token_with_long_claims_is_compressed_and_still_verifies():
     assert signer.verify(token).claims["tags"] == ["editor"] * 200
     with pytest.raises(TokenInvalid):
         signer.verify(token + "\n")  # the shape is matched whole
+
+
+def test_a_token_has_one_spelling():
+    """The last character of a base64url part carries 2 or 4 spare bits that decoding ignores:
+    every other spelling of the same bytes is refused, in each of the three parts."""
+    signer = TokenSigner(SECRET)
+    alphabet = string.ascii_letters + string.digits + "-_"
+    for user in range(12):  # claims of several lengths: parts of length 2 and 3 mod 4
+        token = signer.mint(user, {"pad": "x" * user})
+        parts = token.split(".")
+        for index, part in enumerate(parts):
+            if not part:
+                continue  # the empty part before a compressed payload's leading "."
+            for char in alphabet.replace(part[-1], ""):
+                respelled = ".".join(parts[:index] + [part[:-1] + char] + parts[index + 1:])
+                with pytest.raises(TokenInvalid):
+                    signer.verify(respelled)

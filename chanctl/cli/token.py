@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -44,7 +45,7 @@ def mint(
     ctx: typer.Context,
     user: Annotated[str | None, typer.Option("--user", "-u", help="User id (numbers stay numbers).")] = None,
     claim: Annotated[list[str] | None, typer.Option("--claim", help="Extra claim key=value; repeatable.")] = None,
-    ttl: Annotated[str | None, typer.Option("--ttl", help="Lifetime shorter than auth.max_age: 90s, 15m, 2h, 14d.")] = None,
+    ttl: Annotated[str | None, typer.Option("--ttl", help="Lifetime up to auth.max_age: 90s, 15m, 2h, 14d.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="Add the admin claim (auth.admin_claim): may join chanctl:admin.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -61,18 +62,28 @@ def mint(
         except ValueError as exc:
             die(f"--ttl: {exc}", ExitCode.USAGE)
     signer, admin_claim = auth_from(config)
+    if seconds is not None and seconds > signer.max_age:
+        # The server would refuse the token once it is older than max_age anyway: a longer --ttl
+        # only promises what the server will not keep.
+        die(f"--ttl {ttl} is longer than auth.max_age ({format_duration(signer.max_age)}); "
+            "the server refuses tokens older than that", ExitCode.USAGE)
     if admin:
+        if admin_claim in claims and claims[admin_claim] is not True:
+            die(f"--admin sets the claim {admin_claim}=true, but --claim {admin_claim}={claims[admin_claim]!r} "
+                "says otherwise: pass one of them", ExitCode.USAGE)
         claims[admin_claim] = True
     out(signer.mint(claim_value(user), claims, ttl=seconds))
 
 
 @app.command()
 def verify(
-    token: Annotated[str, typer.Argument(help="The token to check.")],
+    token: Annotated[str, typer.Argument(help="The token to check; - reads it from stdin.")],
     config: ConfigOpt = None,
     json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Print the token's claims and age, or why it is invalid or expired (exit 1)."""
+    if token == "-":  # `chanctl token --user 42 | chanctl token verify -`: one token, surrounding blanks ignored
+        token = sys.stdin.read().strip()
     signer = signer_from(config)
     try:
         verified = signer.verify(token)

@@ -75,3 +75,37 @@ def test_verify_says_why_and_exits_1(runner, monkeypatch):
     expired = TokenSigner(SECRET, clock=lambda: 1_000_000.0).mint(42)
     result = runner.invoke(app, ["token", "verify", expired])
     assert result.exit_code == 1 and "expired" in result.stderr and "exceeds the limit of 14d" in result.stderr
+
+
+@pytest.mark.parametrize("ttl, code", [("14d", 0), ("15d", 2), ("2w", 0), ("3w", 2)])
+def test_ttl_longer_than_max_age_is_a_usage_error(runner, monkeypatch, ttl, code):
+    monkeypatch.setenv("CHANCTL_SECRET", SECRET)  # no config: Phoenix's default max_age, 14 days
+    result = runner.invoke(app, ["token", "--user", "1", "--ttl", ttl])
+    assert result.exit_code == code, result.output
+    if code:
+        assert "longer than auth.max_age (14d)" in result.stderr and result.stdout == ""
+
+
+def test_admin_with_a_contrary_admin_claim_is_a_usage_error(runner, monkeypatch):
+    monkeypatch.setenv("CHANCTL_SECRET", SECRET)
+    contrary = runner.invoke(app, ["token", "--user", "1", "--admin", "--claim", "admin=false"])
+    assert contrary.exit_code == 2 and contrary.stdout == ""
+    assert "--claim admin=False" in contrary.stderr
+    agreeing = runner.invoke(app, ["token", "--user", "1", "--admin", "--claim", "admin=true"])
+    assert TokenSigner(SECRET).verify(agreeing.stdout.strip()).claims == {"id": 1, "admin": True}
+
+
+def test_verify_dash_reads_the_token_from_stdin(runner, monkeypatch):
+    monkeypatch.setenv("CHANCTL_SECRET", SECRET)
+    token = TokenSigner(SECRET).mint(42)
+    result = runner.invoke(app, ["token", "verify", "-"], input=token + "\n")
+    assert result.exit_code == 0, result.output
+    assert '"id":42' in result.stdout
+
+
+@pytest.mark.parametrize("command", [["send", "room:1", "ping"], ["listen", "room:1"], ["watch"]])
+def test_user_and_token_together_are_a_usage_error(runner, monkeypatch, command):
+    monkeypatch.setenv("CHANCTL_SECRET", SECRET)
+    result = runner.invoke(app, [*command, "--url", "ws://127.0.0.1:9/socket", "--user", "1", "--token", "t"])
+    assert result.exit_code == 2
+    assert "pass only one of them" in result.stderr
