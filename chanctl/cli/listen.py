@@ -1,7 +1,10 @@
 """``chanctl listen TOPIC...``: join and print every event until Ctrl+C, ``--count`` or ``--timeout``.
 
 Readable lines by default, ``--json`` lines for scripts; presence changes are summarized as the
-keys that joined, were updated (left and joined in one diff, as ``typing`` does) and left. The connection reconnects and rejoins by itself (notes go to stderr).
+keys that joined, were updated (left and joined in one diff, as ``typing`` does) and left
+(``--no-presence`` leaves them out, ``--event NAME`` picks events). The connection reconnects and
+rejoins by itself (notes go to stderr), until the server refuses the token (403: expired or
+revoked), which ends it with exit 3.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
@@ -18,6 +22,8 @@ from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, refreshing_token, resolve_url, run_client
 from chanctl.client import Client, Event, PresenceChange
+from chanctl.client.protocol import Closed, Refused
+from chanctl.errors import ConnectionLost, ConnectRefused
 from chanctl.escape import escape
 from chanctl.protocol.messages import PHX_CLOSE, PHX_ERROR
 from chanctl.protocol.messages import ADMIN_TOPIC
@@ -32,15 +38,19 @@ def listen(
     url: UrlOpt = None,
     config: ConfigOpt = None,
     json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
-    count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit 0 after this many events.")] = None,
+    count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit 0 after this many events (presence lines do not count).")] = None,
+    event: Annotated[list[str] | None, typer.Option("--event", "-e", help="Print only this event (repeatable); `presence` selects presence lines.")] = None,
+    no_presence: Annotated[bool, typer.Option("--no-presence", help="Leave out presence lines.")] = False,
     timeout: Annotated[float | None, typer.Option("--timeout", callback=positive_seconds, help="Stop after this many seconds (exit 4 if --count was not reached).")] = None,
     since: Annotated[str | None, typer.Option("--since", help="First replay the broadcasts after this offset (OFFSET or OFFSET@EPOCH) from the topic's history.")] = None,
 ) -> None:
-    """Join TOPICS and print every event. Exit 3 if a join is refused, 4 if unreachable."""
+    """Join TOPICS and print every event. Exit 3 if a join is refused (or the server refuses the
+    token on a reconnect), 4 if unreachable, 130 on Ctrl+C, 0 when stdout closes (`| head -1`)."""
     params = {} if since is None else {"since": _since(since)}
     server = resolve_url(url, config)
     identity = refreshing_token(user, token, config, admin=ADMIN_TOPIC in topics)
-    run_client(lambda: _listen(server, identity, topics, json, count, timeout, params))
+    selection = _Selection(frozenset(event or ()), no_presence)
+    run_client(lambda: _listen(server, identity, topics, json, count, timeout, selection, params))
 
 
 def _since(text: str) -> dict[str, Any]:
@@ -51,8 +61,30 @@ def _since(text: str) -> dict[str, Any]:
     return {"offset": int(offset), **({"epoch": epoch} if epoch else {})}
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """Which events ``listen`` prints (``--event``, ``--no-presence``) and which ones ``--count`` counts."""
+
+    events: frozenset[str]
+    no_presence: bool
+
+    def shows(self, name: str) -> bool:
+        if name == PRESENCE:
+            return not self.no_presence and (not self.events or PRESENCE in self.events)
+        return not self.events or name in self.events
+
+    def counts(self, name: str) -> bool:
+        """Presence lines count only when asked for by name: they are not what --count waits for
+        (the listener's own join would otherwise end ``--count 1``)."""
+        return name != PRESENCE or PRESENCE in self.events
+
+
+PRESENCE = "presence"
+"""The event name ``listen`` gives presence changes (``--event presence``)."""
+
+
 async def _listen(url: str, token: str | Callable[[], str], topics: list[str], json: bool, count: int | None,
-                  timeout: float | None, params: dict[str, Any] | None = None) -> int:
+                  timeout: float | None, selection: _Selection, params: dict[str, Any] | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     stopped_by: list[ExitCode] = []
@@ -73,30 +105,40 @@ async def _listen(url: str, token: str | Callable[[], str], topics: list[str], j
         open_topics = set(topics)
         deadline = None if timeout is None else loop.time() + timeout
         stopped = loop.create_task(stop.wait())
+        gone = loop.create_task(client.wait_stopped())
         try:
             while open_topics and (count is None or seen < count):
                 received = loop.create_task(inbox.get())
                 remaining = None if deadline is None else max(deadline - loop.time(), 0)
-                done, _ = await asyncio.wait({received, stopped}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({received, stopped, gone}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if received not in done:
                     received.cancel()
                     if stopped in done:
                         return int(stopped_by[0])
+                    if gone in done:
+                        why = gone.result()
+                        if isinstance(why, Refused):  # 403 on reconnect: expired or revoked, no retry heals it
+                            raise ConnectRefused(why.status, why.body)
+                        raise ConnectionLost(why.code, why.reason) if isinstance(why, Closed) else ConnectionLost()
                     return int(ExitCode.UNREACHABLE if count is not None else ExitCode.OK)
-                event = received.result()
-                if isinstance(event, PresenceChange):
-                    out(_presence_line(event, json))
-                elif event.event == PHX_CLOSE:
-                    err(f"chanctl: {event.topic}: closed by the server")
-                    open_topics.discard(event.topic)
+                item = received.result()
+                if isinstance(item, PresenceChange):
+                    name, line = PRESENCE, _presence_line(item, json)
+                elif item.event == PHX_CLOSE:
+                    err(f"chanctl: {item.topic}: closed by the server")
+                    open_topics.discard(item.topic)
                     continue
-                elif event.event == PHX_ERROR:
+                elif item.event == PHX_ERROR:
                     continue  # reported by the client's status line; it rejoins
                 else:
-                    out(_event_line(event.topic, event.event, event.payload, json))
-                seen += 1
+                    name, line = item.event, _event_line(item.topic, item.event, item.payload, json)
+                if selection.shows(name):
+                    out(line)
+                    if selection.counts(name):
+                        seen += 1
         finally:
             stopped.cancel()
+            gone.cancel()
     return int(ExitCode.OK)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 from collections.abc import Awaitable, Callable
@@ -120,7 +121,8 @@ def exit_code_for(exc: ClientError) -> ExitCode:
 
 
 def run_client(main: Callable[[], Awaitable[int]]) -> None:
-    """Run a client command's coroutine; client errors become their exit code and one stderr line."""
+    """Run a client command's coroutine; client errors become their exit code and one stderr line,
+    Ctrl+C exits 130 and a closed stdout 0."""
     try:
         code = asyncio.run(main())
     except ClientError as exc:
@@ -128,4 +130,9 @@ def run_client(main: Callable[[], Awaitable[int]]) -> None:
         raise typer.Exit(int(exit_code_for(exc))) from None
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read stdout has what it wanted (`chanctl listen ... | head -1`): a normal end.
+        # Point stdout at /dev/null so that the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = ExitCode.OK
     raise typer.Exit(int(code))

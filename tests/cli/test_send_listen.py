@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 import orjson
 import pytest
@@ -12,8 +14,9 @@ from chanctl.client import Client
 from chanctl.server.admin import ADMIN_TOPIC
 from chanctl.server.runtime import build_server
 from tests.cli.run import chanctl, start_chanctl, user_args
+from chanctl.config.load import load_config
 from tests.conftest import CHAT
-from tests.support import TIMEOUT, RawClient
+from tests.support import ROOT, SECRET, TIMEOUT, RawClient
 
 
 @pytest.fixture
@@ -138,7 +141,7 @@ async def test_listen_prints_events_of_every_topic_until_count(chat_server, mint
 
 
 async def test_listen_summarizes_presence_joins_and_leaves(chat_server, mint, spawn):
-    listener = await spawn("listen", "room:lobby", "--count", "3", *user_args(chat_server.url, "7"))
+    listener = await spawn("listen", "room:lobby", "--event", "presence", "--count", "3", *user_args(chat_server.url, "7"))
     assert listener.stderr is not None and listener.stdout is not None
     await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)  # listening on ...
     assert await asyncio.wait_for(listener.stdout.readline(), TIMEOUT) == b"room:lobby presence joined: 7\n"
@@ -244,3 +247,63 @@ async def test_listen_and_send_escape_what_the_server_sends(chat_server, mint, s
             assert orjson.loads(line) == {"topic": "updates:all", "event": "evil\x1b]0;title\x07", "payload": hostile}
         else:
             assert line == 'updates:all evil\\x1b]0;title\\x07 {"t":"a\\u202eb\\u0085c\\u001b[2J"}'
+
+
+async def test_listen_count_counts_events_not_its_own_join(chat_server, mint, spawn):
+    listener = await spawn("listen", "room:lobby", "--count", "1", *user_args(chat_server.url, "7"))
+    assert listener.stdout is not None
+    assert await asyncio.wait_for(listener.stdout.readline(), TIMEOUT) == b"room:lobby presence joined: 7\n"
+    await broadcast(chat_server.url, mint, "room:lobby", "news", {"n": 1})
+    out, _ = await asyncio.wait_for(listener.communicate(), TIMEOUT)
+    assert listener.returncode == 0
+    assert out == b'room:lobby news {"n":1}\n'
+
+
+async def test_listen_event_and_no_presence_select_what_prints(chat_server, mint, spawn):
+    listener = await spawn("listen", "room:lobby", "--event", "news", "--no-presence", "--count", "1",
+                           *user_args(chat_server.url, "7"))
+    assert listener.stderr is not None
+    assert b"listening on" in await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)
+    await broadcast(chat_server.url, mint, "room:lobby", "other", {"n": 1})
+    await broadcast(chat_server.url, mint, "room:lobby", "news", {"n": 2})
+    out, _ = await asyncio.wait_for(listener.communicate(), TIMEOUT)
+    assert (listener.returncode, out) == (0, b'room:lobby news {"n":2}\n')
+
+
+async def test_listen_into_head_1_ends_with_0_and_no_traceback(chat_server, mint):
+    """`chanctl listen ... | head -1`: head takes one line and goes; listen ends at its next line."""
+    command = " ".join([sys.executable, "-m", "chanctl", "listen", "room:lobby", *user_args(chat_server.url, "7")])
+    shell = await asyncio.create_subprocess_exec(
+        "bash", "-c", command + ' | head -1; echo "listen exited ${PIPESTATUS[0]}" >&2',
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, env={**os.environ, "CHANCTL_SECRET": SECRET},
+    )
+    assert shell.stdout is not None
+    assert await asyncio.wait_for(shell.stdout.readline(), TIMEOUT) == b"room:lobby presence joined: 7\n"
+    await broadcast(chat_server.url, mint, "room:lobby", "news", {"n": 1})  # written into the closed pipe
+    out, err = await asyncio.wait_for(shell.communicate(), TIMEOUT)
+    assert b"listen exited 0" in err and b"Traceback" not in err and b"Exception ignored" not in err, err.decode()
+
+
+async def test_listen_exits_3_when_the_server_refuses_its_token_on_reconnect(chat_config, mint, spawn):
+    """A rotated secret (the same for an expired or revoked token): the handshake gets 403 on
+    every retry, so listen says why and exits 3 instead of retrying forever. Before that, the
+    reconnect attempts say their number and their wait."""
+    server = build_server(chat_config, host="127.0.0.1", port=0)
+    await server.start()
+    port = server.port
+    listener = await spawn("listen", "updates:all", "--url", server.url, "--token", mint(7))
+    assert listener.stderr is not None
+    try:
+        assert b"listening on" in await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)
+        await server.shutdown()
+        async with asyncio.timeout(TIMEOUT):
+            while not (line := await listener.stderr.readline()).startswith(b"chanctl: reconnecting in 1 s, attempt"):
+                pass
+        rotated = load_config(CHAT, env={"CHANCTL_SECRET": "another-secret-" + "x" * 32})
+        server = build_server(rotated, host="127.0.0.1", port=port)
+        await server.start()
+        _, err = await asyncio.wait_for(listener.communicate(), TIMEOUT)
+        assert listener.returncode == 3, err.decode()
+        assert b"connection refused (HTTP 403): token invalid: bad signature" in err
+    finally:
+        await server.shutdown()
