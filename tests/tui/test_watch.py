@@ -11,11 +11,15 @@ import asyncio
 import pytest
 
 from chanctl.client import Client
-from chanctl.errors import JoinRefused
+from chanctl.cli.target import exit_code_for
+from chanctl.config.load import load_config
+from chanctl.errors import ConnectRefused, JoinRefused
 from chanctl.server.admin import ADMIN_TOPIC
+from chanctl.server.runtime import build_server
 from chanctl.tui import WatchApp
 from chanctl.tui.messages import Snapshot, Status, Traffic
 from chanctl.tui.widgets import ConnectionState, PresenceList, StatsHeader, SubscriberTable, TopicTable, TrafficLog
+from tests.conftest import CHAT
 from tests.support import TIMEOUT
 from tests.tui.pilot import SIZE, joined, log_text, select, until
 
@@ -166,3 +170,24 @@ async def test_a_socket_id_with_markup_is_shown_as_text(chat_server, mint, watch
         (notice,) = [n for n in app._notifications if f"user_socket:{user}" in str(n.message)]
         assert notice.markup is False  # shown as the text it is
         assert app.return_code is None and app.is_running
+
+
+async def test_a_403_on_reconnect_ends_watch_as_refused(chat_config, mint):
+    """The server comes back with another secret (as for an expired or revoked token): the client
+    gives up instead of retrying forever, and watch ends with the failure (the CLI exits 3)."""
+    server = build_server(chat_config, host="127.0.0.1", port=0)
+    await server.start()
+    app = WatchApp(server.url, mint(1, admin=True), timeout=TIMEOUT)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.screen.live, "the snapshot")
+            port = server.port
+            await server.shutdown()
+            rotated = load_config(CHAT, env={"CHANCTL_SECRET": "another-secret-" + "x" * 32})
+            server = build_server(rotated, host="127.0.0.1", port=port)
+            await server.start()
+            await until(pilot, lambda: app.failure is not None, "the refusal")
+        assert isinstance(app.failure, ConnectRefused) and app.failure.status == 403
+        assert exit_code_for(app.failure) == 3
+    finally:
+        await server.shutdown()

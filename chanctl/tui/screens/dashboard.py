@@ -187,7 +187,9 @@ class DashboardScreen(Screen[None]):
             return
         error = event.worker.error
         state = self.query_one(ConnectionState)
-        if event.worker.group == "feed" and not self.live and isinstance(error, ClientError):
+        # At start-up any client error ends the app; later only a refusal no retry can heal (403 on
+        # reconnect: the token expired or was revoked), which the client reports by giving up.
+        if event.worker.group == "feed" and isinstance(error, ClientError) and (not self.live or isinstance(error, ConnectRefused)):
             state.state = "refused" if isinstance(error, (ConnectRefused, JoinRefused)) else "unreachable"
             state.detail = str(error)
             self.app.fail(error)
