@@ -263,7 +263,15 @@ class ReplyTimeout(ClientError):
 
 
 class ConnectionLost(ClientError):
-    """The socket closed before the awaited reply came."""
+    """The socket closed before the awaited reply came; ``code`` and ``reason`` are the server's
+    close frame, when it sent one (1009: a frame too big for it)."""
+
+    def __init__(self, code: int | None = None, reason: str = ""):
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
 
     def __str__(self) -> str:
-        return "connection lost before the reply"
+        if self.code is None or self.code == 1006:  # 1006: no close frame, the connection just dropped
+            return "connection lost before the reply"
+        return f"the server closed the connection before the reply: {self.code}" + (f" {self.reason}" if self.reason else "")

@@ -23,7 +23,8 @@ from chanctl.cli.common import die, err, find_config, load_or_die
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.common import claim_value
 from chanctl.cli.token import auth_from
-from chanctl.errors import ClientError, ConnectRefused, JoinRefused
+from chanctl.escape import escape
+from chanctl.errors import ClientError, ConnectionLost, ConnectRefused, JoinRefused
 
 if TYPE_CHECKING:
     from chanctl.config.model import ServerConfig
@@ -115,9 +116,19 @@ def refreshing_token(user: str | None, token: str | None, config: str | None, *,
     return resolve_identity(user, token, config, admin=admin).token
 
 
+REJECTING_CLOSES = frozenset({1007, 1008, 1009, 1011})
+"""Close codes by which the server rejects what was sent (bad data, policy, too big, a crash):
+an error (1), not a server that went away (4)."""
+
+
 def exit_code_for(exc: ClientError) -> ExitCode:
-    """Refused (handshake or join) is 3; timeouts and unreachable servers are 4."""
-    return ExitCode.REFUSED if isinstance(exc, (ConnectRefused, JoinRefused)) else ExitCode.UNREACHABLE
+    """Refused (handshake or join) is 3; a close that rejects what was sent (1009) is 1; timeouts,
+    unreachable servers and lost connections are 4."""
+    if isinstance(exc, (ConnectRefused, JoinRefused)):
+        return ExitCode.REFUSED
+    if isinstance(exc, ConnectionLost) and exc.code in REJECTING_CLOSES:
+        return ExitCode.ERROR
+    return ExitCode.UNREACHABLE
 
 
 def run_client(main: Callable[[], Awaitable[int]]) -> None:
@@ -126,7 +137,7 @@ def run_client(main: Callable[[], Awaitable[int]]) -> None:
     try:
         code = asyncio.run(main())
     except ClientError as exc:
-        err(f"chanctl: {exc}")
+        err(f"chanctl: {escape(str(exc))}")  # it may quote the server: an HTTP body, a close reason
         raise typer.Exit(int(exit_code_for(exc))) from None
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED

@@ -407,7 +407,8 @@ class ClientProtocol:
         self._heartbeat = None
         pending, self._pending = self._pending, {}
         for ref in pending:
-            self._events.append(Failed(ref, ConnectionLost()))
+            # With the close frame's code and reason: a 1009 (frame too big) is the answer to the push.
+            self._events.append(Failed(ref, ConnectionLost(code, reason)))
         for channel in self._channels.values():
             if channel.state is not ChannelState.CLOSED:
                 channel.state = ChannelState.ERRORED

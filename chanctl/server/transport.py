@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
 from websockets.protocol import State
 
 from chanctl.protocol.messages import Broadcast
@@ -149,4 +150,16 @@ class WebSocketTransport:
 
     @property
     def close_code(self) -> int | None:
-        return self.ws.close_code
+        # websockets' own close_code is the code *received*: when websockets closes first (1009
+        # for a frame over max_size) and the TCP connection goes before the client's echo, it
+        # says 1006, though the link ended with the 1009 we sent.
+        sent = self._sent_first()
+        return sent.code if sent is not None else self.ws.close_code
+
+    def _sent_first(self) -> Close | None:
+        """Our close frame, if we sent it before the client sent one."""
+        protocol = self._protocol
+        sent, received = protocol.close_sent, protocol.close_rcvd
+        if sent is not None and (received is None or not protocol.close_rcvd_then_sent):
+            return sent
+        return None

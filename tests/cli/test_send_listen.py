@@ -307,3 +307,20 @@ async def test_listen_exits_3_when_the_server_refuses_its_token_on_reconnect(cha
         assert b"connection refused (HTTP 403): token invalid: bad signature" in err
     finally:
         await server.shutdown()
+
+
+async def test_an_oversized_push_reports_the_close_and_metrics_count_1009(make_server):
+    """The server closes with 1009 and says why; send reports that code and reason (exit 1, an
+    error, not 4, a timeout), and /metrics counts 1009, not the 1006 websockets sees."""
+    config = ('server: {max_frame_size: 1KiB}\nauth: {secret: "${CHANCTL_SECRET}"}\n'
+              'topics:\n  "room:{id}": {join: true, events: {new_msg: {do: broadcast}}}\n')
+    async with make_server(config) as server:
+        payload = orjson.dumps({"body": "x" * 2000}).decode()
+        result = await chanctl("send", "room:1", "new_msg", payload, "--url", server.url, "--user", "1")
+        assert result.code == 1, result.err
+        assert "the server closed the connection before the reply: 1009 frame with" in result.err
+        assert "exceeds limit of 1024 bytes" in result.err
+        async with asyncio.timeout(TIMEOUT):  # the server's handler ends as the client goes
+            while server.connections:
+                await asyncio.sleep(0.01)
+        assert dict(server.stats.closes) == {1009: 1}
