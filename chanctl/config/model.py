@@ -12,9 +12,10 @@ import string
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from chanctl.durations import parse_duration
+from chanctl.origins import OriginPolicy
 from chanctl.tokens import DEFAULT_ADMIN_CLAIM
 
 __all__ = ["AuthConfig", "ClusterConfig", "Config", "EventConfig", "HistoryConfig", "JoinRule", "PolicyTest", "PresenceConfig", "PresenceLimit", "ServerConfig", "TopicConfig"]
@@ -54,6 +55,15 @@ ByteSize = Annotated[int, BeforeValidator(_size), Field(gt=0)]
 Window = Annotated[float, BeforeValidator(_window)]
 """A duration that may also be 0 (off)."""
 """Bytes, written as a number or with a unit (``64KiB``, ``1MiB``)."""
+
+
+def _origin(entry: str) -> str:
+    OriginPolicy([entry])  # the handshake's own parser: what passes here, `serve` can use
+    return entry
+
+
+Origin = Annotated[str, AfterValidator(_origin)]
+"""An allowed ``Origin``: a URL or a bare host, ``*.`` for a domain and its subdomains."""
 
 JoinRule = bool | list[int | str] | str
 """``true`` (any authenticated user), ``false`` (nobody), a list of user ids, or a CEL expression
@@ -95,7 +105,7 @@ class ServerConfig(_Model):
     """TCP port; 0 picks a free one (the banner prints the real URL)."""
     path: str = Field("/socket", pattern=r"^/[^?#]*$")
     """Socket mount point; the WebSocket lives at ``<path>/websocket`` as Phoenix has it."""
-    origins: list[str] | None = None
+    origins: list[Origin] | None = None
     """Allowed ``Origin`` hosts, e.g. ``https://app.example.com`` or ``*.example.com``; unset: any."""
     idle_timeout: Duration = 60.0
     """Close a connection (1001) that sent no frame for this long; phoenix.js heartbeats every 30s."""

@@ -40,8 +40,9 @@ from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
 from chanctl.server.compile import CompiledConfig, compile_config
 from chanctl.server.cluster import Cluster, replica_id
 from chanctl.server.connection import Connection
+from chanctl.origins import OriginPolicy
 from chanctl.server.longpoll import LongPollEndpoint
-from chanctl.server.handshake import PHOENIX_PROTOCOL, OriginPolicy, TokenRedactor, token_from_subprotocols
+from chanctl.server.handshake import PHOENIX_PROTOCOL, TokenRedactor, token_from_subprotocols
 from chanctl.server.metrics import LatencyHistogram, render_metrics
 from chanctl.server.sessions import Grant, Sessions, SessionStats
 from chanctl.server.transport import Transport, WebSocketTransport

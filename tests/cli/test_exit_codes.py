@@ -95,3 +95,18 @@ async def test_ctrl_c_in_listen_and_send_exits_130(folder, chat_server):
         _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
         assert proc.returncode == 130, err.decode()
         assert b"Traceback" not in err
+
+
+@pytest.mark.parametrize("origin, message", [
+    ("https://", "origin 'https://' names no host"),
+    ("https://app.example.com:99999", "is not a valid URL: Port out of range"),
+], ids=["no-host", "bad-port"])
+async def test_check_reports_what_serve_would_refuse_at_start(folder, origin, message):
+    """`server.origins` entries serve could not parse (it crashed with a ValueError traceback):
+    check names the entry with its line, and serve refuses the same way, as a config problem."""
+    (folder / "origins.yaml").write_text(f'server: {{origins: ["{origin}"]}}\n' + GOOD)
+    checked = await run(folder, "check", "origins.yaml")
+    assert checked.code == 1
+    assert checked.out.startswith("origins.yaml:1:20: error: server.origins.0: ") and message in checked.out
+    served = await run(folder, "serve", "origins.yaml", "--port", "0")
+    assert served.code == 1 and message in served.err

@@ -6,7 +6,8 @@ import base64
 
 import pytest
 
-from chanctl.server.handshake import OriginPolicy, token_from_subprotocols
+from chanctl.origins import OriginPolicy
+from chanctl.server.handshake import token_from_subprotocols
 
 POLICY = OriginPolicy(["https://app.example.com", "//chanctl.dev", "*.example.org", "http://localhost:8080"])
 
