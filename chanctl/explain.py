@@ -17,6 +17,7 @@ import orjson
 from chanctl.config.model import PolicyTest
 from chanctl.protocol.router import Router
 from chanctl.rules import Rule, syntax
+from chanctl.server.admin import ADMIN_EVENTS, ADMIN_TOPIC
 from chanctl.server.behaviours import CompiledTopic
 from chanctl.server.compile import CompiledConfig
 
@@ -90,6 +91,8 @@ class Explainer:
         """May ``user`` (token claims with ``id``) join ``topic`` with ``params``?"""
         params = {} if params is None else params
         action = f"join {topic}"
+        if topic == ADMIN_TOPIC:
+            return self._admin_join(user, action)
         route = self.router.match(topic)
         if route is None:
             return Explanation(False, action, decided_by="no topic pattern matches (the reply is 'unmatched topic')")
@@ -112,6 +115,14 @@ class Explainer:
         if joined.allowed is False:
             joined.note = f"so {event} on {topic} is denied: the join is"
             return joined
+        if topic == ADMIN_TOPIC:
+            before = f"join {topic}: allow ({joined.decided_by})"
+            if event in ADMIN_EVENTS:
+                return Explanation(True, f"{event} on {topic}", ADMIN_TOPIC, "the admin plane",
+                                   note=f"the admin command {event} runs", before=before)
+            return Explanation(False, f"{event} on {topic}", ADMIN_TOPIC, "the admin plane",
+                               note=f"{event!r} is no admin command ({', '.join(ADMIN_EVENTS)}); the reply is 'unknown event'",
+                               before=before)
         route = self.router.match(topic)
         assert route is not None
         spec = route.target
@@ -152,6 +163,17 @@ class Explainer:
                 explanation = self.event(user, test.topic, test.event, test.payload, test.params)
             results.append(PolicyResult(index, test, explanation))
         return results
+
+    def _admin_join(self, user: dict[str, Any], action: str) -> Explanation:
+        """``chanctl:admin`` is the server's own topic, matched before any pattern: the token's
+        admin claim decides, as :class:`~chanctl.server.admin.AdminChannel` does."""
+        claim = self.compiled.loaded.config.auth.admin_claim
+        seen = {"path": f"user.{claim}", **({"value": user[claim]} if claim in user else {"error": "not in the token"})}
+        allowed = user.get(claim) is True
+        note = "" if allowed else (f"an admin token (claim {claim!r} = true) is required: "
+                                   f"`chanctl token --admin`; the reply is 'unauthorized'")
+        return Explanation(allowed, action, ADMIN_TOPIC, f"the admin plane: auth.admin_claim ({claim!r}) must be true",
+                           values=[seen], note=note)
 
     def _rule(self, rule: Rule, variables: dict[str, Any], action: str, pattern: str, where: str) -> Explanation:
         allowed, why = rule.decide(variables)

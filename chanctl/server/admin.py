@@ -37,7 +37,10 @@ if TYPE_CHECKING:
     from chanctl.server.connection import Connection
     from chanctl.server.runtime import ChannelServer
 
-__all__ = ["ADMIN_TOPIC", "AdminChannel", "AdminTap"]
+__all__ = ["ADMIN_EVENTS", "ADMIN_TOPIC", "AdminChannel", "AdminTap"]
+
+ADMIN_EVENTS = ("broadcast", "disconnect", "inspect", "revoke")
+"""The commands an admin sends on ``chanctl:admin``."""
 
 log = logging.getLogger("chanctl.admin")
 
@@ -426,8 +429,7 @@ class AdminChannel(Channel):
             return ok(await self._tap.inspect(topic))
         if event == "revoke":
             return self._revoke(payload)
-        return error({"reason": "unknown event", "event": event,
-                      "events": ["broadcast", "disconnect", "inspect", "revoke"]})
+        return error({"reason": "unknown event", "event": event, "events": list(ADMIN_EVENTS)})
 
     def _revoke(self, payload: dict[str, Any]) -> Outcome:
         """``{token: T}`` refuses that token, ``{user: ID}`` every token of the user signed up to now,

@@ -115,3 +115,17 @@ def test_the_committed_reference_is_up_to_date():
     assert committed == render_reference().rstrip("\n") + "\n", "regenerate: chanctl check --reference > docs/config-reference.md"
     for behaviour in ("broadcast", "broadcast_from", "reply", "push_to", "noop"):
         assert f"- `{behaviour}`: `" in committed
+
+
+def test_explain_the_admin_topic_as_the_server_decides_it(runner):
+    """chanctl:admin is the server's own topic: the token's admin claim decides, as AdminChannel
+    does, not "no pattern matches" (which would say the server replies 'unmatched topic')."""
+    args = ["check", str(CHAT), "--explain", "--user", "1", "--topic", "chanctl:admin"]
+    denied = runner.invoke(app, args)
+    assert denied.exit_code == 3
+    assert "decided by: the admin plane: auth.admin_claim ('admin') must be true" in denied.stdout
+    assert "an admin token (claim 'admin' = true) is required" in denied.stdout
+    assert runner.invoke(app, [*args, "--claim", "admin=true"]).exit_code == 0
+    assert runner.invoke(app, [*args, "--claim", "admin=true", "--event", "inspect"]).exit_code == 0
+    unknown = runner.invoke(app, [*args, "--claim", "admin=true", "--event", "kick"])
+    assert unknown.exit_code == 3 and "'kick' is no admin command" in unknown.stdout
