@@ -41,6 +41,10 @@ def serve(
     if log_level.lower() not in _LOG_LEVELS:
         die(f"--log-level must be {', '.join(_LOG_LEVELS[:-1])} or {_LOG_LEVELS[-1]}, got {log_level!r}", ExitCode.USAGE)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level.lower() != "debug":
+        # chanctl logs each connection's open and close with who, from where and how it ended;
+        # websockets' bare "connection open"/"connection closed" would only repeat them.
+        logging.getLogger("websockets.server").setLevel(logging.WARNING)
     config = str(config_argument(config))
     loaded = load_or_die(config)
     if redis is not None or node is not None:

@@ -31,6 +31,7 @@ from chanctl.channel import Channel, Outcome, error, ok
 from chanctl.errors import TokenError
 from chanctl.presence.tracker import PRESENCE_DIFF
 from chanctl.protocol.messages import ADMIN_TOPIC
+from chanctl.server.connection import peer_address
 
 if TYPE_CHECKING:
     from chanctl.protocol.socket import LeaveReason
@@ -357,15 +358,11 @@ def _connection(connection: Connection) -> dict[str, Any]:
     topics = sorted(connection.proto.channels)
     return {
         "socket_id": _short(connection.socket_id), "user": _short(connection.user.get("id")),
-        "remote": _address(connection.transport.remote_address), "connected_at": connection.connected_at,
+        "remote": peer_address(connection.transport.remote_address), "connected_at": connection.connected_at,
         "topics": [_short(topic) for topic in topics[:CONNECTION_TOPICS]], "topics_total": len(topics),
         # Unix time the socket's token expires (moved by each refresh); None without a token.
         "expires_at": None if session is None else session.expires_at,
     }
-
-
-def _address(address: Any) -> str | None:
-    return None if not address else f"{address[0]}:{address[1]}"
 
 
 def _entry(entry: tuple[float, str, str, str, Any, Any, int]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from chanctl.server.sessions import Session
     from chanctl.server.transport import Transport
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "peer_address"]
 
 log = logging.getLogger("chanctl.connection")
 
@@ -46,6 +46,14 @@ went to over a second; benchmarks/bench_fairness.py). 32 messages are about 1 ms
 yield costs one loop iteration per 32 messages, under 0.1 µs a message."""
 SLOW_CONSUMER_GRACE = 1.0
 """Seconds a slow consumer gets to take its close frame before the TCP connection is aborted."""
+
+
+def peer_address(address: Any) -> str | None:
+    """``host:port`` (``[v6]:port``) of a peer, as the log and the admin plane show it."""
+    if not address:
+        return None
+    host = str(address[0])
+    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
 
 
 class Connection:
@@ -82,6 +90,7 @@ class Connection:
         self._last_seen = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._close_code: int | None = None
+        self._close_reason = ""
         self.connected_at = time.time()
         self.session: Session | None = None
         """This socket's token lifecycle (expiry, refresh); None for an in-process test socket."""
@@ -116,7 +125,7 @@ class Connection:
 
     def _slow_consumer(self) -> None:
         self.server.stats.slow_consumers += 1
-        log.warning("closing slow consumer %s: more than %d bytes unread", self.transport.remote_address, self._max_buffered)
+        log.warning("closing slow consumer %s: more than %d bytes unread", peer_address(self.transport.remote_address), self._max_buffered)
         self._drop_pending()
         self.close(1013, "slow consumer")
         # It is not reading, so it will not answer the close handshake either: do not hold its
@@ -158,12 +167,25 @@ class Connection:
         self._write_pending()
         self._closing = True
         self._close_code = code
+        self._close_reason = reason
         self._closed = self.server.spawn(self.transport.close(code, reason))
 
     @property
     def close_code(self) -> int | None:
         """The code this connection ended with: ours if the server closed it, else the client's."""
-        return self._close_code if self._close_code is not None else self.transport.close_code
+        return self.ending()[0]
+
+    def ending(self) -> tuple[int | None, str, str]:
+        """How this connection ended: close code, reason, and who closed: ``server`` (this
+        connection, or the transport itself, as websockets does with 1009 for a frame over
+        ``max_size``), ``client``, or ``dropped`` when no close frame came (1006)."""
+        if self._close_code is not None:
+            return self._close_code, self._close_reason, "server"
+        transport = self.transport
+        code = transport.close_code
+        if code is None or code == 1006:
+            return code, "", "dropped"
+        return code, transport.close_reason, "server" if transport.closed_here else "client"
 
     # -- idle timeout (the runtime owns time; a lazy timer costs one float store per frame) ---
 
@@ -199,7 +221,7 @@ class Connection:
                 try:
                     actions = proto.receive(data, now)
                 except ProtocolViolation as exc:
-                    log.info("closing %s: %s", self.transport.remote_address, shown(exc.reason))
+                    log.info("closing %s: %s", peer_address(self.transport.remote_address), shown(exc.reason))
                     stats.protocol_violations += 1
                     self._queue_output()
                     # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).

@@ -89,6 +89,8 @@ class LongPollSession:
         self._poller: asyncio.Future[None] | None = None
         self._posting = False
         self._close_code: int | None = None
+        self.close_reason = ""
+        """The reason of :attr:`close_code` (the connection's, or why the session ended)."""
         self._dropped_binary = 0
         loop = asyncio.get_running_loop()
         self._last_poll = loop.time()
@@ -123,7 +125,7 @@ class LongPollSession:
 
     async def close(self, code: int, reason: str) -> None:
         if self._close_code is None:
-            self._close_code = code
+            self._close_code, self.close_reason = code, reason
             log.debug("LongPoll session of %s closed: %d %s", self.remote_address, code, reason)
             self._inactive.cancel()
             self._incoming.put_nowait(None)
@@ -139,6 +141,10 @@ class LongPollSession:
     @property
     def close_code(self) -> int | None:
         return self._close_code
+
+    closed_here = False
+    """The link never closes on its own: the connection closes it, or the client stops polling
+    (which is the client going away, 1001)."""
 
     @property
     def closed(self) -> bool:
@@ -205,7 +211,7 @@ class LongPollSession:
         """The client stopped polling: end the socket as a WebSocket whose peer went away (1001)."""
         if self._close_code is None:
             log.info("LongPoll session of %s ended: no poll for %gs", self.remote_address, limit)
-            self._close_code = 1001
+            self._close_code, self.close_reason = 1001, f"no poll for {limit:g}s"
             self._incoming.put_nowait(None)
             self._wake()
 

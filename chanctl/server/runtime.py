@@ -39,7 +39,7 @@ from chanctl.pubsub.redis import RedisPubSub
 from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
 from chanctl.server.compile import CompiledConfig, compile_config
 from chanctl.server.cluster import Cluster, replica_id
-from chanctl.server.connection import Connection
+from chanctl.server.connection import Connection, peer_address
 from chanctl.origins import OriginPolicy
 from chanctl.server.longpoll import LongPollEndpoint
 from chanctl.server.handshake import PHOENIX_PROTOCOL, TokenRedactor, token_from_subprotocols
@@ -48,7 +48,7 @@ from chanctl.server.sessions import Grant, Sessions, SessionStats
 from chanctl.server.transport import Transport, WebSocketTransport
 from chanctl.server.wire import Flusher
 from chanctl.tokens import TokenSigner
-from chanctl.escape import shown
+from chanctl.escape import escape, shown
 
 __all__ = ["ChannelServer", "ServerStats", "build_server"]
 
@@ -419,7 +419,7 @@ class ChannelServer:
             return verified.claims, serializer, grant
         except HandshakeRefused as exc:
             self.stats.refused += 1
-            log.info("refused %s: %s", remote, shown(exc.reason))
+            log.info("connection refused: from %s: %s", peer_address(remote), shown(exc.reason))
             raise
 
     def health(self) -> dict[str, Any]:
@@ -488,6 +488,13 @@ class ChannelServer:
             self._by_socket_id.setdefault(socket_id, set()).add(connection)
         self.stats.connections += 1
         session = connection.session = None if grant is None else self.sessions.open(connection, grant)
+        # Two lines per connection, as websockets' own "connection open"/"closed" were (serve
+        # silences those at INFO); built only when INFO is on.
+        logged = log.isEnabledFor(logging.INFO)
+        who = f"user {shown(user.get('id'))} from {peer_address(transport.remote_address)}" if logged else ""
+        if logged:
+            log.info("connection open: %s (socket %s)", who, shown(socket_id) if socket_id is not None else "anonymous")
+        started = time.monotonic()
         try:
             await connection.run()
         finally:
@@ -498,7 +505,11 @@ class ChannelServer:
             _decrement(self._by_address, address)
             if not self.connections and self._drained is not None:
                 self._drained.set()
-            self.stats.closes[connection.close_code] += 1
+            code, reason, by = connection.ending()
+            self.stats.closes[code] += 1
+            if logged:
+                log.info("connection closed: %s after %.1fs: %s%s (%s)", who, time.monotonic() - started, code,
+                         f" '{escape(reason)}'" if reason else "", "dropped, no close frame" if by == "dropped" else f"closed by the {by}")
             same_id = self._by_socket_id.get(socket_id)
             if same_id is not None:
                 same_id.discard(connection)

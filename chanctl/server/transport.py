@@ -93,6 +93,16 @@ class Transport(Protocol):
         """The code the link closed with (None: still open, or closed without a close frame)."""
         ...
 
+    @property
+    def close_reason(self) -> str:
+        """The reason that came with :attr:`close_code` (empty when none)."""
+        ...
+
+    @property
+    def closed_here(self) -> bool:
+        """Whether this end closed first (the transport itself may, e.g. 1009 for a frame too big)."""
+        ...
+
 
 log = logging.getLogger("chanctl.transport")
 
@@ -155,6 +165,15 @@ class WebSocketTransport:
         # says 1006, though the link ended with the 1009 we sent.
         sent = self._sent_first()
         return sent.code if sent is not None else self.ws.close_code
+
+    @property
+    def close_reason(self) -> str:
+        sent = self._sent_first()
+        return sent.reason if sent is not None else (self.ws.close_reason or "")
+
+    @property
+    def closed_here(self) -> bool:
+        return self._sent_first() is not None
 
     def _sent_first(self) -> Close | None:
         """Our close frame, if we sent it before the client sent one."""

@@ -145,6 +145,8 @@ class _InMemoryTransport:
 
     remote_address = ("chanctl.testing", 0)
     needs_idle_timeout = True
+    closed_here = False
+    """Only the connection (or the test, as the client) closes this link, never the link itself."""
 
     def __init__(self, receive: Callable[[Message], None]):
         self._frames = _FrameReader(receive)
