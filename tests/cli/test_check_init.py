@@ -1,8 +1,12 @@
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
 from chanctl.cli.main import app
 from tests.conftest import CHAT
+from tests.support import TIMEOUT
 
 BROKEN = """\
 server:
@@ -51,3 +55,25 @@ def test_init_writes_a_config_that_passes_check(runner, tmp_path):
     assert runner.invoke(app, ["check", "chanctl.yaml"]).exit_code == 0
     again = runner.invoke(app, ["init"])
     assert again.exit_code == 2 and "--force" in again.stderr
+
+
+@pytest.mark.parametrize("secret, says", [
+    ("dev-only-secret-change-me-0123456789abcdef", "the sample's default secret is in use"),
+    ("short", "the secret is 5 bytes; use at least 32"),
+], ids=["sample", "short"])
+def test_check_warns_about_a_weak_secret_as_serve_does(runner, tmp_path, secret, says):
+    config = tmp_path / "weak.yaml"
+    config.write_text(f'auth: {{secret: "{secret}"}}\ntopics:\n  "room:{{id}}": {{join: true}}\n')
+    checked = runner.invoke(app, ["check", str(config)])
+    assert checked.exit_code == 0
+    warning = next(line for line in checked.stdout.splitlines() if "warning: auth.secret" in line)
+    assert says in warning
+    serve = subprocess.Popen([sys.executable, "-m", "chanctl", "serve", str(config), "--port", "0"],
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert serve.stderr is not None
+        banner = [serve.stderr.readline() for _ in range(4)]  # serving, topic, auth, the warning
+        assert banner[-1] == f"  WARNING {warning}\n", banner
+    finally:
+        serve.terminate()
+        serve.wait(TIMEOUT)
