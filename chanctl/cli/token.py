@@ -69,7 +69,7 @@ def mint(
             "the server refuses tokens older than that", ExitCode.USAGE)
     if admin:
         if admin_claim in claims and claims[admin_claim] is not True:
-            die(f"--admin sets the claim {admin_claim}=true, but --claim {admin_claim}={claims[admin_claim]!r} "
+            die(f"--admin sets the claim {admin_claim}=true, but --claim {admin_claim}={orjson.dumps(claims[admin_claim]).decode()} "
                 "says otherwise: pass one of them", ExitCode.USAGE)
         claims[admin_claim] = True
     out(signer.mint(claim_value(user), claims, ttl=seconds))
