@@ -42,9 +42,7 @@ def serve(
         die(f"--log-level must be {', '.join(_LOG_LEVELS[:-1])} or {_LOG_LEVELS[-1]}, got {log_level!r}", ExitCode.USAGE)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if log_level.lower() != "debug":
-        # chanctl logs each connection's open and close with who, from where and how it ended;
-        # websockets' bare "connection open"/"connection closed" would only repeat them.
-        logging.getLogger("websockets.server").setLevel(logging.WARNING)
+        logging.getLogger("websockets.server").addFilter(_not_a_bare_connection_line)
     config = str(config_argument(config))
     loaded = load_or_die(config)
     if redis is not None or node is not None:
@@ -82,6 +80,13 @@ def _with_cluster(loaded: LoadedConfig, redis: str | None, node: str | None) -> 
         option = "--node" if problem["loc"] == ("node",) else "--redis"
         die(f"{option}: {problem['msg'].removeprefix('Value error, ')}", ExitCode.USAGE)
     return dataclasses.replace(loaded, config=loaded.config.model_copy(update={"cluster": cluster}))
+
+
+def _not_a_bare_connection_line(record: logging.LogRecord) -> bool:
+    """Drops websockets' bare "connection open"/"connection closed": chanctl logs each connection's
+    open and close with who, from where and how it ended. A filter, not a level, so websockets'
+    other records (its debug lines, with tokens redacted) are untouched."""
+    return record.getMessage() not in ("connection open", "connection closed")
 
 
 def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
