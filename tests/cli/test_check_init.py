@@ -72,7 +72,9 @@ def test_check_warns_about_a_weak_secret_as_serve_does(runner, tmp_path, secret,
                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         assert serve.stderr is not None
-        banner = [serve.stderr.readline() for _ in range(4)]  # serving, topic, auth, the warning
+        banner = [serve.stderr.readline()]
+        while banner[-1] and not banner[-1].startswith("  WARNING"):  # after the URL, topics and auth lines
+            banner.append(serve.stderr.readline())
         assert banner[-1] == f"  WARNING {warning}\n", banner
     finally:
         serve.terminate()

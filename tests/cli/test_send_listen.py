@@ -297,7 +297,7 @@ async def test_listen_exits_3_when_the_server_refuses_its_token_on_reconnect(cha
         assert b"listening on" in await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)
         await server.shutdown()
         async with asyncio.timeout(TIMEOUT):
-            while not (line := await listener.stderr.readline()).startswith(b"chanctl: reconnecting in 1 s, attempt"):
+            while not (await listener.stderr.readline()).startswith(b"chanctl: reconnecting in 1 s, attempt"):
                 pass
         rotated = load_config(CHAT, env={"CHANCTL_SECRET": "another-secret-" + "x" * 32})
         server = build_server(rotated, host="127.0.0.1", port=port)
