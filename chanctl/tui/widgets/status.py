@@ -16,7 +16,8 @@ __all__ = ["ConnectionState", "StatsHeader"]
 
 class StatsHeader(Static):
     """Node, uptime, connections, topics and subscriptions of the watched server (the rates are
-    plotted below it).
+    plotted below it), then, in a cluster, one field per node with its connections and in/out
+    rates, or ``down``.
 
     Fields are packed into as many lines as the width needs, never cut: at 80 columns they take
     two lines instead of losing the last ones off the edge.
@@ -44,6 +45,7 @@ class StatsHeader(Static):
                 Text(f"topics {stats.get('topics', 0)}"),
                 Text(f"subscriptions {stats.get('subscriptions', 0)}"),
             ]
+            fields += [_node_field(node) for node in stats.get("nodes") or () if isinstance(node, dict)]
         return fields
 
     def render(self) -> Text:
@@ -51,6 +53,17 @@ class StatsHeader(Static):
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return len(_pack(self.fields(), width))
+
+
+def _node_field(node: dict[str, Any]) -> Text:
+    """One cluster node (``stats.nodes``): its name, then its connections and message rates, or
+    why it has none (``down``, ``no answer``). Names are the operators' but escaped all the same."""
+    name = plain(f"node {node.get('node', '?')}", "bold" if node.get("self") else "")
+    status = node.get("status", "up")
+    if status != "up":
+        return name + Text(f" {status}", style="red")
+    rates = f"{node.get('messages_in_per_s', 0):g}/{node.get('messages_out_per_s', 0):g}/s"
+    return name + Text(f" {node.get('connections', 0)} conns {rates}")
 
 
 def _pack(fields: list[Text], width: int) -> list[Text]:
