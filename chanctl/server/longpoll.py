@@ -86,12 +86,12 @@ class LongPollSession:
         self._queued: list[bytes] = []
         self._queued_bytes = 0
         self._incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
-        self._poller: asyncio.Future[None] | None = None
+        self._poller: asyncio.Future[bool] | None = None
+        """A GET waiting for messages; its result says whether a newer GET displaced it."""
         self._posting = False
         self._close_code: int | None = None
         self.close_reason = ""
         """The reason of :attr:`close_code` (the connection's, or why the session ended)."""
-        self._dropped_binary = 0
         loop = asyncio.get_running_loop()
         self._last_poll = loop.time()
         self._inactive = loop.call_later(window * INACTIVE_WINDOWS, self._check_inactive)
@@ -115,7 +115,6 @@ class LongPollSession:
                 self._queued.append(frame)
                 self._queued_bytes += len(frame)
             else:
-                self._dropped_binary += 1
                 log.warning("a binary frame to LongPoll client %s was not sent: LongPoll carries text only", self.remote_address)
         self._wake()
         return True
@@ -124,16 +123,16 @@ class LongPollSession:
         return self._queued_bytes
 
     async def close(self, code: int, reason: str) -> None:
-        if self._close_code is None:
-            self._close_code, self.close_reason = code, reason
-            log.debug("LongPoll session of %s closed: %d %s", self.remote_address, code, reason)
-            self._inactive.cancel()
-            self._incoming.put_nowait(None)
-            self._wake()
+        self._end(code, reason)
 
     def abort(self) -> None:
+        self._end(1006, "")
+
+    def _end(self, code: int, reason: str) -> None:
+        """The one way a session ends: the socket's iteration stops and a waiting poll answers."""
         if self._close_code is None:
-            self._close_code = 1006
+            self._close_code, self.close_reason = code, reason
+            log.debug("LongPoll session of %s ended: %d %s", self.remote_address, code, reason)
             self._inactive.cancel()
             self._incoming.put_nowait(None)
             self._wake()
@@ -203,17 +202,11 @@ class LongPollSession:
         idle = asyncio.get_running_loop().time() - self._last_poll
         limit = self.window * INACTIVE_WINDOWS
         if self._poller is None and idle >= limit:
-            self._end_inactive(limit)
+            # The client stopped polling: end as a WebSocket whose peer went away (1001).
+            log.info("LongPoll session of %s ended: no poll for %gs", self.remote_address, limit)
+            self._end(1001, f"no poll for {limit:g}s")
         else:
             self._inactive = asyncio.get_running_loop().call_later(limit - idle if self._poller is None else limit, self._check_inactive)
-
-    def _end_inactive(self, limit: float) -> None:
-        """The client stopped polling: end the socket as a WebSocket whose peer went away (1001)."""
-        if self._close_code is None:
-            log.info("LongPoll session of %s ended: no poll for %gs", self.remote_address, limit)
-            self._close_code, self.close_reason = 1001, f"no poll for {limit:g}s"
-            self._incoming.put_nowait(None)
-            self._wake()
 
 
 class LongPollEndpoint:
@@ -245,42 +238,42 @@ class LongPollEndpoint:
         """A new HTTP/1.1 conversation (one TCP connection, keep-alive)."""
         return LongPollHTTP(self)
 
-    async def answer(self, method: str, target: str, headers: dict[str, str], body: bytes, remote: Any) -> tuple[int, dict[str, Any]]:
-        """One request's answer as (HTTP status, JSON body); the body's ``status`` is Phoenix's."""
-        url = urlsplit(target)
-        query = parse_qs(url.query, keep_blank_values=True)
-        if method == "OPTIONS":
-            return 200, {}
+    async def answer(self, method: str, target: str, headers: dict[str, str], body: bytes, remote: Any) -> tuple[int, bytes]:
+        """A GET's or POST's answer as (HTTP status, JSON body); the body's ``status`` is Phoenix's."""
         if method not in ("GET", "POST"):
-            return 400, {"status": 400}
-        session = self._session(headers, query)
+            return 400, _status(400)
+        query = parse_qs(urlsplit(target).query, keep_blank_values=True)
+        token = self._session_token(headers, query)
+        session = self.sessions.get(token) if token is not None else None
+        if session is not None and session.closed:
+            session = None
         if method == "POST":
             if session is None:
-                return 200, {"status": 410}
+                return 200, _status(410)
             messages = self._batch(body, headers.get("content-type", ""))
             if isinstance(messages, int):
                 if messages == 413:
                     await session.close(1009, "message too big")
-                return 200, {"status": messages}
-            return 200, {"status": await session.post(messages)}
+                return 200, _status(messages)
+            return 200, _status(await session.post(messages))
         if session is None:
-            if self._session_token(headers, query) is not None:
-                return 200, {"status": 410, "token": None, "messages": []}  # gone: phoenix.js starts over
+            if token is not None:
+                return 200, _poll_answer(410, None, [])  # gone: phoenix.js starts over
             return 200, self._open(headers, query, remote)
         status, messages = await session.poll()
-        return 200, {"status": status, "token": session.token, "messages": _Raw(messages)}
+        return 200, _poll_answer(status, session.token, messages)
 
-    def _open(self, headers: dict[str, str], query: dict[str, list[str]], remote: Any) -> dict[str, Any]:
+    def _open(self, headers: dict[str, str], query: dict[str, list[str]], remote: Any) -> bytes:
         tokens = [t for t in query.get("token", []) if not t.startswith(SESSION_PREFIX)]
         token = headers.get("x-phoenix-authtoken") or (tokens[0] if tokens else None)
         try:
             claims, serializer, grant = self._admit(remote, headers.get("origin"), query.get("vsn", [None])[-1], token)
         except HandshakeRefused:
-            return {"status": 403}
+            return _status(403)
         session = LongPollSession(SESSION_PREFIX + secrets.token_urlsafe(24), remote, self.window)
         self.sessions[session.token] = session
         self.spawn(self._serve(session, claims, serializer, grant))
-        return {"status": 410, "token": session.token, "messages": []}
+        return _poll_answer(410, session.token, [])
 
     async def _serve(self, session: LongPollSession, claims: dict[str, Any], serializer: Serializer, grant: Any) -> None:
         try:
@@ -293,11 +286,6 @@ class LongPollEndpoint:
     def _session_token(headers: dict[str, str], query: dict[str, list[str]]) -> str | None:
         token = headers.get("x-phoenix-longpoll-token") or (query.get("token") or [None])[-1]
         return token if token is not None and token.startswith(SESSION_PREFIX) else None
-
-    def _session(self, headers: dict[str, str], query: dict[str, list[str]]) -> LongPollSession | None:
-        token = self._session_token(headers, query)
-        session = self.sessions.get(token) if token is not None else None
-        return None if session is None or session.closed else session
 
     def _batch(self, body: bytes, content_type: str) -> list[str | bytes] | int:
         """A POST body as client messages, or the status that refuses it (400, 413)."""
@@ -328,16 +316,14 @@ class LongPollEndpoint:
             session.abort()
 
 
-class _Raw(list):  # type: ignore[type-arg]
-    """Messages already encoded as JSON strings: joined into the answer as they are."""
+def _status(status: int) -> bytes:
+    return orjson.dumps({"status": status})
 
 
-def _encode(body: dict[str, Any]) -> bytes:
-    messages = body.get("messages")
-    if isinstance(messages, _Raw):
-        head = orjson.dumps({k: v for k, v in body.items() if k != "messages"})
-        return head[:-1] + b',"messages":[' + b",".join(messages) + b"]}"
-    return orjson.dumps(body)
+def _poll_answer(status: int, token: str | None, messages: list[bytes]) -> bytes:
+    """``{"status", "token", "messages"}`` with the messages joined in as the encoder made them
+    (already JSON strings: a broadcast is not encoded again per poll)."""
+    return orjson.dumps({"status": status, "token": token})[:-1] + b',"messages":[' + b",".join(messages) + b"]}"
 
 
 _HEADERS = [
@@ -408,20 +394,19 @@ class LongPollHTTP(asyncio.Protocol):
         assert request is not None
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
         method = request.method.decode("ascii", "replace")
-        try:
-            status, body = await self.endpoint.answer(method, request.target.decode("ascii", "replace"), headers,
-                                                      bytes(self._body), self._remote)
-        except Exception:
-            log.exception("LongPoll request from %s failed", self._remote)
-            status, body = 200, {"status": 500}
-        extra = []
-        if method == "OPTIONS":
+        if method == "OPTIONS":  # a CORS preflight: what the browser may send next
             allow = headers.get("access-control-request-headers", "")
-            extra = [(b"access-control-allow-headers", allow.encode("latin-1")),
-                     (b"access-control-allow-methods", b"get, post, options"),
-                     (b"access-control-max-age", b"3600")]
-        payload = b"" if method == "OPTIONS" else _encode(body)
-        self._send(status, _HEADERS + extra, payload)
+            self._send(200, [*_HEADERS, (b"access-control-allow-headers", allow.encode("latin-1")),
+                             (b"access-control-allow-methods", b"get, post, options"),
+                             (b"access-control-max-age", b"3600")], b"")
+        else:
+            try:
+                status, payload = await self.endpoint.answer(method, request.target.decode("ascii", "replace"), headers,
+                                                             bytes(self._body), self._remote)
+            except Exception:
+                log.exception("LongPoll request from %s failed", self._remote)
+                status, payload = 200, _status(500)
+            self._send(status, _HEADERS, payload)
         self._busy = False
         if self.transport is None:
             return
@@ -445,7 +430,7 @@ class LongPollHTTP(asyncio.Protocol):
         log.info("LongPoll request from %s refused: %s", self._remote, reason)
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             try:
-                self._send(status, [(b"connection", b"close"), *_HEADERS], orjson.dumps({"status": status}))
+                self._send(status, [(b"connection", b"close"), *_HEADERS], _status(status))
             except h11.LocalProtocolError:
                 pass
         self._close()
