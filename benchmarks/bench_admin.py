@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -69,21 +68,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     opts = {"subs": args.subs, "messages": args.messages, "window": 20}
-    results: dict[str, list[dict]] = {"without": [], "with": []}
-    for i in range(args.runs):
-        for mode in ("without", "with") if i % 2 == 0 else ("with", "without"):
-            result = measure(mode == "with", opts)
-            results[mode].append(result)
-            print(f"# run {i + 1} {mode} watcher: {result}", file=sys.stderr, flush=True)
-    rate = {m: statistics.median(r["per_s"] for r in rs) for m, rs in results.items()}
-    cpu = {m: statistics.median(r["server_cpu_s"] * 1e6 / r["deliveries"] for r in rs) for m, rs in results.items()}
-    gen = {m: statistics.median(r["gen_cpu"] for r in rs) for m, rs in results.items()}
-    print(f"fan-out {args.subs} subscribers x {args.messages} messages, medians of {args.runs} runs")
-    for mode in ("without", "with"):
-        print(f"  {mode + ' watcher':16} {rate[mode]:10,.0f} deliveries/s  {cpu[mode]:5.2f} µs server CPU/delivery  "
-              f"generator CPU {gen[mode]:.2f}")
-    print(f"  ratio with/without: throughput {rate['with'] / rate['without']:.3f}, "
-          f"CPU per delivery {cpu['with'] / cpu['without']:.3f}")
+    run.compare_fanout(("without watcher", "with watcher"), lambda mode: measure(mode == "with watcher", opts), args.runs,
+                       f"fan-out {args.subs} subscribers x {args.messages} messages")
 
 
 if __name__ == "__main__":

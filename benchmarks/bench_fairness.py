@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,16 +22,20 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-from chanctl.tokens import TokenSigner  # noqa: E402
+import run  # noqa: E402  (benchmarks/run.py: Server, pinned)
 
-SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
-
-
-def pinned(core: int, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+CONFIG = """
+auth: {secret: "${CHANCTL_SECRET}"}
+server: {rate_limit: null, outbound_buffer: 256MiB, max_frame_size: 64KiB}
+topics:
+  "bench:{id}":
+    join: true
+    events:
+      msg: {do: broadcast}
+"""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -40,21 +43,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def serve(config: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        pinned(0, [sys.executable, "-m", "chanctl", "serve", str(config), "--port", "0", "--log-level", "warning"]),
-        stderr=subprocess.PIPE, text=True, env={"CHANCTL_SECRET": SECRET, "PATH": "/usr/bin:/bin"}, cwd=ROOT,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if " at ws://" in line:
-            return proc, line.split(" at ", 1)[1].split()[0]
-    raise SystemExit("chanctl serve did not start")
-
-
 def node(role: str, url: str, **opts: object) -> subprocess.Popen[str]:
-    argv = ["node", str(ROOT / "benchmarks" / "fairness_load.mjs"), json.dumps({"role": role, "url": url, **opts})]
-    return subprocess.Popen(pinned(1, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    argv = ["node", str(HERE / "fairness_load.mjs"), json.dumps({"role": role, "url": url, **opts})]
+    return subprocess.Popen(run.pinned(1, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def probe_while(url: str, seconds: float | None, flood: subprocess.Popen[str] | None = None) -> list[float]:
@@ -76,17 +67,15 @@ def probe_while(url: str, seconds: float | None, flood: subprocess.Popen[str] | 
 
 
 def one_run(config: Path, pushes: int) -> dict[str, float]:
-    proc, url = serve(config)
+    server = run.Server("chanctl", config)
     try:
-        url += f"?token={TokenSigner(SECRET).mint(1)}&vsn=2.0.0"
-        base = probe_while(url, 2)
-        flood = node("flood", url, pushes=pushes)
-        rtts = probe_while(url, None, flood)
+        base = probe_while(server.url, 2)
+        flood = node("flood", server.url, pushes=pushes)
+        rtts = probe_while(server.url, None, flood)
         assert flood.stdout is not None
         rate = json.loads(flood.stdout.read())["flood_rate"]
     finally:
-        proc.terminate()
-        proc.wait()
+        server.stop()
     return {
         "flood p50 ms": percentile(rtts, 0.5), "flood p99 ms": percentile(rtts, 0.99), "flood max ms": max(rtts),
         "quiet p50 ms": percentile(base, 0.5), "quiet p99 ms": percentile(base, 0.99),
@@ -103,14 +92,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "fairness.yaml"
-        config.write_text(
-            f'auth: {{secret: "{SECRET}"}}\n'
-            "server: {rate_limit: null, outbound_buffer: 256MiB, max_frame_size: 64KiB}\n"
-            'topics:\n  "bench:{id}":\n    join: true\n    events:\n      msg: {do: broadcast}\n'
-        )
+        config.write_text(CONFIG)
         runs = [one_run(config, args.pushes) for _ in range(args.repeat)]
-    for run in runs:
-        print(json.dumps(run), file=sys.stderr)
+    for result in runs:
+        print(json.dumps(result), file=sys.stderr)
     print(f"fairness: {args.pushes:,} pushes from one socket, heartbeat probe every 5 ms, median of {len(runs)} runs")
     for key in runs[0]:
         print(f"  {key:<20} {statistics.median(r[key] for r in runs):10.2f}")

@@ -91,20 +91,8 @@ def main() -> None:
     parser.add_argument("--missed", type=int, default=100)
     args = parser.parse_args()
     opts = {"subs": args.subs, "messages": args.messages, "window": 20}
-    results: dict[str, list[dict]] = {"off": [], "on": []}
-    for i in range(args.runs):
-        for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
-            result = fanout(mode == "on", opts)
-            results[mode].append(result)
-            print(f"# run {i + 1} history {mode}: {result}", file=sys.stderr, flush=True)
-    rate = {m: statistics.median(r["per_s"] for r in rs) for m, rs in results.items()}
-    cpu = {m: statistics.median(r["server_cpu_s"] * 1e6 / r["deliveries"] for r in rs) for m, rs in results.items()}
-    gen = {m: statistics.median(r["gen_cpu"] for r in rs) for m, rs in results.items()}
-    print(f"fan-out {args.subs} subscribers x {args.messages} messages, medians of {args.runs} runs")
-    for mode in ("off", "on"):
-        print(f"  history {mode:4} {rate[mode]:10,.0f} deliveries/s  {cpu[mode]:5.2f} µs server CPU/delivery  "
-              f"generator CPU {gen[mode]:.2f}")
-    print(f"  ratio on/off: throughput {rate['on'] / rate['off']:.3f}, CPU per delivery {cpu['on'] / cpu['off']:.3f}")
+    run.compare_fanout(("history off", "history on"), lambda mode: fanout(mode == "history on", opts), args.runs,
+                       f"fan-out {args.subs} subscribers x {args.messages} messages")
     runs = []
     for i in range(args.runs):
         runs.append(recovery(args.clients, args.missed))

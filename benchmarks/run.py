@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import socket
+from collections.abc import Callable
 import statistics
 import subprocess
 import sys
@@ -98,6 +99,28 @@ def loadgen(server: Server, mode: str, **opts: object) -> dict:
     result = json.loads(out.stdout.splitlines()[-1])
     result["server_cpu_s"] = server.cpu_seconds() - cpu0
     return result
+
+
+def compare_fanout(modes: tuple[str, str], measure_one: Callable[[str], dict], runs: int, title: str) -> None:
+    """Run a fan-out under two modes, interleaved (A B, B A, ...) so drift hits both alike, and
+    print each mode's median deliveries/s, server CPU per delivery and generator CPU, then the
+    second mode's ratio to the first (the same-run baseline)."""
+    results: dict[str, list[dict]] = {mode: [] for mode in modes}
+    for i in range(runs):
+        for mode in modes if i % 2 == 0 else modes[::-1]:
+            result = measure_one(mode)
+            results[mode].append(result)
+            print(f"# run {i + 1} {mode}: {result}", file=sys.stderr, flush=True)
+    rate = {m: statistics.median(r["per_s"] for r in rs) for m, rs in results.items()}
+    cpu = {m: statistics.median(r["server_cpu_s"] * 1e6 / r["deliveries"] for r in rs) for m, rs in results.items()}
+    gen = {m: statistics.median(r["gen_cpu"] for r in rs) for m, rs in results.items()}
+    print(f"{title}, medians of {runs} runs")
+    for mode in modes:
+        print(f"  {mode:16} {rate[mode]:10,.0f} deliveries/s  {cpu[mode]:5.2f} µs server CPU/delivery  "
+              f"generator CPU {gen[mode]:.2f}")
+    base, other = modes
+    print(f"  ratio {other} / {base}: throughput {rate[other] / rate[base]:.3f}, "
+          f"CPU per delivery {cpu[other] / cpu[base]:.3f}")
 
 
 def idle_rss(server: Server, n: int) -> dict:
