@@ -227,8 +227,8 @@ class ChannelServer:
         self.started_at = time.time()
         self._server: Server | None = None
         self._stopped = False
-        self._drained: asyncio.Event | None = None
-        """Set when the last connection is gone, once a shutdown waits for that."""
+        self._ended = asyncio.Event()
+        """Set, then replaced, each time a connection's handler finishes (see :meth:`until_connections`)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ws_path = self.config.server.path.rstrip("/") + "/websocket"
         longpoll = self.config.server.longpoll
@@ -304,13 +304,11 @@ class ChannelServer:
             for connection in remaining[start : start + SHUTDOWN_BATCH]:
                 connection.close(1012, "server restarting")
             await asyncio.sleep(0)  # let the batch's close frames go out before the next
-        if remaining:
-            self._drained = asyncio.Event()
         try:
             if server is not None:
                 await asyncio.wait_for(server.wait_closed(), timeout)
-            elif self._drained is not None and self.connections:
-                await asyncio.wait_for(self._drained.wait(), timeout)
+            else:
+                await asyncio.wait_for(self.until_connections(0), timeout)
         except TimeoutError:
             log.warning("shutdown timed out after %gs; dropping the remaining connections", timeout)
         if self.longpoll is not None:
@@ -320,6 +318,13 @@ class ChannelServer:
         self.presence.close()
         if self.cluster is not None:
             await self.cluster.close()
+
+    async def until_connections(self, count: int) -> None:
+        """Return once at most ``count`` connections are open. A closed socket counts until its
+        handler has finished: its channels left, its close code counted, its line logged. The
+        shutdown's drain waits here, and so does whatever acts on those after a close (tests)."""
+        while len(self.connections) > count:
+            await self._ended.wait()
 
     def _history_spec(self, topic: str) -> HistorySpec | None:
         route = self.router.match(topic)
@@ -503,8 +508,6 @@ class ChannelServer:
             self.connections.discard(connection)
             _decrement(self._by_user, user_key)
             _decrement(self._by_address, address)
-            if not self.connections and self._drained is not None:
-                self._drained.set()
             code, reason, by = connection.ending()
             self.stats.closes[code] += 1
             if logged:
@@ -515,6 +518,8 @@ class ChannelServer:
                 same_id.discard(connection)
                 if not same_id:
                     del self._by_socket_id[socket_id]
+            ended, self._ended = self._ended, asyncio.Event()
+            ended.set()
 
 
 def _address(transport: Transport) -> str:

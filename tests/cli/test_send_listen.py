@@ -320,7 +320,5 @@ async def test_an_oversized_push_reports_the_close_and_metrics_count_1009(make_s
         assert result.code == 1, result.err
         assert "the server closed the connection before the reply: 1009 frame with" in result.err
         assert "exceeds limit of 1024 bytes" in result.err
-        async with asyncio.timeout(TIMEOUT):  # the server's handler ends as the client goes
-            while server.connections:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(server.until_connections(0), TIMEOUT)  # the server's handler ends as the client goes
         assert dict(server.stats.closes) == {1009: 1}

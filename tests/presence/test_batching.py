@@ -84,9 +84,7 @@ def normal(presences: dict[str, Any]) -> dict[str, list[tuple[str, bool]]]:
 
 async def server_is_done_with_closed_sockets(srv: ChannelServer, open_sockets: int) -> None:
     """A closed socket's leave runs when the server's handler for it ends; wait for that."""
-    async with asyncio.timeout(TIMEOUT):
-        while len(srv.connections) != open_sockets:
-            await asyncio.sleep(0.005)
+    await asyncio.wait_for(srv.until_connections(open_sockets), TIMEOUT)
 
 
 async def play(ops: list[tuple[str, int]]) -> None:

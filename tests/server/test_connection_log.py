@@ -17,14 +17,6 @@ def lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "chanctl.server" and r.getMessage().startswith("connection")]
 
 
-async def until_logged(caplog, count: int) -> list[str]:
-    """The connection lines once ``count`` of them are out (the server logs as its handler ends)."""
-    async with asyncio.timeout(TIMEOUT):
-        while len(lines(caplog)) < count:
-            await asyncio.sleep(0.01)
-    return lines(caplog)
-
-
 async def test_open_and_close_lines_say_who_where_and_how(make_server, mint, caplog):
     caplog.set_level(logging.INFO, logger="chanctl.server")
     async with make_server(CONFIG) as server:
@@ -38,7 +30,8 @@ async def test_open_and_close_lines_say_who_where_and_how(make_server, mint, cap
             await websockets.connect(server.url + "?token=forged.token.here&vsn=2.0.0")
         except websockets.InvalidStatus:
             pass
-        logged = await until_logged(caplog, 5)
+        await asyncio.wait_for(server.until_connections(0), TIMEOUT)  # a close is logged as its handler ends
+        logged = lines(caplog)
     assert logged[0] == f"connection open: user 7\\x1b[31m from 127.0.0.1:{port} (socket user_socket:7\\x1b[31m)"
     assert logged[1].startswith(f"connection closed: user 7\\x1b[31m from 127.0.0.1:{port} after ")
     assert logged[1].endswith(": 4000 'bye\\x1b[2J\\u202e' (closed by the client)")

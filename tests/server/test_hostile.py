@@ -87,9 +87,7 @@ async def test_connections_past_a_limit_are_closed_at_once_with_the_setting_name
         assert f'chanctl_limit_refusals_total{{limit="server.{setting}"}} 1.0' in refusals(srv)
         # A connection that ends gives its place back.
         await first[0].close()
-        async with asyncio.timeout(TIMEOUT):  # the server frees it when its handler has finished
-            while len(srv.connections) != 1:
-                await asyncio.sleep(0.005)
+        await asyncio.wait_for(srv.until_connections(1), TIMEOUT)  # freed when its handler has finished
         async with await RawClient.connect(srv.url, mint(7 if same_user else 9)) as again:
             assert (await again.call([None, "1", "phoenix", "heartbeat", {}]))[4]["status"] == "ok"
         await first[1].close()
@@ -127,9 +125,7 @@ async def ended(srv, client: RawClient, how: str, topic: str) -> None:
         with pytest.raises(websockets.ConnectionClosed):
             await client.recv_until(lambda frame: False)
     if how in ("disconnect", "idle"):
-        async with asyncio.timeout(TIMEOUT):  # the server lets go when its handler has finished
-            while srv.connections:
-                await asyncio.sleep(0.005)
+        await asyncio.wait_for(srv.until_connections(0), TIMEOUT)  # let go when its handler has finished
 
 
 @pytest.mark.parametrize("topic", ["room:1", "plain:1"], ids=["presence", "no-presence"])

@@ -92,9 +92,9 @@ async def test_metrics_counters_move_as_traffic_flows(rooms_server, mint):
     async with await RawClient.connect(rooms_server.url, mint(7)) as raw:
         await raw.send("not json")
         await asyncio.wait_for(raw.ws.wait_closed(), TIMEOUT)
-    async with asyncio.timeout(TIMEOUT):  # the server records a close once its handler has finished
-        while (after := await scrape(rooms_server)).get(("chanctl_closes_total", (("code", "1007"),))) != 1:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(rooms_server.until_connections(0), TIMEOUT)  # a close is recorded as its handler ends
+    after = await scrape(rooms_server)
+    assert after[("chanctl_closes_total", (("code", "1007"),))] == 1
     assert after[("chanctl_connections", ())] == 0
     assert after[("chanctl_connections_opened_total", ())] == 4
     assert after[("chanctl_protocol_violations_total", ())] == 1
