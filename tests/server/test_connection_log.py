@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import pytest
 import websockets
 
 from tests.support import TIMEOUT, RawClient
@@ -26,10 +27,8 @@ async def test_open_and_close_lines_say_who_where_and_how(make_server, mint, cap
         big = await RawClient.connect(server.url, mint(42))
         await big.send("x" * 2000)  # over max_frame_size: the server closes with 1009
         await big.ws.wait_closed()
-        try:
+        with pytest.raises(websockets.InvalidStatus):
             await websockets.connect(server.url + "?token=forged.token.here&vsn=2.0.0")
-        except websockets.InvalidStatus:
-            pass
         await asyncio.wait_for(server.until_connections(0), TIMEOUT)  # a close is logged as its handler ends
         logged = lines(caplog)
     assert logged[0] == f"connection open: user 7\\x1b[31m from 127.0.0.1:{port} (socket user_socket:7\\x1b[31m)"
