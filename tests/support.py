@@ -108,6 +108,15 @@ class RawClient:
         await self.close()
 
 
+async def closed_with(client: RawClient) -> websockets.frames.Close:
+    """The close frame the server sent, after asserting no data frame came before it."""
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        frame = await asyncio.wait_for(client.ws.recv(), TIMEOUT)
+        raise AssertionError(f"expected a close, got {frame!r}")
+    assert info.value.rcvd is not None
+    return info.value.rcvd
+
+
 async def run_js(script: str, timeout: float = 4 * TIMEOUT, **env: str) -> list[dict[str, Any]]:
     """Run a phoenix.js scenario (see tests/js/harness.mjs); returns its emitted JSON lines.
 

@@ -14,7 +14,7 @@ from chanctl.errors import ConfigError, ProtocolViolation
 from chanctl.protocol.socket import LeaveReason
 from chanctl.server.metrics import render_metrics
 from tests.server.conftest import ConformanceChannel
-from tests.support import QUIET, TIMEOUT, RawClient
+from tests.support import QUIET, TIMEOUT, RawClient, closed_with
 
 OK = {"status": "ok", "response": {}}
 UNMATCHED = {"status": "error", "response": {"reason": "unmatched topic"}}
@@ -40,15 +40,6 @@ def upgrade(method: str, query: str) -> bytes:
 async def terminated() -> tuple[str, LeaveReason]:
     """The next (topic, reason) the test channel's terminate saw."""
     return await asyncio.wait_for(ConformanceChannel.terminated.get(), TIMEOUT)
-
-
-async def closed_with(client: RawClient) -> websockets.frames.Close:
-    """The close frame the server sent, after asserting no data frame came before it."""
-    with pytest.raises(websockets.ConnectionClosed) as info:
-        frame = await asyncio.wait_for(client.ws.recv(), TIMEOUT)
-        raise AssertionError(f"expected a close, got {frame!r}")
-    assert info.value.rcvd is not None
-    return info.value.rcvd
 
 
 # -- transport ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import websockets
 
 from chanctl.channel import Channel, ok
 from chanctl.server.metrics import render_metrics
-from tests.support import TIMEOUT, RawClient
+from tests.support import TIMEOUT, RawClient, closed_with
 
 OPEN = """
 auth: {secret: "${CHANCTL_SECRET}"}
@@ -39,13 +39,6 @@ topics:
 
 def config(**server: object) -> str:
     return OPEN % {"server": ", ".join(f"{key}: {value}" for key, value in server.items())}
-
-
-async def closed_with(client: RawClient) -> websockets.frames.Close:
-    with pytest.raises(websockets.ConnectionClosed) as info:
-        await asyncio.wait_for(client.ws.recv(), TIMEOUT)
-    assert info.value.rcvd is not None
-    return info.value.rcvd
 
 
 def refusals(server) -> str:
