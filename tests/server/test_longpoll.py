@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -66,6 +67,17 @@ async def open_session(http: Http, server: ChannelServer, token: str) -> str:
     opened = await http.json("GET", lp(server, token))
     assert opened["status"] == 410 and opened["messages"] == []
     return opened["token"]
+
+
+@asynccontextmanager
+async def lp_session(server: ChannelServer, mint: Callable[..., str]) -> AsyncIterator[tuple[Http, str, str]]:
+    """An HTTP connection with an open LongPoll session of user 42: the connection, the user's token, the session's."""
+    http = await Http.connect(server)
+    token = mint(42)
+    try:
+        yield http, token, await open_session(http, server, token)
+    finally:
+        http.close()
 
 
 async def poll_until(http: Http, server: ChannelServer, token: str, session: str, count: int) -> list[Any]:
@@ -151,27 +163,21 @@ async def test_phoenix_js_falls_back_to_longpoll_when_websockets_are_blocked(lp_
 # -- the HTTP side, frame by frame ------------------------------------------------------------
 
 async def test_a_session_gets_replies_and_broadcasts_in_one_poll(lp_server: ChannelServer, mint: Callable[..., str]):
-    http = await Http.connect(lp_server)
-    token = mint(42)
-    session = await open_session(http, lp_server, token)
-    frames = b"\n".join(orjson.dumps(f) for f in (["1", "1", "room:42", "phx_join", {}], ["1", "2", "room:42", "new_msg", {"body": "hi"}]))
-    assert await http.json("POST", lp(lp_server, token, session), frames, {"Content-Type": "application/x-ndjson"}) == {"status": 200}
-    got = await poll_until(http, lp_server, token, session, 4)
-    events = [(m[3], m[1]) for m in got]
-    assert ("phx_reply", "1") in events and ("phx_reply", "2") in events and ("new_msg", None) in events
-    http.close()
+    async with lp_session(lp_server, mint) as (http, token, session):
+        frames = b"\n".join(orjson.dumps(f) for f in (["1", "1", "room:42", "phx_join", {}], ["1", "2", "room:42", "new_msg", {"body": "hi"}]))
+        assert await http.json("POST", lp(lp_server, token, session), frames, {"Content-Type": "application/x-ndjson"}) == {"status": 200}
+        got = await poll_until(http, lp_server, token, session, 4)
+        events = [(m[3], m[1]) for m in got]
+        assert ("phx_reply", "1") in events and ("phx_reply", "2") in events and ("new_msg", None) in events
 
 
 async def test_the_session_token_may_come_in_a_header(lp_server: ChannelServer, mint: Callable[..., str]):
-    http = await Http.connect(lp_server)
-    token = mint(42)
-    session = await open_session(http, lp_server, token)
-    join = orjson.dumps(["1", "1", "room:42", "phx_join", {}])
-    headers = {"X-Phoenix-Longpoll-Token": session, "Content-Type": "application/x-ndjson"}
-    assert await http.json("POST", "/socket/longpoll?vsn=2.0.0", join, headers) == {"status": 200}
-    answer = await http.json("GET", "/socket/longpoll?vsn=2.0.0", headers={"X-Phoenix-Longpoll-Token": session})
-    assert answer["status"] == 200 and orjson.loads(answer["messages"][0])[3] == "phx_reply"
-    http.close()
+    async with lp_session(lp_server, mint) as (http, token, session):
+        join = orjson.dumps(["1", "1", "room:42", "phx_join", {}])
+        headers = {"X-Phoenix-Longpoll-Token": session, "Content-Type": "application/x-ndjson"}
+        assert await http.json("POST", "/socket/longpoll?vsn=2.0.0", join, headers) == {"status": 200}
+        answer = await http.json("GET", "/socket/longpoll?vsn=2.0.0", headers={"X-Phoenix-Longpoll-Token": session})
+        assert answer["status"] == 200 and orjson.loads(answer["messages"][0])[3] == "phx_reply"
 
 
 @pytest.mark.parametrize("query", ["token=nope&vsn=2.0.0", "vsn=2.0.0", "token={token}&vsn=9.0.0"])
@@ -191,47 +197,33 @@ async def test_an_unknown_session_is_gone(lp_server: ChannelServer, mint: Callab
 
 
 async def test_bad_batches_get_a_status_and_leave_the_session_working(lp_server: ChannelServer, mint: Callable[..., str]):
-    http = await Http.connect(lp_server)
-    token = mint(42)
-    session = await open_session(http, lp_server, token)
-    ndjson = {"Content-Type": "application/x-ndjson"}
-    assert await http.json("POST", lp(lp_server, token, session), b"not base64 !", ndjson) == {"status": 400}
-    assert await http.json("POST", lp(lp_server, token, session), b"\n".join([b"[]"] * 101), ndjson) == {"status": 400}
-    assert await http.json("POST", lp(lp_server, token, session), b"\xff\xfe", ndjson) == {"status": 400}
-    join = orjson.dumps(["1", "1", "room:42", "phx_join", {}])
-    assert await http.json("POST", lp(lp_server, token, session), join, ndjson) == {"status": 200}
-    assert (await poll_until(http, lp_server, token, session, 1))[0][3] == "phx_reply"
-    http.close()
+    async with lp_session(lp_server, mint) as (http, token, session):
+        ndjson = {"Content-Type": "application/x-ndjson"}
+        assert await http.json("POST", lp(lp_server, token, session), b"not base64 !", ndjson) == {"status": 400}
+        assert await http.json("POST", lp(lp_server, token, session), b"\n".join([b"[]"] * 101), ndjson) == {"status": 400}
+        assert await http.json("POST", lp(lp_server, token, session), b"\xff\xfe", ndjson) == {"status": 400}
+        join = orjson.dumps(["1", "1", "room:42", "phx_join", {}])
+        assert await http.json("POST", lp(lp_server, token, session), join, ndjson) == {"status": 200}
+        assert (await poll_until(http, lp_server, token, session, 1))[0][3] == "phx_reply"
 
 
 async def test_a_message_over_the_frame_limit_closes_the_session_with_1009(make_server: Callable[..., ChannelServer], mint: Callable[..., str]):
-    async with make_server(chat_with_longpoll(max_frame_size="1KiB")) as server:
-        http = await Http.connect(server)
-        token = mint(42)
-        session = await open_session(http, server, token)
+    async with make_server(chat_with_longpoll(max_frame_size="1KiB")) as server, lp_session(server, mint) as (http, token, session):
         big = orjson.dumps(["1", "1", "room:42", "phx_join", {"x": "y" * 2000}])
         assert await http.json("POST", lp(server, token, session), big, {"Content-Type": "application/x-ndjson"}) == {"status": 413}
         assert (await http.json("GET", lp(server, token, session)))["status"] == 410
         await asyncio.wait_for(server.until_connections(0), TIMEOUT)  # the close is counted as the handler ends
         assert server.stats.closes[1009] == 1
-        http.close()
 
 
 async def test_a_body_over_max_body_is_refused_before_it_is_read(make_server: Callable[..., ChannelServer], mint: Callable[..., str]):
-    async with make_server(chat_with_longpoll().replace("window: 10s}", "window: 10s, max_body: 1KiB}")) as server:
-        http = await Http.connect(server)
-        token = mint(42)
-        session = await open_session(http, server, token)
+    async with make_server(chat_with_longpoll().replace("window: 10s}", "window: 10s, max_body: 1KiB}")) as server, lp_session(server, mint) as (http, token, session):
         status, headers, body = await http.request("POST", lp(server, token, session), b"[" * 2000)
         assert status == 413 and orjson.loads(body) == {"status": 413} and headers["connection"] == "close"
-        http.close()
 
 
 async def test_a_session_that_stops_polling_ends_and_leaves_its_channels(make_server: Callable[..., ChannelServer], mint: Callable[..., str]):
-    async with make_server(chat_with_longpoll(window="0.2s")) as server:
-        http = await Http.connect(server)
-        token = mint(42)
-        session = await open_session(http, server, token)
+    async with make_server(chat_with_longpoll(window="0.2s")) as server, lp_session(server, mint) as (http, token, session):
         join = orjson.dumps(["1", "1", "room:42", "phx_join", {}])
         await http.json("POST", lp(server, token, session), join, {"Content-Type": "application/x-ndjson"})
         assert len(server.connections) == 1 and server.pubsub.subscriptions("room:42")
@@ -239,16 +231,11 @@ async def test_a_session_that_stops_polling_ends_and_leaves_its_channels(make_se
         assert not server.pubsub.subscriptions("room:42") and server.longpoll is not None and not server.longpoll.sessions
         assert server.stats.closes[1001] == 1
         assert (await http.json("GET", lp(server, token, session)))["status"] == 410
-        http.close()
 
 
 async def test_a_quiet_poll_answers_204_after_the_window(make_server: Callable[..., ChannelServer], mint: Callable[..., str]):
-    async with make_server(chat_with_longpoll(window="0.2s")) as server:
-        http = await Http.connect(server)
-        token = mint(42)
-        session = await open_session(http, server, token)
+    async with make_server(chat_with_longpoll(window="0.2s")) as server, lp_session(server, mint) as (http, token, session):
         assert await http.json("GET", lp(server, token, session)) == {"status": 204, "token": session, "messages": []}
-        http.close()
 
 
 async def test_cors_preflight_and_headers(lp_server: ChannelServer):
@@ -278,21 +265,18 @@ async def test_the_websocket_and_health_still_answer_beside_longpoll(lp_server: 
 
 
 async def test_a_broadcast_costs_one_encode_over_both_transports(lp_server: ChannelServer, mint: Callable[..., str], monkeypatch: pytest.MonkeyPatch):
-    http = await Http.connect(lp_server)
-    token = mint(42)
-    session = await open_session(http, lp_server, token)
-    await http.json("POST", lp(lp_server, token, session), orjson.dumps(["1", "1", "room:42", "phx_join", {}]), {"Content-Type": "application/x-ndjson"})
-    await poll_until(http, lp_server, token, session, 1)
-    async with await RawClient.connect(lp_server.url, mint(7), ignore=frozenset({"presence_diff", "presence_state"})) as ws:
-        await ws.call(["1", "1", "room:42", "phx_join", {}])
-        serializer = negotiate("2.0.0")
-        assert serializer is not None
-        calls: list[object] = []
-        encode = type(serializer).encode
-        monkeypatch.setattr(type(serializer), "encode", lambda self, message: calls.append(message) or encode(self, message))
-        assert lp_server.pubsub.broadcast("room:42", "news", {"n": 1}) == 2
-        assert len([c for c in calls if getattr(c, "event", None) == "news"]) == 1
-        assert (await ws.recv())[3] == "news"
-        got = await poll_until(http, lp_server, token, session, 1)
-        assert [m[3] for m in got if m[3] == "news"] == ["news"]
-    http.close()
+    async with lp_session(lp_server, mint) as (http, token, session):
+        await http.json("POST", lp(lp_server, token, session), orjson.dumps(["1", "1", "room:42", "phx_join", {}]), {"Content-Type": "application/x-ndjson"})
+        await poll_until(http, lp_server, token, session, 1)
+        async with await RawClient.connect(lp_server.url, mint(7), ignore=frozenset({"presence_diff", "presence_state"})) as ws:
+            await ws.call(["1", "1", "room:42", "phx_join", {}])
+            serializer = negotiate("2.0.0")
+            assert serializer is not None
+            calls: list[object] = []
+            encode = type(serializer).encode
+            monkeypatch.setattr(type(serializer), "encode", lambda self, message: calls.append(message) or encode(self, message))
+            assert lp_server.pubsub.broadcast("room:42", "news", {"n": 1}) == 2
+            assert len([c for c in calls if getattr(c, "event", None) == "news"]) == 1
+            assert (await ws.recv())[3] == "news"
+            got = await poll_until(http, lp_server, token, session, 1)
+            assert [m[3] for m in got if m[3] == "news"] == ["news"]
