@@ -220,9 +220,7 @@ class BenchSocket(asyncio.Protocol):
         if message.event == PHX_REPLY and message.ref is not None:
             future = self._pending.pop(message.ref, None)
             if future is not None and not future.done():
-                payload = message.payload if isinstance(message.payload, dict) else {}
-                future.set_result(Reply(message.join_ref, message.ref, message.topic,
-                                        str(payload.get("status")), payload.get("response")))
+                future.set_result(Reply.from_message(message))
                 return
         if self.on_message is not None:
             self.on_message(self, message)

@@ -558,9 +558,9 @@ class ClientProtocol:
         if ref == self._refresh:
             self._refresh = None
             self._pending.pop(ref, None)
-            payload = message.payload if isinstance(message.payload, dict) else {}
-            response = payload.get("response")
-            if payload.get("status") == "ok":
+            refresh = Reply.from_message(message)
+            response = refresh.response
+            if refresh.status == "ok":
                 self._events.append(TokenRefreshed(response.get("expires_in") if isinstance(response, dict) else None))
             else:
                 self._events.append(TokenRefreshRefused(response))
@@ -568,8 +568,7 @@ class ClientProtocol:
         if ref not in self._pending:
             return  # expired, or from before a reconnect
         topic = self._pending.pop(ref)
-        payload = message.payload if isinstance(message.payload, dict) else {}
-        reply = Reply(message.join_ref, ref, message.topic, str(payload.get("status")), payload.get("response"))
+        reply = Reply.from_message(message)
         channel = self._channels.get(topic) if topic is not None else None
         if channel is not None and channel.join_ref == ref:
             self._joined(channel, reply)

@@ -61,6 +61,13 @@ class Reply:
     def to_message(self) -> Message:
         return Message(self.join_ref, self.ref, self.topic, PHX_REPLY, {"status": self.status, "response": self.response})
 
+    @classmethod
+    def from_message(cls, message: Message) -> Reply:
+        """The reply a ``phx_reply`` Message carries, read leniently: a payload that is not an
+        object reads as no status and no response (a client reports it, it does not crash)."""
+        payload = message.payload if isinstance(message.payload, dict) else {}
+        return cls(message.join_ref, message.ref, message.topic, str(payload.get("status")), payload.get("response"))
+
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
