@@ -22,8 +22,7 @@ from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, refreshing_token, resolve_url, run_client
 from chanctl.client import Client, Event, PresenceChange
-from chanctl.client.protocol import Closed, Refused
-from chanctl.errors import ConnectionLost, ConnectRefused
+from chanctl.client.protocol import stop_error
 from chanctl.escape import escape
 from chanctl.protocol.messages import PHX_CLOSE, PHX_ERROR
 from chanctl.protocol.messages import ADMIN_TOPIC
@@ -115,11 +114,8 @@ async def _listen(url: str, token: str | Callable[[], str], topics: list[str], j
                     received.cancel()
                     if stopped in done:
                         return int(stopped_by[0])
-                    if gone in done:
-                        why = gone.result()
-                        if isinstance(why, Refused):  # 403 on reconnect: expired or revoked, no retry heals it
-                            raise ConnectRefused(why.status, why.body)
-                        raise ConnectionLost(why.code, why.reason) if isinstance(why, Closed) else ConnectionLost()
+                    if gone in done:  # a 403 on reconnect (expired or revoked) is ConnectRefused: no retry heals it
+                        raise stop_error(gone.result())
                     return int(ExitCode.UNREACHABLE if count is not None else ExitCode.OK)
                 item = received.result()
                 if isinstance(item, PresenceChange):

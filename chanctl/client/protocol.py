@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chanctl.client.presence import Presence, PresenceChange
-from chanctl.errors import ClientError, ConnectionLost, JoinRefused, ProtocolViolation
+from chanctl.errors import ClientError, ConnectionLost, ConnectRefused, JoinRefused, ProtocolViolation
 from chanctl.protocol.messages import (
     ACCESS_TOKEN,
     HEARTBEAT,
@@ -50,7 +50,7 @@ __all__ = [
     "RECONNECT_AFTER", "REJOIN_AFTER", "ChannelErrored", "ChannelState", "ClientProtocol", "Closed", "Connecting",
     "Event", "Failed", "FrameIgnored", "HeartbeatTimeout", "Open", "Received", "Reconnecting", "RecoveryFailed",
     "RefreshDue", "Refused", "RejoinDue", "RejoinRefused", "Rejoined", "Replied", "Status", "TokenExpiring",
-    "TokenRefreshRefused", "TokenRefreshed",
+    "TokenRefreshRefused", "TokenRefreshed", "stop_error",
 ]
 
 RECONNECT_AFTER = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -231,6 +231,17 @@ class TokenRefreshRefused(Status):
 
     def __str__(self) -> str:
         return f"token refresh refused: {self.response}"
+
+
+def stop_error(stopped: Status | None) -> ClientError:
+    """The error that says why a socket stopped for good (:attr:`ClientProtocol.stopped`): a final
+    refusal is ConnectRefused (a 403 on reconnect: exit 3 in the CLI), a close is ConnectionLost
+    with the close frame's code and reason."""
+    if isinstance(stopped, Refused):
+        return ConnectRefused(stopped.status, stopped.body)
+    if isinstance(stopped, Closed):
+        return ConnectionLost(stopped.code, stopped.reason)
+    return ConnectionLost()
 
 
 # -- what the caller acts on ------------------------------------------------------------------

@@ -37,10 +37,10 @@ from chanctl.client.protocol import (
     Failed,
     Received,
     RefreshDue,
-    Refused,
     RejoinDue,
     Replied,
     Status,
+    stop_error,
 )
 from chanctl.errors import ClientError, ConnectionLost, ConnectRefused, JoinRefused, ReplyTimeout, Unreachable
 from chanctl.protocol.messages import PHX_CLOSE, Message, Reply
@@ -149,7 +149,7 @@ class ClientChannel:
                 continue
             stopped = self.client._stopped
             if stopped.is_set():
-                raise self.client._stop_error()
+                raise stop_error(self.client.stopped)
             getting = asyncio.ensure_future(inbox.get())
             waiting = asyncio.ensure_future(stopped.wait())
             try:
@@ -467,9 +467,3 @@ class Client:
         timer = self._rejoins.pop(topic, None)
         if timer is not None:
             timer.cancel()
-
-    def _stop_error(self) -> ClientError:
-        stopped = self._protocol.stopped
-        if isinstance(stopped, Refused):
-            return ConnectRefused(stopped.status, stopped.body)
-        return ConnectionLost()
