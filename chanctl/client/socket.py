@@ -142,24 +142,28 @@ class ClientChannel:
             ConnectRefused, ConnectionLost: the socket stopped for good (a refused reconnect, or a
                 close without reconnecting) and nothing more will arrive.
         """
-        inbox = self._inbox
-        while True:
-            if not inbox.empty():
-                yield inbox.get_nowait()
-                continue
-            stopped = self.client._stopped
-            if stopped.is_set():
-                raise stop_error(self.client.stopped)
-            getting = asyncio.ensure_future(inbox.get())
-            waiting = asyncio.ensure_future(stopped.wait())
-            try:
-                await asyncio.wait({getting, waiting}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
+        inbox, stopped = self._inbox, self.client._stopped
+        waiting: asyncio.Future[Any] | None = None  # one wait for the stop per stream, not one per event
+        try:
+            while True:
+                if not inbox.empty():
+                    yield inbox.get_nowait()
+                    continue
+                if stopped.is_set():
+                    raise stop_error(self.client.stopped)
+                if waiting is None:
+                    waiting = asyncio.ensure_future(stopped.wait())
+                getting = asyncio.ensure_future(inbox.get())
+                try:
+                    await asyncio.wait({getting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not getting.done():
+                        getting.cancel()
+                if getting.done() and not getting.cancelled():
+                    yield getting.result()
+        finally:
+            if waiting is not None:
                 waiting.cancel()
-                if not getting.done():
-                    getting.cancel()
-            if getting.done() and not getting.cancelled():
-                yield getting.result()
 
 
 class Client:
