@@ -20,7 +20,7 @@ import typer
 
 from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
-from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, refreshing_token, resolve_url, run_client
+from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_identity, resolve_url, run_client
 from chanctl.client import Client, Event, PresenceChange
 from chanctl.client.protocol import stop_error
 from chanctl.escape import escape
@@ -47,7 +47,7 @@ def listen(
     token on a reconnect), 4 if unreachable, 130 on Ctrl+C, 0 when stdout closes (`| head -1`)."""
     params = {} if since is None else {"since": _since(since)}
     server = resolve_url(url, config)
-    identity = refreshing_token(user, token, config, admin=ADMIN_TOPIC in topics)
+    identity = resolve_identity(user, token, config, admin=ADMIN_TOPIC in topics).token
     selection = _Selection(frozenset(event or ()), no_presence)
     run_client(lambda: _listen(server, identity, topics, json, count, timeout, selection, params))
 

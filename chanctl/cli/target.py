@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from chanctl.config.model import ServerConfig
 
 __all__ = [
-    "OPERATOR", "ConfigOpt", "Identity", "TokenOpt", "UrlOpt", "UserOpt", "exit_code_for", "refreshing_token",
-    "resolve_identity", "resolve_token", "resolve_url", "run_client",
+    "OPERATOR", "ConfigOpt", "Identity", "TokenOpt", "UrlOpt", "UserOpt", "exit_code_for", "resolve_identity", "resolve_token",
+    "resolve_url", "run_client",
 ]
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Server socket URL, e.g. ws://127.0.0.1:4000/socket.")]
@@ -109,11 +109,6 @@ def resolve_token(user: str | None, token: str | None, config: str | None, *, ad
     """The token of :func:`resolve_identity`, minted once."""
     identity = resolve_identity(user, token, config, admin=admin).token
     return identity if isinstance(identity, str) else identity()
-
-
-def refreshing_token(user: str | None, token: str | None, config: str | None, *, admin: bool = False) -> str | Callable[[], str]:
-    """The token of :func:`resolve_identity`: a function minting a fresh one when we hold the secret."""
-    return resolve_identity(user, token, config, admin=admin).token
 
 
 REJECTING_CLOSES = frozenset({1007, 1008, 1009, 1011})
