@@ -16,6 +16,7 @@ from chanctl import __version__
 from chanctl.bench.plan import Plan
 from chanctl.bench.runner import Outcome
 from chanctl.bench.stats import Histogram, Tally
+from chanctl.escape import escape
 
 __all__ = ["GENERATOR_BUSY", "Thresholds", "build_report", "exit_status", "render_table"]
 
@@ -167,8 +168,8 @@ def _number(value: Any) -> str:
     return f"{int(value):,}"
 
 
-def render_table(report: dict[str, Any], escape: Any = str) -> str:
-    """The report for a terminal. ``escape`` makes server-chosen text (error reasons) safe to print."""
+def render_table(report: dict[str, Any]) -> str:
+    """The report for a terminal; server-chosen text (error reasons) is escaped."""
     params, figures = report["parameters"], report["figures"]
     lines = [f"chanctl bench {report['scenario']} against {', '.join(params['urls'])}"
              + ("" if report["complete"] else "  (incomplete: stopped before the end)")]

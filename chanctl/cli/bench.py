@@ -98,9 +98,7 @@ def bench(
     if json:
         out(orjson.dumps(report).decode())
     else:
-        from chanctl.tui.text import escape
-
-        out(render_table(report, escape))
+        out(render_table(report))
     raise typer.Exit(report["exit_code"])
 
 
