@@ -508,6 +508,9 @@ class ChannelServer:
             self.connections.discard(connection)
             _decrement(self._by_user, user_key)
             _decrement(self._by_address, address)
+            # Waiters wake at the next await, after this block has counted and logged the close.
+            ended, self._ended = self._ended, asyncio.Event()
+            ended.set()
             code, reason, by = connection.ending()
             self.stats.closes[code] += 1
             if logged:
@@ -518,8 +521,6 @@ class ChannelServer:
                 same_id.discard(connection)
                 if not same_id:
                     del self._by_socket_id[socket_id]
-            ended, self._ended = self._ended, asyncio.Event()
-            ended.set()
 
 
 def _address(transport: Transport) -> str:
