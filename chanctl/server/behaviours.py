@@ -12,7 +12,7 @@ import itertools
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,6 +95,13 @@ class CompiledEvent:
     validator: jsonschema.protocols.Validator | None
     allow: Rule
     to: Expression | None
+    passed: EventCheck = field(init=False, repr=False, compare=False)
+    """:meth:`CompiledTopic.check_event`'s answer when this event may go on to its ``do``: the same
+    for every message, so made once here (building the frozen dataclass per message cost about
+    600 ns, an eighth of a declarative event's handling)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "passed", EventCheck(None, "allow", self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,4 +235,4 @@ class CompiledTopic:
                 return EventCheck(error({"errors": errors}), "schema", spec)
         if spec.allow.constant is not True and not spec.allow.allows(variables()):
             return EventCheck(_UNAUTHORIZED, "allow", spec)
-        return EventCheck(None, "allow", spec)
+        return spec.passed
