@@ -175,12 +175,13 @@ class SocketProtocol:
         if topic == PHOENIX_TOPIC and event == HEARTBEAT:
             self._queue(Reply(None, msg.ref, topic, "ok", {}))
             return []
-        if _longer_than(topic, self.max_name_length) or _longer_than(event, self.max_name_length):
+        channel = self.channels.get(topic)
+        # A joined channel's topic passed this check at its join: only an unknown topic is measured.
+        if _longer_than(event, self.max_name_length) or (channel is None and _longer_than(topic, self.max_name_length)):
             # Before anything keeps the name: a topic or event is a key in tables, logs, metrics
             # and the admin plane's traffic, so its size is bounded where it enters.
             self._refuse(msg, msg.join_ref, limit_reply("name too long", "server.max_name_length", self.max_name_length))
             return []
-        channel = self.channels.get(topic)
         if self.rate_limit is not None and event != PHX_LEAVE and self._limited(msg, channel, now):
             return []
         if channel is not None:
