@@ -469,13 +469,6 @@ def _check_semantics(reader: _Reader, data: dict[str, Any]) -> None:
                                "admin tokens join it (`chanctl token --admin`); name your topic otherwise")
         if isinstance(topic, dict):
             _check_topic(reader, ("topics", source), topic)
-    if data.get("cluster") is not None:
-        for source, topic in topics.items():
-            if isinstance(topic, dict) and topic.get("history") is not None:
-                reader.problem(("topics", source, "history"),
-                               "is kept per node: with cluster:, a join with since is answered recovered: false",
-                               "history in Redis across nodes is not built yet; clients refetch state instead",
-                               "warning")
     for earlier, later in router.shadowed():
         reader.problem(("topics", later.source), f"never used: every topic it matches goes to {earlier.source!r} first",
                        "patterns are tried most specific first; drop one or make them disjoint", "warning")

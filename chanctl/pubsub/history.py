@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["History", "HistorySpec", "Recovery", "TopicHistory"]
+__all__ = ["History", "HistorySpec", "HistorySpecs", "HistoryStats", "Recovery", "TopicHistory", "read_since"]
 
 NOT_HISTORY = frozenset({"presence_state", "presence_diff", "presence_count"})
 """Events that are state, replaced on join, never numbered."""
@@ -43,6 +43,42 @@ class HistorySpec:
 
     size: int
     ttl: float
+
+
+class HistorySpecs:
+    """Which topics keep history, and how much: a router match asked once per topic name."""
+
+    def __init__(self, spec_for: Callable[[str], HistorySpec | None]):
+        self._spec_for = spec_for
+        self._specs: dict[str, HistorySpec | None] = {}
+
+    def __call__(self, topic: str) -> HistorySpec | None:
+        specs = self._specs
+        if topic in specs:
+            return specs[topic]
+        if len(specs) >= _SPEC_CACHE:
+            specs.clear()
+        spec = specs[topic] = self._spec_for(topic)
+        return spec
+
+    def kept(self) -> int:
+        """Topics with history looked up lately (since the cache last started over)."""
+        return sum(spec is not None for spec in self._specs.values())
+
+
+SINCE_PROBLEM = "since takes {offset: integer, epoch: string (optional)}"
+
+
+def read_since(params: Any) -> tuple[int, str | None] | str | None:
+    """A join's ``since``: ``(offset, epoch or None)``, None when absent, or the problem's text."""
+    since = params.get("since") if isinstance(params, dict) else None
+    if since is None:
+        return None
+    offset = since.get("offset") if isinstance(since, dict) else None
+    epoch = since.get("epoch") if isinstance(since, dict) else None
+    if not isinstance(offset, int) or isinstance(offset, bool) or not (epoch is None or isinstance(epoch, str)):
+        return SINCE_PROBLEM
+    return offset, epoch
 
 
 @dataclass(slots=True)
@@ -89,8 +125,9 @@ class TopicHistory:
 class Recovery:
     """What a join on a history topic learns, and what it must be sent before anything new."""
 
-    epoch: str
-    offset: int
+    epoch: str | None
+    """None when the history could not be read (Redis unreachable): the reply then has no position."""
+    offset: int | None
     recovered: bool | None
     """True or False when the join asked ``since``; None when it did not."""
     missed: list[tuple[str, dict[str, Any]]]
@@ -99,7 +136,7 @@ class Recovery:
 
     def reply(self) -> dict[str, Any]:
         """The keys added to the join reply."""
-        body: dict[str, Any] = {"epoch": self.epoch, "offset": self.offset}
+        body: dict[str, Any] = {} if self.epoch is None else {"epoch": self.epoch, "offset": self.offset}
         if self.recovered is not None:
             body["recovered"] = self.recovered
         if self.problem is not None:
@@ -123,18 +160,14 @@ class History:
     Args:
         spec_for: the history settings of a topic, or None (no history); asked once per topic.
         clock: monotonic seconds, injected by tests.
-        complete: whether this history sees every broadcast of its topics. A node of a cluster
-            does not: it hears a topic's broadcasts only while it has subscribers to it, so an
-            unchanged offset would not prove that nothing was missed; there every ``since`` is
-            answered ``recovered: false`` (all or nothing, never a silent gap).
+
+    One node only: a node of a cluster hears a topic only while it has subscribers to it, so its
+    numbering would have gaps; there the history lives in Redis (:mod:`chanctl.pubsub.streams`).
     """
 
-    def __init__(self, spec_for: Callable[[str], HistorySpec | None], clock: Callable[[], float] = time.monotonic,
-                 *, complete: bool = True):
-        self._spec_for = spec_for
+    def __init__(self, spec_for: Callable[[str], HistorySpec | None], clock: Callable[[], float] = time.monotonic):
+        self._spec = HistorySpecs(spec_for)
         self._clock = clock
-        self.complete = complete
-        self._specs: dict[str, HistorySpec | None] = {}
         self._topics: dict[str, TopicHistory] = {}
         self._next_sweep = clock() + SWEEP_EVERY
         self.stats = HistoryStats()
@@ -143,13 +176,7 @@ class History:
         existing = self._topics.get(topic)
         if existing is not None:
             return existing
-        specs = self._specs
-        if topic in specs:
-            spec = specs[topic]
-        else:
-            if len(specs) >= _SPEC_CACHE:
-                specs.clear()
-            spec = specs[topic] = self._spec_for(topic)
+        spec = self._spec(topic)
         if spec is None:
             return None
         created = self._topics[topic] = TopicHistory(spec, os.urandom(4).hex(), touched=self._clock())
@@ -179,22 +206,25 @@ class History:
             return None
         now = self._clock()
         history.touched = now
-        since = params.get("since") if isinstance(params, dict) else None
+        since = read_since(params)
         if since is None:
             return Recovery(history.epoch, history.offset, None, [])
-        offset = since.get("offset") if isinstance(since, dict) else None
-        epoch = since.get("epoch", history.epoch) if isinstance(since, dict) else None
-        if not isinstance(offset, int) or isinstance(offset, bool) or not isinstance(epoch, str):
+        if isinstance(since, str):
             self.stats.failed += 1
-            return Recovery(history.epoch, history.offset, False, [],
-                            "since takes {offset: integer, epoch: string (optional)}")
-        missed = history.after(offset, now) if epoch == history.epoch and self.complete else None
+            return Recovery(history.epoch, history.offset, False, [], since)
+        offset, epoch = since
+        missed = history.after(offset, now) if epoch in (None, history.epoch) else None
         if missed is None:
             self.stats.failed += 1
             return Recovery(history.epoch, history.offset, False, [])
         self.stats.recovered += 1
         self.stats.replayed += len(missed)
         return Recovery(history.epoch, history.offset, True, missed)
+
+    async def recover(self, topic: str, params: Any) -> Recovery | None:
+        """:meth:`join` behind the interface the Redis history shares; it never suspends, so
+        nothing can be broadcast between the read and the caller's subscription."""
+        return self.join(topic, params)
 
     def sweep(self) -> None:
         """Drop expired entries, and the topics quiet for longer than :data:`META_TTL` with none left."""

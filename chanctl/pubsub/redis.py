@@ -28,17 +28,22 @@ Trouble with Redis never reaches a client as an error:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from chanctl.errors import PubSubError
+from chanctl.pubsub.history import HistorySpec
 from chanctl.pubsub.local import LocalPubSub, Subscriber
+
+if TYPE_CHECKING:
+    from chanctl.pubsub.streams import StreamHistory
 
 __all__ = ["RedisPubSub", "import_redis"]
 
@@ -54,6 +59,8 @@ OWN_KEPT = 100_000
 """Most of this node's ``broadcast_from`` exclusions kept while their echo is on its way."""
 _BROADCAST = ord("B")
 _BINARY = ord("b")
+_NUMBERED = ord("H")
+"""A broadcast numbered by the history script: ``H<seq> <node>\n<offset> <epoch>\n<json>``."""
 
 
 def import_redis() -> Any:
@@ -79,6 +86,10 @@ class RedisPubSub(LocalPubSub):
     def __init__(self, url: str, node: str, *, prefix: str = "chanctl", max_pending: int = 16 * 1024 * 1024, probe: float = PROBE):
         super().__init__()
         self._aioredis = import_redis()
+        from redis.exceptions import NoScriptError
+
+        self.no_script = NoScriptError
+        """What Redis answers to a script it does not have (it restarted, or was flushed)."""
         self.url = url
         self.node = node
         self.prefix = prefix
@@ -107,9 +118,16 @@ class RedisPubSub(LocalPubSub):
         joiners are answered: the cluster layer fetches the topic's presence there."""
         self.on_unsubscribed: Callable[[str], None] | None = None
         """Called when this node stops listening to a topic (its last local subscriber left)."""
+        self.streams: StreamHistory | None = None
+        """The history of topics with ``history:``, in Redis (None when no topic has it): their
+        broadcasts are published by its script, which numbers and keeps them."""
         self._outbox: list[bytes] = []
         self._outbox_channels: list[bytes] = []
+        self._outbox_history: list[tuple[str, HistorySpec] | None] = []
+        """Per queued message: ``(topic, spec)`` when it goes through the history script."""
         self._outbox_bytes = 0
+        self._heard: dict[str, list[list[tuple[int | None, str, Any]]]] = {}
+        """Per topic, the lists recording what this node hears for it (see :meth:`heard`)."""
         self._wake = asyncio.Event()
         self._up = asyncio.Event()
         self._down = asyncio.Event()
@@ -241,11 +259,14 @@ class RedisPubSub(LocalPubSub):
         if not self.connected or skip:
             return self.broadcast_local(topic, event, payload, exclude, skip=skip)
         seq = next(self._seq)
+        spec = None
         if isinstance(payload, (bytes, bytearray, memoryview)):
             data = b"b%d%s%s\n%s" % (seq, self._header, orjson.dumps(event), bytes(payload))
         else:
             data = b"B%d%s%s" % (seq, self._header, orjson.dumps([event, payload]))
-        if not self.publish(self.channel_of(topic), data):
+            if self.streams is not None:
+                spec = self.streams.numbered(topic, event, payload)
+        if not self.publish(self.channel_of(topic), data, None if spec is None else (topic, spec)):
             return 0
         if exclude is not None:
             self._own[seq] = exclude
@@ -254,8 +275,9 @@ class RedisPubSub(LocalPubSub):
         count = self.subscriber_count(topic)
         return count - 1 if exclude is not None and count else count
 
-    def publish(self, channel: bytes, data: bytes) -> bool:
-        """Queue one PUBLISH (in order with every other); False when it was dropped (``max_pending``)."""
+    def publish(self, channel: bytes, data: bytes, history: tuple[str, HistorySpec] | None = None) -> bool:
+        """Queue one PUBLISH (in order with every other); False when it was dropped (``max_pending``).
+        With ``history`` (topic, spec), the history script numbers, keeps and publishes it."""
         if self._outbox_bytes + len(data) > self.max_pending:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -264,18 +286,37 @@ class RedisPubSub(LocalPubSub):
             return False
         self._outbox.append(data)
         self._outbox_channels.append(channel)
+        self._outbox_history.append(history)
         self._outbox_bytes += len(data)
         self._wake.set()
         return True
 
     async def _publish_outbox(self) -> None:
-        channels, datas = self._outbox_channels, self._outbox
-        self._outbox, self._outbox_channels, self._outbox_bytes = [], [], 0
+        channels, datas, histories = self._outbox_channels, self._outbox, self._outbox_history
+        self._outbox, self._outbox_channels, self._outbox_history, self._outbox_bytes = [], [], [], 0
         pipe = self.redis.pipeline(transaction=False)
-        for channel, data in zip(channels, datas, strict=True):
-            pipe.publish(channel, data)
-        await pipe.execute()
+        streams = self.streams
+        for channel, data, history in zip(channels, datas, histories, strict=True):
+            if history is None:
+                pipe.publish(channel, data)
+            else:
+                assert streams is not None
+                streams.publish(pipe, history[0], channel, data, history[1])
+        if streams is None:
+            await pipe.execute()
+        else:
+            self._check_scripts(await pipe.execute(raise_on_error=False))
         self.published += len(datas)
+
+    def _check_scripts(self, results: list[Any]) -> None:
+        """A history script that failed lost its broadcast (counted in ``dropped``); one Redis no
+        longer has ends the session, whose reconnection loads it again."""
+        for result in results:
+            if isinstance(result, Exception):
+                if isinstance(result, self.no_script):
+                    raise result
+                self.dropped += 1
+                log.warning("Redis refused a broadcast with history: %s", _describe(result))
 
     async def _publisher(self) -> None:
         while True:
@@ -290,7 +331,7 @@ class RedisPubSub(LocalPubSub):
         if channel.startswith(self._topic_prefix):
             topic = channel[len(self._topic_prefix):].decode()
             kind = data[0]
-            if kind == _BROADCAST or kind == _BINARY:
+            if kind == _BROADCAST or kind == _NUMBERED or kind == _BINARY:
                 self._received_broadcast(topic, kind, data)
             else:
                 handler = self.on_topic_message.get(kind)
@@ -305,17 +346,44 @@ class RedisPubSub(LocalPubSub):
         exclude = None
         if node == self._header[1:-1]:
             exclude = self._own.pop(int(seq_text), None)
-        if not self.subscriber_count(topic):
+        heard = self._heard.get(topic)
+        if not heard and not self.subscriber_count(topic):
             return
-        if kind == _BROADCAST:
+        offset = None
+        if kind == _NUMBERED:
+            position, _, body = body.partition(b"\n")
+            offset_text, _, epoch = position.partition(b" ")
+            offset = int(offset_text)
+            event, payload = orjson.loads(body)
+            payload = {**payload, "offset": offset, "epoch": epoch.decode()}
+        elif kind == _BROADCAST:
             event, payload = orjson.loads(body)
         else:
             end = body.index(b"\n")
             event, payload = orjson.loads(body[:end]), body[end + 1:]
+        if heard:
+            for record in heard:
+                record.append((offset, event, payload))
         try:
             self.broadcast_local(topic, event, payload, exclude)
         except Exception:  # one serializer's refusal (bytes on a V1 socket): the others got it
             log.debug("a broadcast on %r could not be encoded for some subscribers", topic, exc_info=True)
+
+    @contextlib.contextmanager
+    def heard(self, topic: str) -> Iterator[list[tuple[int | None, str, Any]]]:
+        """Record ``(offset or None, event, payload)`` of each broadcast this node hears for
+        ``topic`` while the block runs, whether anyone here subscribes yet or not: a joiner reading
+        the topic's history gets what arrived meanwhile (:mod:`chanctl.pubsub.streams`)."""
+        record: list[tuple[int | None, str, Any]] = []
+        self._heard.setdefault(topic, []).append(record)
+        try:
+            yield record
+        finally:
+            records = [kept for kept in self._heard[topic] if kept is not record]  # by identity: lists compare equal
+            if records:
+                self._heard[topic] = records
+            else:
+                del self._heard[topic]
 
     # -- the connection ----------------------------------------------------------------------
 
@@ -344,7 +412,7 @@ class RedisPubSub(LocalPubSub):
         self._set_connected(False)
         self._requested.clear()
         pending = list(zip(self._outbox_channels, self._outbox, strict=True))
-        self._outbox, self._outbox_channels, self._outbox_bytes = [], [], 0
+        self._outbox, self._outbox_channels, self._outbox_history, self._outbox_bytes = [], [], [], 0
         for channel, data in pending:
             self._received(channel, data)
         self._own.clear()
@@ -369,6 +437,8 @@ class RedisPubSub(LocalPubSub):
         tasks: list[asyncio.Task[None]] = []
         try:
             await client.ping()
+            if self.streams is not None:
+                await self.streams.load(client)
             topics = set(self.topics()) | set(self._pins)
             channels = [self.control_channel, self.node_channel, *map(self.channel_of, topics)]
             await pubsub.subscribe(*channels)

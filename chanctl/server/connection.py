@@ -295,10 +295,11 @@ class Connection:
         self.server.stats.joins["ok" if outcome is None else outcome.status] += 1
         if outcome is None or outcome.status == "ok":
             response = None if outcome is None else outcome.response
-            # From here to the subscription nothing awaits: no broadcast can fall between the
-            # broadcasts a recovering joiner missed and the ones it gets live.
+            # From the read of the history to the subscription nothing awaits but the read itself,
+            # and what the node hears meanwhile comes with the recovery: no broadcast can fall
+            # between the ones a recovering joiner missed and the ones it gets live.
             history = self.server.history
-            recovery = None if history is None else history.join(join.topic, join.payload)
+            recovery = None if history is None else await history.recover(join.topic, join.payload)
             if recovery is not None and (response is None or isinstance(response, dict)):
                 response = {**(response or {}), **recovery.reply()}
             try:

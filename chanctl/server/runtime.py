@@ -34,6 +34,7 @@ from chanctl.protocol.router import Router
 from chanctl.protocol.serializers import Serializer, negotiate
 from chanctl.protocol.socket import Stats as ProtocolStats
 from chanctl.pubsub.history import History, HistorySpec
+from chanctl.pubsub.streams import StreamHistory
 from chanctl.pubsub.local import LocalPubSub
 from chanctl.pubsub.redis import RedisPubSub
 from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
@@ -209,12 +210,14 @@ class ChannelServer:
             self.pubsub = RedisPubSub(cluster.redis, replica, prefix=cluster.prefix, max_pending=cluster.max_pending)
             self.presence = PresenceTracker(self.pubsub, compiled.presence, compiled.manual_presence, self.config.data, node=replica)
             self.cluster = Cluster(self, cluster, self.pubsub, self.presence)
-        self.history: History | None = None
-        """Broadcast history of the topics with ``history:`` (None when none has it)."""
+        self.history: History | StreamHistory | None = None
+        """Broadcast history of the topics with ``history:`` (None when none has it): in memory on
+        one node, in Redis on a cluster (a node hears a topic only while it has subscribers)."""
         if any(topic.history is not None for topic in self.config.topics.values()):
-            # A cluster node's history misses what was published while it had no subscribers:
-            # it numbers what it delivers, but answers every since with recovered: false.
-            self.history = self.pubsub.history = History(self._history_spec, complete=self.cluster is None)
+            if isinstance(self.pubsub, RedisPubSub):
+                self.history = self.pubsub.streams = StreamHistory(self.pubsub, self._history_spec)
+            else:
+                self.history = self.pubsub.history = History(self._history_spec)
         self.stats = ServerStats(presence=self.presence.stats, sessions=self.sessions.stats)
         self.connections: set[Connection] = set()
         self.flusher = Flusher()

@@ -1,10 +1,15 @@
-"""History on a cluster node: numbered as on one node, but never a recovery it cannot prove."""
+"""History on a cluster: offsets assigned in Redis with the publish, recovery on any node."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import contextlib
 
-from tests.support import PRESENCE_EVENTS, RawClient
+import pytest
+import redis.asyncio as aioredis
+
+from tests.cluster.conftest import APP
+from tests.support import PRESENCE_EVENTS, TIMEOUT, RawClient
 
 pytestmark = pytest.mark.redis
 
@@ -14,20 +19,175 @@ HISTORY = """
     history: {size: 10, ttl: 5m}
     events:
       shout: {do: broadcast}
+  "brief:{id}":
+    join: true
+    history: {size: 100, ttl: 1s}
+    events:
+      shout: {do: broadcast}
 """
 
 
-async def test_a_cluster_node_numbers_broadcasts_but_answers_since_with_recovered_false(start_node, redis_server, mint):
-    from tests.cluster.conftest import APP
+def history_yaml(redis_server, node: str) -> str:
+    return APP + HISTORY + f"cluster:\n  redis: {redis_server.url}\n  node: {node}\n"
 
-    yaml = APP + HISTORY + f"cluster:\n  redis: {redis_server.url}\n  node: a\n"
-    async with start_node("a", yaml=yaml) as node:
-        async with await RawClient.connect(node.url, mint(7), ignore=PRESENCE_EVENTS) as client:
-            joined = await client.call(["1", "1", "news:1", "phx_join", {}])
-            epoch = joined[4]["response"]["epoch"]
-            await client.send(["1", "2", "news:1", "shout", {"n": 1}])
-            shout = await client.recv_until(lambda f: f[3] == "shout")
-            assert (shout[4]["offset"], shout[4]["epoch"]) == (1, epoch)
-            await client.call(["1", "3", "news:1", "phx_leave", {}])
-            again = await client.call(["4", "4", "news:1", "phx_join", {"since": {"offset": 1, "epoch": epoch}}])
-            assert again[4]["response"]["recovered"] is False
+
+async def joined(node, mint, user: int, topic: str = "news:1", params: dict | None = None) -> tuple[RawClient, dict]:
+    client = await RawClient.connect(node.url, mint(user), ignore=PRESENCE_EVENTS)
+    reply = await client.call(["1", "1", topic, "phx_join", params or {}])
+    assert reply[4]["status"] == "ok", reply
+    return client, reply[4]["response"]
+
+
+async def shouts(client: RawClient, count: int) -> list[dict]:
+    return [(await client.recv_until(lambda f: f[3] == "shout"))[4] for _ in range(count)]
+
+
+async def publish(client: RawClient, numbers, topic: str = "news:1") -> None:
+    for n in numbers:
+        await client.send(["1", None, topic, "shout", {"n": n}])
+
+
+@pytest.fixture
+async def nodes(start_node, redis_server):
+    async with start_node("a", yaml=history_yaml(redis_server, "a")) as a, \
+            start_node("b", yaml=history_yaml(redis_server, "b")) as b:
+        yield a, b
+
+
+async def test_every_node_delivers_the_same_offsets(nodes, mint):
+    a, b = nodes
+    (on_a, first), (on_b, second) = await joined(a, mint, 1), await joined(b, mint, 2)
+    assert first == second == {"epoch": first["epoch"], "offset": 0}
+    sender_a, _ = await joined(a, mint, 3)
+    sender_b, _ = await joined(b, mint, 4)
+    await asyncio.gather(publish(sender_a, range(0, 20)), publish(sender_b, range(100, 120)))
+    seen_a, seen_b = await shouts(on_a, 40), await shouts(on_b, 40)
+    assert seen_a == seen_b  # same payloads, same offsets, same order
+    assert [m["offset"] for m in seen_a] == list(range(1, 41))
+    assert {m["epoch"] for m in seen_a} == {first["epoch"]}
+
+
+async def test_a_client_recovers_on_node_b_what_was_published_on_node_a(nodes, mint):
+    a, b = nodes
+    reader, position = await joined(a, mint, 1)
+    sender, _ = await joined(a, mint, 2)
+    await publish(sender, [1, 2])
+    seen = await shouts(reader, 2)
+    await reader.close()  # the reader goes away; node b has never heard of news:1
+    await publish(sender, [3, 4, 5])
+    await shouts(sender, 5)
+    since = {"since": {"offset": seen[-1]["offset"], "epoch": position["epoch"]}}
+    back, reply = await joined(b, mint, 1, params=since)
+    assert reply == {"epoch": position["epoch"], "offset": 5, "recovered": True}
+    await publish(sender, [6])
+    assert [(m["n"], m["offset"]) for m in await shouts(back, 4)] == [(3, 3), (4, 4), (5, 5), (6, 6)]
+    await back.nothing()
+    assert (b.history.stats.recovered, b.history.stats.replayed) == (1, 3)
+
+
+async def test_history_is_trimmed_by_size_and_refused_beyond_it(nodes, mint, redis_server):
+    a, b = nodes
+    sender, position = await joined(a, mint, 1)
+    await publish(sender, range(1, 301))
+    await shouts(sender, 300)
+    r = aioredis.from_url(redis_server.url)
+    try:
+        assert 10 <= await r.xlen("chanctl:s:news:1") < 300  # MAXLEN ~ 10: whole stream nodes go
+    finally:
+        await r.aclose()
+    epoch = position["epoch"]
+    _, far = await joined(b, mint, 2, params={"since": {"offset": 289, "epoch": epoch}})
+    assert far == {"epoch": epoch, "offset": 300, "recovered": False}  # 11 missed > size 10
+    near, reply = await joined(b, mint, 3, params={"since": {"offset": 290, "epoch": epoch}})
+    assert reply["recovered"] is True
+    assert [m["n"] for m in await shouts(near, 10)] == list(range(291, 301))
+
+
+async def test_history_older_than_the_ttl_is_not_replayed(nodes, mint, redis_server):
+    a, b = nodes
+    sender, position = await joined(a, mint, 1, topic="brief:1")
+    await publish(sender, [1], topic="brief:1")
+    await shouts(sender, 1)
+    r = aioredis.from_url(redis_server.url)
+    try:
+        assert 0 < await r.pttl("chanctl:s:brief:1") <= 1000  # the stream goes ttl after the last broadcast
+        (first_id, _), = await r.xrange("chanctl:s:brief:1")
+        kept_since = int(first_id.split(b"-")[0])
+        while (await r.time())[0] * 1000 <= kept_since + 1000:  # Redis's clock decides, not ours
+            await asyncio.sleep(0.05)
+        await publish(sender, [2], topic="brief:1")
+        await shouts(sender, 1)
+        assert await r.xlen("chanctl:s:brief:1") >= 1
+    finally:
+        await r.aclose()
+    epoch = position["epoch"]
+    _, stale = await joined(b, mint, 2, topic="brief:1", params={"since": {"offset": 0, "epoch": epoch}})
+    assert stale == {"epoch": epoch, "offset": 2, "recovered": False}
+    fresh, reply = await joined(b, mint, 3, topic="brief:1", params={"since": {"offset": 1, "epoch": epoch}})
+    assert reply["recovered"] is True
+    assert [m["n"] for m in await shouts(fresh, 1)] == [2]
+
+
+async def test_history_lost_in_redis_means_a_new_epoch_and_no_recovery(nodes, mint, redis_server):
+    a, b = nodes
+    sender, position = await joined(a, mint, 1)
+    await publish(sender, [1, 2])
+    await shouts(sender, 2)
+    r = aioredis.from_url(redis_server.url)
+    try:
+        await r.delete("chanctl:h:news:1", "chanctl:s:news:1")  # what a Redis restart without persistence does
+    finally:
+        await r.aclose()
+    await publish(sender, [3])
+    (third,) = await shouts(sender, 1)
+    assert third["offset"] == 1 and third["epoch"] != position["epoch"]
+    _, reply = await joined(b, mint, 2, params={"since": {"offset": 2, "epoch": position["epoch"]}})
+    assert reply == {"epoch": third["epoch"], "offset": 1, "recovered": False}
+    assert b.history.stats.failed == 1
+
+
+async def test_broadcasts_heard_during_the_read_are_neither_lost_nor_repeated(nodes, mint):
+    """The race the design must win: broadcasts reach node b over PUB/SUB while its join reads the
+    stream. Some are covered by the read (dropped as duplicates), some come after it (sent after
+    the replay). The read is held open until node b has heard both kinds."""
+    a, b = nodes
+    reader, position = await joined(a, mint, 1)
+    sender, _ = await joined(a, mint, 2)
+    await publish(sender, [1, 2])
+    await shouts(sender, 2)
+    await reader.close()
+    await publish(sender, [3, 4])
+    await shouts(sender, 2)
+    redis = b.pubsub.redis
+    real, hear = redis.evalsha, b.pubsub.heard
+    records: list[list] = []
+
+    @contextlib.contextmanager
+    def spied(topic: str):
+        with hear(topic) as record:
+            records.append(record)
+            yield record
+
+    async def heard(count: int) -> None:
+        while len(records[0]) < count:
+            await asyncio.sleep(0.01)
+
+    async def racing_read(*args):
+        await publish(sender, [5, 6])  # published before the read: in it, and heard during it
+        await asyncio.wait_for(heard(2), TIMEOUT)
+        result = await real(*args)
+        await publish(sender, [7, 8])  # published after the read: only heard
+        await asyncio.wait_for(heard(4), TIMEOUT)
+        return result
+
+    redis.evalsha, b.pubsub.heard = racing_read, spied
+    try:
+        back, reply = await joined(b, mint, 1, params={"since": {"offset": 2, "epoch": position["epoch"]}})
+    finally:
+        del redis.evalsha, b.pubsub.heard
+    assert [number for number, _, _ in records[0]] == [5, 6, 7, 8]
+    assert reply == {"epoch": position["epoch"], "offset": 6, "recovered": True}
+    await publish(sender, [9])
+    got = await shouts(back, 7)
+    assert [(m["n"], m["offset"]) for m in got] == [(n, n) for n in range(3, 10)]
+    await back.nothing()

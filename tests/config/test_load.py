@@ -170,9 +170,3 @@ def test_history_and_expiry_settings_are_checked_where_they_are_written():
     assert "every socket would be warned as soon as it connects" in warning.message
     assert load_config_text(GOOD.replace("  secret: ${CHANCTL_SECRET}", "  secret: ${CHANCTL_SECRET}\n  expiry_warning: 0"), "app.yaml", ENV).warnings == []
 
-
-def test_history_in_a_cluster_is_a_warning():
-    text = GOOD.replace("    join: true", "    join: true\n    history: {size: 10, ttl: 1m}") + "cluster: {redis: 'redis://127.0.0.1:6379/0'}\n"
-    loaded = load_config_text(text, "app.yaml", ENV)
-    assert [(w.path, w.severity) for w in loaded.warnings] == [("topics.room:{id}.history", "warning")]
-    assert "recovered: false" in loaded.warnings[0].message

@@ -80,11 +80,3 @@ def test_entries_expire_after_the_ttl_and_quiet_topics_are_dropped():
     assert history.topics() == 0
     assert history.join("room:1", {}).epoch != epoch
 
-
-def test_a_history_that_misses_broadcasts_never_claims_a_recovery():
-    history = History(lambda topic: HistorySpec(10, 60.0), clock=lambda: 0.0, complete=False)
-    epoch = history.join("room:1", {}).epoch
-    stamped = history.record("room:1", "new_msg", {"n": 1})
-    assert (stamped["offset"], stamped["epoch"]) == (1, epoch)
-    recovery = history.join("room:1", {"since": {"offset": 1, "epoch": epoch}})
-    assert (recovery.recovered, recovery.missed, recovery.offset) == (False, [], 1)
