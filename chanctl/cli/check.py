@@ -90,6 +90,8 @@ def _summary(config: str, loaded: LoadedConfig) -> None:
             out(f"    join: {rule}")
         if topic.handler is not None:
             out(f"    handler: {topic.handler}")
+        if topic.realtime:
+            out("    realtime: Supabase Realtime clients (their broadcast and presence events, ?apikey= tokens)")
         for name, event in topic.events.items():
             schema = " (schema)" if event.schema_ is not None else ""
             allow = "" if event.allow is True else f" if {' '.join(str(event.allow).split())}"

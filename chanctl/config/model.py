@@ -18,7 +18,7 @@ from chanctl.durations import parse_duration
 from chanctl.origins import OriginPolicy
 from chanctl.tokens import DEFAULT_ADMIN_CLAIM
 
-__all__ = ["AuthConfig", "ClusterConfig", "Config", "EventConfig", "HistoryConfig", "JoinRule", "PolicyTest", "PresenceConfig", "PresenceLimit", "ServerConfig", "TopicConfig"]
+__all__ = ["AuthConfig", "ClusterConfig", "Config", "EventConfig", "HistoryConfig", "JoinRule", "PolicyTest", "PresenceConfig", "PresenceLimit", "REALTIME_PREFIX", "REALTIME_RESERVED_EVENTS", "ServerConfig", "TopicConfig"]
 
 
 def _duration(value: Any) -> float:
@@ -283,6 +283,12 @@ class TopicConfig(_Model):
     presence: Annotated[PresenceConfig | None, BeforeValidator(_presence_switch)] = None
     """Track presence on join (``true`` for the defaults); each joiner gets ``presence_state``,
     every member a ``presence_diff``."""
+    realtime: bool = False
+    """Opt-in: serve this topic to Supabase Realtime's clients (``@supabase/realtime-js``, inside
+    supabase-js) unchanged: the pattern starts with ``realtime:``, the socket also takes its token as
+    ``?apikey=``, a client event is ``broadcast`` ``{type, event, payload}`` (checked as the event
+    it names) or ``presence`` ``track``/``untrack``, and every broadcast on the topic goes out as
+    ``broadcast``. Postgres changes are refused. See README, "Supabase Realtime clients"."""
 
     @field_validator("events")
     @classmethod
@@ -297,6 +303,23 @@ class TopicConfig(_Model):
             if event.do == "presence" and self.presence is None:
                 raise ValueError(f"event {name!r} does `do: presence`, but the topic has no `presence:`")
         return self
+
+    @model_validator(mode="after")
+    def _realtime_topic(self) -> "TopicConfig":
+        if not self.realtime:
+            return self
+        if self.handler is not None:
+            raise ValueError("a `realtime: true` topic is declarative: it cannot have a `handler`")
+        reserved = sorted(set(self.events) & REALTIME_RESERVED_EVENTS)
+        if reserved:
+            raise ValueError(f"event {reserved[0]!r} is reserved on a `realtime: true` topic: Supabase clients wrap their events in it")
+        return self
+
+
+REALTIME_PREFIX = "realtime:"
+"""What ``@supabase/realtime-js`` puts before every topic it joins."""
+REALTIME_RESERVED_EVENTS = frozenset({"broadcast", "presence"})
+"""The client events of a ``realtime: true`` topic that carry Supabase's envelopes."""
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -398,3 +421,19 @@ class Config(_Model):
     """Run as one node of a cluster that shares a Redis (``chanctl serve --redis URL`` sets it too)."""
     tests: list[PolicyTest] = []
     """Authorization cases ``chanctl check`` runs, e.g. ``{user: 99, join: "room:42", expect: deny}``."""
+
+    @field_validator("topics")
+    @classmethod
+    def _realtime_patterns(cls, topics: dict[str, TopicConfig]) -> dict[str, TopicConfig]:
+        for pattern, topic in topics.items():
+            if topic.realtime and not pattern.startswith(REALTIME_PREFIX):
+                raise ValueError(
+                    f"topic {pattern!r} is `realtime: true`, but Supabase clients join `realtime:<name>`: "
+                    f"write the pattern as {REALTIME_PREFIX + pattern!r}"
+                )
+        return topics
+
+    @property
+    def realtime(self) -> bool:
+        """Whether a topic serves Supabase Realtime's clients (the socket then takes ``?apikey=``)."""
+        return any(topic.realtime for topic in self.topics.values())

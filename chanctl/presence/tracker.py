@@ -110,6 +110,9 @@ class PresenceSpec:
     """Track on join and push ``presence_state`` (the topic has ``presence:``); otherwise only the
     handler API tracks, with these defaults."""
     key: KeyExpression
+    track_on_join: bool = True
+    """With ``auto``: track each joiner at once. False for a Supabase topic, where a client tracks
+    itself (``track``): a joiner gets ``presence_state`` and its key, and is tracked later."""
 
     def key_for(self, variables: dict[str, Any]) -> str:
         """The presence key (always a string on the wire, as Phoenix stringifies keys).
@@ -230,7 +233,7 @@ class PresenceTracker:
         # Inside a window the joiner's state is the list as of the window's start (taken before its
         # own track): the window's diff, which it gets with everyone, completes it.
         state = self._snapshot(topic) if in_window and spec.config.mode == "list" else None
-        if key is not None:
+        if key is not None and spec.track_on_join:
             meta = {**spec.config.meta, "online_at": int(time.time())}
             self._record(topic, topic.state.track(self.node, owner.id, key, meta)[1])
             self._local(topic)

@@ -16,7 +16,7 @@ import orjson
 from chanctl.errors import ProtocolViolation
 from chanctl.protocol.messages import PHX_REPLY, Broadcast, Message, Reply
 
-__all__ = ["BinaryFrame", "ClientSerializer", "Serializer", "V1Json", "V2Json", "binary_push", "negotiate"]
+__all__ = ["BinaryFrame", "ClientSerializer", "RealtimeV2Json", "Serializer", "V1Json", "V2Json", "binary_push", "negotiate"]
 
 _VSN = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
 
@@ -252,14 +252,47 @@ class V1Json:
         )
 
 
+_USER_BROADCAST_PUSH = 3
+"""Supabase Realtime's binary kind for a client ``broadcast`` (``@supabase/realtime-js`` 2.x)."""
+_JSON_ENCODING = 1
+"""Byte 6 of a kind-3 frame: the payload is UTF-8 JSON (0: raw bytes)."""
+
+
+class RealtimeV2Json(V2Json):
+    """:class:`V2Json` plus the frame Supabase's realtime-js sends for every ``channel.send({type:
+    "broadcast", ...})`` over vsn 2.0.0: kind 3, ``03 len(J) len(R) len(topic) len(event) len(meta)
+    encoding J R topic event meta payload``. It decodes to the ``broadcast`` event of the JSON path,
+    ``{"type": "broadcast", "event": E, "payload": P}``, so that one adapter serves both. The
+    metadata (realtime-js sends only ``persist``, for Supabase's stored messages) is not kept.
+    Used by servers with a ``realtime: true`` topic; Phoenix's own serializer refuses kind 3."""
+
+    def decode(self, data: str | bytes) -> Message:
+        if isinstance(data, str) or not data or data[0] != _USER_BROADCAST_PUSH:
+            return super().decode(data)
+        data = bytes(data)
+        if len(data) < 7:
+            raise ProtocolViolation("binary broadcast shorter than its 7-byte header", 1007)
+        sizes, encoding = data[1:6], data[6]
+        if encoding not in (0, _JSON_ENCODING):
+            raise ProtocolViolation(f"binary broadcast payload encoding {encoding}; 0 (bytes) or 1 (JSON)", 1007)
+        # The same layout as _unpack's once the encoding byte is skipped.
+        (join_ref, ref, topic, event, _meta), body = _unpack(
+            bytes([data[0], *sizes]) + data[7:], ("join_ref", "ref", "topic", "event", "metadata"), "broadcast"
+        )
+        payload = _loads(body) if encoding == _JSON_ENCODING else body
+        return Message(join_ref or None, ref or None, topic, "broadcast", {"type": "broadcast", "event": event, "payload": payload})
+
+
 _V1 = V1Json()
 _V2 = V2Json()
+_REALTIME_V2 = RealtimeV2Json()
 
 
-def negotiate(vsn: Any) -> Serializer | None:
+def negotiate(vsn: Any, realtime: bool = False) -> Serializer | None:
     """The serializer for a client's ``vsn`` query value: ``~> 1.0.0`` or ``~> 2.0.0``; None refuses.
 
-    A missing vsn means 1.0.0, as in Phoenix.
+    A missing vsn means 1.0.0, as in Phoenix. ``realtime`` (the server has a ``realtime: true``
+    topic) makes 2.0.x :class:`RealtimeV2Json`.
     """
     if vsn is None:
         return _V1
@@ -270,7 +303,7 @@ def negotiate(vsn: Any) -> Serializer | None:
         return None
     major, minor = int(match.group(1)), int(match.group(2))
     if (major, minor) == (2, 0):
-        return _V2
+        return _REALTIME_V2 if realtime else _V2
     if (major, minor) == (1, 0):
         return _V1
     return None

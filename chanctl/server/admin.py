@@ -409,7 +409,7 @@ class AdminChannel(Channel):
             topic, name, body = payload.get("topic"), payload.get("event"), payload.get("payload", {})
             if not isinstance(topic, str) or not isinstance(name, str) or not isinstance(body, dict):
                 return error({"reason": "broadcast takes {topic: string, event: string, payload: object}"})
-            return ok({"subscribers": self._tap.server.pubsub.broadcast(topic, name, body)})
+            return ok({"subscribers": self._tap.server.publish(topic, name, body)})
         if event == "disconnect":
             socket_id = payload.get("socket_id")
             if not isinstance(socket_id, str):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -171,17 +172,29 @@ class DeclarativeChannel(Channel):
         return ok()
 
     def _merge_presence(self, payload: Any) -> Outcome:
-        """``do: presence``: merge the payload into the sender's meta; only declared fields, so that
-        a client cannot grow what every joiner downloads."""
+        """``do: presence``: merge the payload into the sender's meta (see :meth:`presence_refusal`)."""
+        refused = self.presence_refusal(payload)
+        if refused is not None:
+            return refused
+        if self.presence_key is None:
+            return error({"reason": "nopresence"})
+        self.update(self.presence_key, lambda meta: {**meta, **payload})
+        return ok()
+
+    def presence_refusal(self, payload: Any) -> Outcome | None:
+        """The error reply for presence meta a client may not set, else None: only the fields the
+        topic's ``presence.meta`` declares, so that a client cannot grow what every joiner downloads."""
         if not isinstance(payload, dict):
             return error({"errors": {"payload": ["must be of type object"]}})
         unknown = sorted(set(payload) - self._spec.presence_fields)
         if unknown:
             return error({"errors": {name: ["is not a presence field of this topic"] for name in unknown}})
-        if self.presence_key is None:
-            return error({"reason": "nopresence"})
-        self.update(self.presence_key, lambda meta: {**meta, **payload})
-        return ok()
+        return None
+
+    @property
+    def presence_defaults(self) -> Mapping[str, Any]:
+        """The meta every presence of this topic starts with (its ``presence.meta``)."""
+        return self._spec.presence_meta
 
 
 @dataclass(frozen=True)
@@ -194,17 +207,27 @@ class CompiledTopic:
     events: dict[str, CompiledEvent]
     data: dict[str, Any]
     handler: type[Channel] | None = None
-    presence_fields: frozenset[str] = frozenset()
-    """The meta keys a ``do: presence`` event may set (the topic's ``presence.meta``)."""
+    presence_meta: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """The topic's ``presence.meta``: the meta every presence starts with, and the only keys a
+    client may set (``do: presence``, a Supabase ``track``)."""
     history: HistorySpec | None = None
     """The topic's ``history:`` settings, when it keeps its broadcasts for recovery."""
     events_read_params: bool = False
     """Whether an event's ``allow`` or ``to`` reads ``params``: only then does a channel keep its join
     payload, which could otherwise pin up to ``server.max_join_payload`` of objects per channel."""
+    realtime: bool = False
+    """``realtime: true``: Supabase Realtime's clients (chanctl.server.realtime); every broadcast on
+    the topic goes out in Supabase's ``broadcast`` envelope."""
+    channel_class: type[DeclarativeChannel] | None = None
+    """The declarative channel this topic runs (with ``realtime``, the Supabase adapter); None: plain."""
+
+    @property
+    def presence_fields(self) -> frozenset[str]:
+        return frozenset(self.presence_meta)
 
     def __call__(self) -> Channel:
         if self.handler is None:
-            return DeclarativeChannel(self)
+            return (self.channel_class or DeclarativeChannel)(self)
         channel = self.handler()
         channel.data = self.data
         return channel

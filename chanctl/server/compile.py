@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from chanctl.protocol.router import Router, TopicPattern
 from chanctl.rules import EVENT_VARIABLES, JOIN_VARIABLES, compile_expression, compile_rule
 from chanctl.pubsub.history import HistorySpec
 from chanctl.server.behaviours import CompiledEvent, CompiledTopic
+from chanctl.server.realtime import RealtimeChannel
 
 __all__ = ["CompiledConfig", "compile_config", "compile_file", "compile_text"]
 
@@ -79,7 +81,8 @@ def compile_config(loaded: LoadedConfig) -> CompiledConfig:
     topics = {pattern: compiler.topic(pattern, topic) for pattern, topic in config.topics.items()}
     presence = {
         pattern: spec for pattern, topic in config.topics.items()
-        if topic.presence is not None and (spec := compiler.presence(("topics", pattern, "presence"), topic.presence)) is not None
+        if topic.presence is not None
+        and (spec := compiler.presence(("topics", pattern, "presence"), topic.presence, track_on_join=not topic.realtime)) is not None
     }
     manual = compiler.presence(("topics",), PresenceConfig(), auto=False)
     if compiler.problems:
@@ -149,11 +152,14 @@ class _Compiler:
                 handler = import_handler(config.handler, self.loaded.base_dir)
             except HandlerError as exc:
                 self.problem(loc + ("handler",), f"bad handler: {exc.message}", exc.column)
-        fields = frozenset(config.presence.meta) if config.presence is not None else frozenset()
+        meta = MappingProxyType(dict(config.presence.meta)) if config.presence is not None else MappingProxyType({})
         history = None if config.history is None else HistorySpec(config.history.size, config.history.ttl)
         sources = [source for event in config.events.values() for source in (event.allow, event.to) if isinstance(source, str)]
         reads_params = any(_PARAMS.search(source) for source in sources)
-        return CompiledTopic(pattern, join_rule, events, self.loaded.config.data, handler, fields, history, reads_params)
+        return CompiledTopic(
+            pattern, join_rule, events, self.loaded.config.data, handler, meta, history, reads_params,
+            realtime=config.realtime, channel_class=RealtimeChannel if config.realtime else None,
+        )
 
     def event(self, loc: Loc, config: Any, captures: frozenset[str]) -> CompiledEvent | None:
         problems = len(self.problems)
@@ -180,10 +186,10 @@ class _Compiler:
             return None
         return CompiledEvent(config, validator, allow, to)
 
-    def presence(self, loc: Loc, config: PresenceConfig, auto: bool = True) -> PresenceSpec | None:
+    def presence(self, loc: Loc, config: PresenceConfig, auto: bool = True, track_on_join: bool = True) -> PresenceSpec | None:
         try:
             key = compile_expression(config.key, PRESENCE_KEY_VARIABLES, None, "string")
         except RuleError as exc:
             self.problem(loc + ("key",), f"bad presence key expression: {exc.message}", exc.column)
             return None
-        return PresenceSpec(config, auto, key)
+        return PresenceSpec(config, auto, key, track_on_join)

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from chanctl.channel import Channel, Outcome, error
 from chanctl.errors import PresenceError, ProtocolViolation
-from chanctl.protocol.messages import Broadcast
+from chanctl.protocol.messages import ACCESS_TOKEN, Broadcast
 from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, Refresh, SocketProtocol
 from chanctl.server.context import ChannelContext
+from chanctl.server.sessions import token_key
 from chanctl.escape import shown
 
 if TYPE_CHECKING:
@@ -284,7 +285,9 @@ class Connection:
         # A topic with both a join rule and a handler checks the rule first (CompiledTopic).
         gate = getattr(factory, "authorize_join", None)
         try:
-            outcome = None if gate is None else gate(self.user, join.topic, join.route.captures, join.payload)
+            outcome = self._join_token(join.payload) if getattr(factory, "realtime", False) else None
+            if outcome is None and gate is not None:
+                outcome = gate(self.user, join.topic, join.route.captures, join.payload)
             if outcome is None:
                 outcome = await handler.join(join.payload)
         except Exception:
@@ -317,6 +320,17 @@ class Connection:
             context.presence_key = self.server.presence.joined(self, channel, self.user, join.payload)
         else:
             self.proto.join_refused(join, outcome.response)
+
+    def _join_token(self, payload: Any) -> Outcome | None:
+        """realtime-js sends its current token in every join (``access_token``, after ``setAuth``):
+        a token other than the socket's is checked as an ``access_token`` refresh, and a bad one
+        refuses the join (with the refresh's reason), as Supabase refuses a join with a bad token."""
+        token = payload.get(ACCESS_TOKEN) if isinstance(payload, dict) else None
+        session = self.session
+        if token is None or session is None or (isinstance(token, str) and token_key(token) == session.grant.key):
+            return None
+        outcome = session.refresh(payload)
+        return outcome if outcome.status != "ok" else None
 
     async def _handle_in(self, action: Deliver) -> None:
         channel = action.channel

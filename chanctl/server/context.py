@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from chanctl.channel import Meta, Outcome
 from chanctl.errors import PresenceError
 from chanctl.protocol.socket import ChannelState, Join
+from chanctl.server import realtime
 
 if TYPE_CHECKING:
     from chanctl.server.connection import Connection
@@ -39,6 +40,8 @@ class ChannelContext:
         self.channel: ChannelState | None = None
         """The protocol's state of this channel, once joined."""
         self._connection = connection
+        self._realtime = getattr(join.route.target, "realtime", False)
+        """A ``realtime: true`` topic: its broadcasts go out in Supabase's envelope."""
         self._timers: set[asyncio.TimerHandle] | None = None
 
     @property
@@ -56,13 +59,17 @@ class ChannelContext:
             self._connection.reply(self.channel, ref, outcome)
 
     def broadcast(self, event: str, payload: Any) -> None:
+        if self._realtime:
+            event, payload = realtime.outbound(event, payload)
         self._connection.server.pubsub.broadcast(self.topic, event, payload)
 
     def broadcast_from(self, event: str, payload: Any) -> None:
+        if self._realtime:
+            event, payload = realtime.outbound(event, payload)
         self._connection.server.pubsub.broadcast(self.topic, event, payload, exclude=self._connection)
 
     def publish(self, topic: str, event: str, payload: Any) -> None:
-        self._connection.server.pubsub.broadcast(topic, event, payload)
+        self._connection.server.publish(topic, event, payload)
 
     def stop(self) -> None:
         if self.channel is not None:

@@ -11,12 +11,15 @@ import logging
 import re
 from collections.abc import Sequence
 
-__all__ = ["AUTH_PROTOCOL_PREFIX", "PHOENIX_PROTOCOL", "TokenRedactor", "token_from_subprotocols"]
+__all__ = ["AUTH_PROTOCOL_PREFIX", "PHOENIX_PROTOCOL", "REALTIME_TOKEN_PARAM", "TokenRedactor", "token_from_subprotocols"]
 
 PHOENIX_PROTOCOL = "phoenix"
 """The subprotocol phoenix.js offers next to its token, and the one the server must echo."""
 AUTH_PROTOCOL_PREFIX = "base64url.bearer.phx."
 """phoenix.js ``authToken``: ``base64url.bearer.phx.`` + btoa(token) without ``=`` padding."""
+REALTIME_TOKEN_PARAM = "apikey"
+"""The query parameter Supabase's realtime-js carries its token in (``params: {apikey}``); taken
+when ``?token=`` is absent and the config has a ``realtime: true`` topic."""
 
 
 def token_from_subprotocols(offered: Sequence[str]) -> str | None:
@@ -34,12 +37,13 @@ def token_from_subprotocols(offered: Sequence[str]) -> str | None:
     return None
 
 
-_SECRETS = re.compile(r"(token=|" + re.escape(AUTH_PROTOCOL_PREFIX) + r")[^&\s,]+", re.IGNORECASE)
+_SECRETS = re.compile(r'(token=|apikey=|"access_token"\s*:\s*"|' + re.escape(AUTH_PROTOCOL_PREFIX) + r')[^&\s,"]+', re.IGNORECASE)
 
 
 class TokenRedactor(logging.Filter):
     """Redacts socket tokens from log records: websockets logs every request line and header at
-    debug level, and those carry ``?token=`` and phoenix.js's ``authToken`` subprotocol."""
+    debug level, and those carry ``?token=`` (``access_token=`` too), realtime-js's ``?apikey=``,
+    phoenix.js's ``authToken`` subprotocol, and (in frames) an ``"access_token"`` payload field."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -43,7 +43,8 @@ from chanctl.server.cluster import Cluster, replica_id
 from chanctl.server.connection import Connection, peer_address
 from chanctl.origins import OriginPolicy
 from chanctl.server.longpoll import LongPollEndpoint
-from chanctl.server.handshake import PHOENIX_PROTOCOL, TokenRedactor, token_from_subprotocols
+from chanctl.server import realtime
+from chanctl.server.handshake import PHOENIX_PROTOCOL, REALTIME_TOKEN_PARAM, TokenRedactor, token_from_subprotocols
 from chanctl.server.metrics import LatencyHistogram, render_metrics
 from chanctl.server.sessions import Grant, Sessions, SessionStats
 from chanctl.server.transport import Transport, WebSocketTransport
@@ -369,6 +370,15 @@ class ChannelServer:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def publish(self, topic: str, event: str, payload: Any) -> int:
+        """Broadcast ``event`` on ``topic`` from outside the topic (another topic's ``push_to``, the
+        admin plane, a test; Phoenix's ``Endpoint.broadcast``); returns this node's recipients. On a
+        ``realtime: true`` topic it goes out in Supabase's envelope, as the topic's own broadcasts do."""
+        route = self.router.match(topic)
+        if route is not None and getattr(route.target, "realtime", False):
+            event, payload = realtime.outbound(event, payload)
+        return self.pubsub.broadcast(topic, event, payload)
+
     def send_info(self, topic: str, message: Any) -> int:
         """Deliver ``message`` to ``handle_info`` of every channel joined to ``topic`` on this node."""
         subscriptions = self.pubsub.subscriptions(topic)
@@ -393,6 +403,8 @@ class ChannelServer:
             return ws.respond(HTTPStatus.NOT_FOUND, f"not found; the socket is at {self._ws_path}\n")
         query = parse_qs(url.query)
         token = query.get("token", [None])[-1]
+        if token is None and self.config.realtime:
+            token = query.get(REALTIME_TOKEN_PARAM, [None])[-1]  # realtime-js: ?apikey=<token>
         if token is None:
             offered = [p for value in request.headers.get_all("Sec-WebSocket-Protocol") for p in parse_subprotocol(value)]
             token = token_from_subprotocols(offered)
@@ -413,7 +425,7 @@ class ChannelServer:
         try:
             if self.origins is not None and not self.origins.allows(origin):
                 raise HandshakeRefused(f"origin {origin!r} is not allowed")
-            serializer = negotiate(vsn)
+            serializer = negotiate(vsn, realtime=self.config.realtime)
             if serializer is None:
                 raise HandshakeRefused(f"unsupported vsn {vsn!r}; this server speaks 1.0.x and 2.0.x")
             try:

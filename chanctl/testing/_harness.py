@@ -462,7 +462,7 @@ class ChannelHarness:
 
     def broadcast(self, topic: str, event: str, payload: Any) -> int:
         """Broadcast from outside any channel (Phoenix's ``Endpoint.broadcast``); returns the recipients."""
-        return self.server.pubsub.broadcast(topic, event, orjson.loads(orjson.dumps(payload)))
+        return self.server.publish(topic, event, orjson.loads(orjson.dumps(payload)))
 
     def unconsumed(self) -> Iterator[Message]:
         """Pushes and broadcasts still in some socket's inbox."""

@@ -103,6 +103,19 @@ def test_the_countdown_sample_checks_and_a_handler_decides_its_events(runner):
         "handler decides: start on countdown:kitchen", "  after: join countdown:kitchen: allow (topics.countdown:{room}.join)"]
 
 
+@pytest.mark.parametrize("sample", sorted(p.name for p in (ROOT / "sample_configs").glob("*.yaml")))
+def test_every_sample_config_checks(runner, sample):
+    result = runner.invoke(app, ["check", str(ROOT / "sample_configs" / sample)])
+    assert result.exit_code == 0 and ", 0 failed" in result.stdout, result.stdout
+
+
+def test_the_realtime_sample_says_which_topics_serve_supabase_clients(runner):
+    result = runner.invoke(app, ["check", str(ROOT / "sample_configs" / "realtime.yaml")])
+    assert "policy tests: 7 passed, 0 failed" in result.stdout
+    assert "  realtime:room:{id}\n    join: " in result.stdout
+    assert "    realtime: Supabase Realtime clients" in result.stdout
+
+
 def test_a_malformed_policy_test_is_a_load_error(runner, tmp_path):
     config = tmp_path / "app.yaml"
     config.write_text(CHAT.read_text() + '  - {user: 1, join: "room:42", event: new_msg, expect: allow}\n')

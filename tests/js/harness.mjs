@@ -3,6 +3,7 @@
 // The scenario is the body of an async function, read from stdin, called with:
 //   Socket, Presence  - the official phoenix.js client (npm "phoenix", pinned by package-lock.json);
 //                       its LongPoll transport is the global LongPoll
+//   RealtimeClient     - the global: Supabase's official client (npm "@supabase/realtime-js", pinned too)
 //   WebSocket         - the "ws" package, handed to phoenix.js as its transport (Node 20 has no global one)
 //   emit(obj)         - print one JSON line; pytest reads them back in order
 //   env               - process.env (URL, TOKEN, ... set by the test)
@@ -10,8 +11,10 @@
 // The process exits 0 when the scenario returns, 2 when it throws, 3 on the overall time limit.
 import { Socket, Presence, LongPoll } from "phoenix";
 import WebSocket from "ws";
+import { RealtimeClient } from "@supabase/realtime-js";
 
 globalThis.LongPoll = LongPoll;
+globalThis.RealtimeClient = RealtimeClient;
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const until = (fn, ms = 5000) =>
