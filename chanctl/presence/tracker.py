@@ -264,13 +264,18 @@ class PresenceTracker:
 
     # -- the handler API -------------------------------------------------------------------------
 
-    def track(self, channel: ChannelState, key: str, meta: Meta) -> str:
-        """Track ``key`` for this channel; returns the new ``phx_ref``.
+    def track(self, channel: ChannelState, key: str, meta: Meta, connection: Any = None) -> str:
+        """Track ``key`` for this channel; returns the new ``phx_ref``. With ``connection`` (a track
+        the client asked for, e.g. Supabase's ``track``), it spends that connection's update
+        allowance as :meth:`update` does, so that a client cannot flood members by tracking anew.
 
         Raises:
-            PresenceError: ``already_tracked``.
+            PresenceError: ``already_tracked``, or ``too many presence updates`` past the cap.
         """
         spec = self._specs.get(channel.route.pattern.source, self._manual)
+        if connection is not None and not self._allow(connection, spec):
+            self.stats.limited += 1
+            raise PresenceError(TOO_MANY_UPDATES, str(key))
         owner = self._owner(channel, spec)
         topic = self._topic(channel.topic, spec)
         stored, diff = topic.state.track(self.node, owner.id, str(key), meta)

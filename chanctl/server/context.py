@@ -102,8 +102,10 @@ class ChannelContext:
 
     # -- presence ----------------------------------------------------------------------------
 
-    def track(self, key: str, meta: Meta) -> str:
-        return self._connection.server.presence.track(self._joined(), key, meta)
+    def track(self, key: str, meta: Meta, *, limited: bool = False) -> str:
+        """``limited``: the client asked for it (chanctl.server.realtime), so ``presence.max_updates`` applies."""
+        connection = self._connection
+        return connection.server.presence.track(self._joined(), key, meta, connection if limited else None)
 
     def update(self, key: str, meta: Meta | Callable[[Meta], Meta]) -> str:
         return self._connection.server.presence.update(self._connection, self._joined(), key, meta)

@@ -15,7 +15,8 @@ rate limits, ``watch`` and metrics.
   ``broadcast.self``, and an ok reply only with ``broadcast.ack`` (Supabase answers nothing else).
 - ``presence`` ``{type: "presence", event: "track", payload: META}`` tracks the sender under the
   topic's ``presence.key`` (or replaces its meta); ``untrack`` stops. Only the keys of the topic's
-  ``presence.meta`` may be set, as for ``do: presence``.
+  ``presence.meta`` may be set, as for ``do: presence``, and each track spends the connection's
+  ``presence.max_updates`` allowance.
 - every broadcast on the topic, whoever publishes it, goes out as ``broadcast`` ``{type, event,
   payload}`` (:func:`outbound`); ``presence_state``/``presence_diff`` go out as Phoenix sends them.
 """
@@ -24,10 +25,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chanctl.channel import Outcome, error, ok
 from chanctl.server.behaviours import CompiledTopic, DeclarativeChannel
+
+if TYPE_CHECKING:
+    from chanctl.server.context import ChannelContext
 
 __all__ = ["BROADCAST", "PRESENCE", "JoinConfig", "RealtimeChannel", "outbound"]
 
@@ -133,6 +137,7 @@ class RealtimeChannel(DeclarativeChannel):
         if self._tracked:
             self.update(key, lambda old: {**defaults, "online_at": old.get("online_at"), **meta})
         else:
-            self.track(key, {**defaults, "online_at": int(time.time()), **meta})
+            context = cast("ChannelContext", self.socket)  # the runtime's: a client-asked track is limited
+            context.track(key, {**defaults, "online_at": int(time.time()), **meta}, limited=True)
             self._tracked = True
         return ok()

@@ -5,17 +5,22 @@ and the redaction of the new token carriers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 import websockets
 
+from chanctl.client import Client
 from chanctl.config.load import load_config_text
 from chanctl.errors import ConfigError, ProtocolViolation
 from chanctl.protocol import Message, V2Json, negotiate
 from chanctl.protocol.serializers import RealtimeV2Json
 from chanctl.server.realtime import JoinConfig
-from tests.support import SECRET, RawClient
+from chanctl.server.admin import ADMIN_TOPIC
+from tests.server.test_admin import next_event
+from tests.server.test_metrics import scrape
+from tests.support import SECRET, TIMEOUT, RawClient
 
 CONFIG = """
 auth: {secret: "${CHANCTL_SECRET}"}
@@ -165,6 +170,19 @@ async def test_presence_events_are_checked(make_server, mint):
         assert reply[4]["response"] == {"errors": {"payload": ["must be of type object"]}}
 
 
+async def test_every_track_spends_presence_max_updates(make_server, mint):
+    config = CONFIG.replace("presence: {meta: {typing: false}}", "presence: {meta: {typing: false}, max_updates: {updates: 1, per: 1h}}")
+    async with make_server(config) as server, await connect(server, mint(1)) as a:
+        await a.call(["1", "1", "realtime:room:1", "phx_join", {}])
+        track = lambda ref, typing: ["1", ref, "realtime:room:1", "presence", {"type": "presence", "event": "track", "payload": {"typing": typing}}]  # noqa: E731
+        assert (await a.call(track("2", True)))[4]["status"] == "ok"  # the one track the limit allows
+        assert (await a.call(track("3", False)))[4]["response"] == {"reason": "too many presence updates"}
+        untrack = ["1", "4", "realtime:room:1", "presence", {"type": "presence", "event": "untrack"}]
+        assert (await a.call(untrack))[4]["status"] == "ok"
+        assert (await a.call(track("5", True)))[4]["response"] == {"reason": "too many presence updates"}
+        assert server.presence.list("realtime:room:1") == {}
+
+
 async def test_apikey_and_join_access_tokens_are_redacted_from_debug_logs(make_server, mint, caplog):
     caplog.set_level(logging.DEBUG)
     token = mint(1)
@@ -173,3 +191,27 @@ async def test_apikey_and_join_access_tokens_are_redacted_from_debug_logs(make_s
     lines = [r.getMessage() for r in caplog.records if r.name == "websockets.server"]  # (the test clients log theirs)
     assert any("apikey=<redacted>" in line for line in lines)
     assert not any(token in line for line in lines)
+
+
+async def test_watch_metrics_and_the_rate_limit_see_realtime_traffic(make_server, mint):
+    limited = CONFIG.replace('auth: {secret: "${CHANCTL_SECRET}"}', 'auth: {secret: "${CHANCTL_SECRET}"}\nserver: {rate_limit: {per_second: 0.001, burst: 2}}')
+    async with make_server(limited) as server, Client(server.url, token=mint(1, admin=True)) as admin:
+        watch = admin.channel(ADMIN_TOPIC)
+        await watch.join(TIMEOUT)
+        async with await connect(server, mint(1)) as a, await connect(server, mint(2)) as b:
+            await b.call(["1", "1", "realtime:room:1", "phx_join", {}])
+            await a.call(["1", "1", "realtime:room:1", "phx_join", {"config": {"broadcast": {"ack": True}}}])
+            await a.send(kind3("1", "2", "realtime:room:1", "new_msg", b'{"body":"hi"}'))
+            assert (await a.recv_until(lambda f: f[1] == "2"))[4]["status"] == "ok"
+            async with asyncio.timeout(TIMEOUT):
+                entries: list = []
+                while len(entries) < 2:
+                    entries += (await next_event(watch, "traffic"))["entries"]
+            inbound, outbound = entries[:2]
+            assert (inbound["dir"], inbound["topic"], inbound["event"], inbound["user"]) == ("in", "realtime:room:1", "broadcast", 1)
+            assert (outbound["dir"], outbound["event"], outbound["recipients"]) == ("out", "broadcast", 1)  # b only: no self
+            await a.send(kind3("1", "3", "realtime:room:1", "new_msg", b'{"body":"again"}'))  # a's bucket (2: join, broadcast) is empty now
+            assert (await a.recv_until(lambda f: f[1] == "3"))[4]["response"]["reason"] == "rate limited"
+        samples = await scrape(server)
+    assert samples[("chanctl_joins_total", (("outcome", "ok"),))] == 3  # two realtime joins and the admin's
+    assert samples[("chanctl_rate_limited_total", (("limit", "messages"),))] == 1
