@@ -99,7 +99,10 @@ class Cluster:
         """``(topic, replica) -> version`` of the part installed here."""
         self._version = itertools.count(1)
         self._dirty: set[str] = set()
+        """Topics whose part changed and is not in Redis yet (kept while Redis is unreachable)."""
         self._flush_due = False
+        self._writing = asyncio.Lock()
+        """Held by the one write of this node's parts to Redis in flight (see :meth:`_ship`)."""
         self._tasks: list[asyncio.Task[None]] = []
         self.answerers: dict[str, Callable[[dict[str, Any]], Any]] = {}
         """Questions this node answers for its peers (the admin plane registers ``stats``, ...)."""
@@ -135,11 +138,11 @@ class Cluster:
         if not self.pubsub.connected or self.pubsub.redis is None:
             return
         try:
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(1.0), self._writing:  # after a write in flight, not overtaken by it
                 pipe = self.pubsub.redis.pipeline(transaction=False)
                 pipe.publish(self.pubsub.control_channel, _BYE + self.replica.encode())
                 pipe.delete(self._node_key(self.replica))
-                for topic in self.presence.local_topics():
+                for topic in {*self.presence.local_topics(), *self._dirty}:
                     pipe.hdel(self._presence_key(topic), self.replica)
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - peers will see the silence instead
@@ -183,30 +186,38 @@ class Cluster:
 
     def _flush(self) -> None:
         self._flush_due = False
-        dirty, self._dirty = self._dirty, set()
-        if not self.pubsub.connected:
-            return  # the reconnection ships every part
-        self.server.spawn(self._ship(dirty))
+        if self.pubsub.connected:  # else the topics stay dirty and the reconnection ships them
+            self.server.spawn(self._ship())
 
-    async def _ship(self, topics: set[str]) -> None:
-        """Store and publish this node's part of each topic (one pipeline)."""
-        redis = self.pubsub.redis
-        if redis is None:
-            return
-        pipe = redis.pipeline(transaction=False)
-        for topic in topics:
-            part = self.presence.part(topic)
-            body = orjson.dumps({"r": self.replica, "v": next(self._version),
-                                 "e": [[owner, key, meta] for (owner, key), meta in part.items()]})
-            if part:
-                pipe.hset(self._presence_key(topic), self.replica, body)
-            else:
-                pipe.hdel(self._presence_key(topic), self.replica)
-            pipe.publish(self.pubsub.channel_of(topic), b"P" + body)
-        try:
-            await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - Redis went away: the reconnection ships again
-            log.warning("could not ship presence to Redis: %s", exc)
+    async def _ship(self) -> None:
+        """Store and publish this node's part of every dirty topic (one pipeline).
+
+        One write at a time, each taking its versions when its turn comes: the client is a pool,
+        so two pipelines in flight could reach Redis in either order, and a stale part stored
+        after a newer one (an HDEL after the HSET of a rejoin) would hide the newer part from
+        every node that reads the hash later, while the newer message had gone out before they
+        subscribed. Changes made during a write ride with the next one."""
+        async with self._writing:
+            redis = self.pubsub.redis
+            topics, self._dirty = self._dirty, set()
+            if not topics or redis is None:
+                self._dirty |= topics
+                return
+            pipe = redis.pipeline(transaction=False)
+            for topic in topics:
+                part = self.presence.part(topic)
+                body = orjson.dumps({"r": self.replica, "v": next(self._version),
+                                     "e": [[owner, key, meta] for (owner, key), meta in part.items()]})
+                if part:
+                    pipe.hset(self._presence_key(topic), self.replica, body)
+                else:
+                    pipe.hdel(self._presence_key(topic), self.replica)
+                pipe.publish(self.pubsub.channel_of(topic), b"P" + body)
+            try:
+                await pipe.execute()
+            except Exception as exc:  # noqa: BLE001 - Redis went away: the reconnection ships them
+                self._dirty |= topics
+                log.warning("could not ship presence to Redis: %s", exc)
 
     # -- peers' presence, in -----------------------------------------------------------------
 

@@ -141,8 +141,51 @@ async def test_kill_9_a_node_and_its_presences_leave_within_down_after(node_proc
         await victim.close()
 
 
-@pytest.mark.xfail(strict=False, reason="known race (issue 11 left open): after a Redis restart, a presence "
-                   "rejoined on one node sometimes never reaches the other (about 1 run in 4 in a clean-clone CI)")
+async def test_a_slow_presence_write_is_not_overtaken_by_a_later_one(two_nodes, mint, redis_server, monkeypatch):
+    """Node a's writes of its part reach Redis in the order it made them, even when one is slow.
+
+    Its client is a pool: a later pipeline on another connection could land first, and an older
+    HDEL landing after a rejoin's HSET would hide the rejoined presence from every node that
+    reads the hash afterwards (the rejoin's message went out before they subscribed)."""
+    import redis.asyncio as aioredis
+
+    a, b = two_nodes
+    first, _ = await member(a.url, mint, 1)
+    watcher, _ = await member(b.url, mint, 2)
+    client = a.cluster.pubsub.redis
+    await asyncio.gather(*(client.ping() for _ in range(4)))  # idle connections: no write waits to connect
+    pipeline, gate = client.pipeline, "test:gate"
+
+    def stalling(*args, **kwargs):
+        """The next pipeline that deletes a part waits in Redis (BLPOP blocks only its connection)."""
+        pipe = pipeline(*args, **kwargs)
+        hdel = pipe.hdel
+
+        def stalled_hdel(*keys):
+            monkeypatch.setattr(client, "pipeline", pipeline)
+            pipe.blpop([gate], 0)
+            return hdel(*keys)
+
+        monkeypatch.setattr(pipe, "hdel", stalled_hdel)
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", stalling)
+    await first.call(["1", "5", "room:1", "phx_leave", {}])  # a's part is empty: its HDEL stalls
+    await first.send(["6", "6", "room:1", "phx_join", {}])  # a's part has user 1 again, new phx_ref
+    ref = (await first.recv_until(lambda f: f[3] == "presence_state"))[4]["1"]["metas"][0]["phx_ref"]
+    tester = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await tester.lpush(gate, "go")  # the stalled write goes on
+    finally:
+        await tester.aclose()
+    await diff(watcher, lambda d: d["joins"].get("1", {}).get("metas", [{}])[0].get("phx_ref") == ref)
+    # b reads the hash afresh once its last subscriber left and one joins again: user 1 is there.
+    await watcher.call(["1", "7", "room:1", "phx_leave", {}])
+    await watcher.send(["8", "8", "room:1", "phx_join", {}])
+    state = (await watcher.recv_until(lambda f: f[3] == "presence_state"))[4]
+    assert [m["phx_ref"] for m in state.get("1", {}).get("metas", [])] == [ref]
+
+
 async def test_presences_come_back_after_redis_restarted(two_nodes, mint, redis_server):
     a, b = two_nodes
     first, _ = await member(a.url, mint, 1)
@@ -160,3 +203,4 @@ async def test_presences_come_back_after_redis_restarted(two_nodes, mint, redis_
     while listed != {"1", "2"}:
         listed |= set((await second.recv_until(lambda f: f[3] == "presence_diff"))[4]["joins"])
     await diff(first, lambda d: "2" in d["joins"])
+
