@@ -20,6 +20,7 @@ from chanctl.rules import Rule, syntax
 from chanctl.server.admin import ADMIN_EVENTS, ADMIN_TOPIC
 from chanctl.server.behaviours import CompiledTopic
 from chanctl.server.compile import CompiledConfig
+from chanctl.server.realtime import BROADCAST
 
 __all__ = ["Explanation", "Explainer", "PolicyResult"]
 
@@ -132,6 +133,10 @@ class Explainer:
             return Explanation(None, action, spec.pattern, f"topics.{spec.pattern}.handler",
                                note=f"{self._handler(spec)}.handle_in decides at run time", before=before)
         payload = {} if payload is None else payload
+        if spec.realtime and event == BROADCAST and isinstance(payload, dict) and isinstance(payload.get("event"), str):
+            # A Supabase broadcast envelope is decided as the event it names (chanctl.server.realtime).
+            event, payload = payload["event"], payload.get("payload", {})
+            action = f"{event} (in a Supabase broadcast) on {topic}"
         variables = spec.variables(user, topic, route.captures, params or {}, payload)
         check = spec.check_event(event, payload, lambda: variables)  # handle_in's own decision
         compiled = check.event

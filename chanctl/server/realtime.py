@@ -42,6 +42,7 @@ PRESENCE = "presence"
 NO_POSTGRES_CHANGES = (
     "postgres_changes are not supported: this server (chanctl) serves Broadcast and Presence only"
 )
+NO_REPLAY = "broadcast.replay is not supported: this server keeps no Supabase messages (see history: for recovery)"
 
 
 def outbound(event: str, payload: Any) -> tuple[str, dict[str, Any]]:
@@ -69,6 +70,8 @@ class JoinConfig:
         broadcast = config.get("broadcast") or {}
         if not isinstance(broadcast, dict):
             return error({"reason": "config.broadcast must be an object"})
+        if broadcast.get("replay"):
+            return error({"reason": NO_REPLAY})
         flags = {}
         for name in ("self", "ack"):
             value = broadcast.get(name, False)

@@ -111,9 +111,14 @@ def test_every_sample_config_checks(runner, sample):
 
 def test_the_realtime_sample_says_which_topics_serve_supabase_clients(runner):
     result = runner.invoke(app, ["check", str(ROOT / "sample_configs" / "realtime.yaml")])
-    assert "policy tests: 7 passed, 0 failed" in result.stdout
+    assert "policy tests: 9 passed, 0 failed" in result.stdout
     assert "  realtime:room:{id}\n    join: " in result.stdout
     assert "    realtime: Supabase Realtime clients" in result.stdout
+    envelope = '{"type": "broadcast", "event": "new_msg", "payload": {"body": ""}}'
+    explained = runner.invoke(app, ["check", str(ROOT / "sample_configs" / "realtime.yaml"), "--explain", "--user", "42",
+                                    "--topic", "realtime:room:42", "--event", "broadcast", "--payload", envelope])
+    assert explained.stdout.splitlines()[0] == "deny: new_msg (in a Supabase broadcast) on realtime:room:42"
+    assert "decided by: topics.realtime:room:{id}.events.new_msg.schema" in explained.stdout
 
 
 def test_a_malformed_policy_test_is_a_load_error(runner, tmp_path):

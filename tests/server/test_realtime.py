@@ -89,6 +89,7 @@ def test_only_a_realtime_server_takes_kind_3():
     ({"config": {"broadcast": "yes"}}, "config.broadcast must be an object"),
     ({"config": {"broadcast": {"self": "true"}}}, "config.broadcast.self must be true or false"),
     ({"config": {"postgres_changes": [{"event": "*", "schema": "public"}]}}, "postgres_changes are not supported"),
+    ({"config": {"private": True, "broadcast": {"replay": {"since": 1}}}}, "broadcast.replay is not supported"),
 ])
 def test_a_join_config_this_server_cannot_serve_is_refused_with_its_reason(params, reason):
     outcome = JoinConfig.parse(params)
