@@ -233,16 +233,17 @@ class SocketProtocol:
         if join_ref is None:
             self._queue(Reply(None, msg.ref, msg.topic, "error", {"reason": "join requires a ref"}))
             return []
+        if size > self.max_join_payload:
+            # Checked on the frame, as read: a join payload may be kept for the channel's life. A
+            # refused rejoin leaves the joined channel as it was (refused before it is replaced).
+            self._refuse(msg, msg.join_ref, limit_reply("join payload too large", "server.max_join_payload", self.max_join_payload))
+            return []
         actions: list[Join | Deliver | Leave] = []
         if replacing is not None:
             self._remove(replacing)
             actions.append(Leave(replacing, LeaveReason.DUPLICATE_JOIN))
         elif len(self.channels) >= self.max_channels:
             self._refuse(msg, msg.join_ref, limit_reply("too many channels joined", "server.max_channels", self.max_channels))
-            return []
-        if size > self.max_join_payload:
-            # Checked on the frame, as read: a join payload may be kept for the channel's life.
-            self._refuse(msg, msg.join_ref, limit_reply("join payload too large", "server.max_join_payload", self.max_join_payload))
             return []
         actions.append(Join(msg.topic, join_ref, msg.ref, msg.payload, route, replaced=replacing))
         return actions

@@ -65,6 +65,23 @@ async def test_a_big_join_payload_is_refused_with_the_limit_named(make_server, m
         assert (await a.call(["2", "2", "room:1", "phx_join", {"pad": [{}] * 1_000}]))[4]["status"] == "ok"
 
 
+async def test_a_rejoin_refused_for_its_size_keeps_the_joined_channel_and_leaves_no_ghost(make_server, mint):
+    """Found by benchmarks/fuzz.py: a duplicate join over max_join_payload dropped the joined channel
+    from the socket's table without leaving it, so its subscription and presence outlived the socket:
+    a ghost member for everyone else, and the closed connection pinned by the pubsub."""
+    async with make_server(config()) as srv, await RawClient.connect(srv.url, mint(2)) as b:
+        a = await RawClient.connect(srv.url, mint(1))
+        await a.call(["1", "1", "room:1", "phx_join", {}])
+        await b.call(["1", "1", "room:1", "phx_join", {}])
+        reply = await a.call(["3", "3", "room:1", "phx_join", {"pad": "x" * 70_000}])
+        assert reply[4]["response"]["limit"] == "server.max_join_payload"
+        await a.close()
+        diff = await b.recv_until(lambda f: f[3] == "presence_diff" and f[4]["leaves"])
+        assert list(diff[4]["leaves"]) == ["1"]
+        await asyncio.wait_for(srv.until_connections(1), TIMEOUT)
+        assert srv.pubsub.topics() == {"room:1": 1}
+
+
 @pytest.mark.parametrize("setting, whose, same_user", [
     ("max_connections_per_user", "for this user", True),
     ("max_connections_per_address", "from this address", False),
