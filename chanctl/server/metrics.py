@@ -7,6 +7,7 @@ families when a scrape arrives, so the cost of metrics is paid per scrape, not p
 
 from __future__ import annotations
 
+import asyncio
 import time
 from bisect import bisect_left
 from collections import Counter
@@ -73,6 +74,9 @@ class ServerCollector:
         yield GaugeMetricFamily("chanctl_uptime_seconds", "Seconds since the server started.",
                                 value=time.time() - server.started_at)
         yield GaugeMetricFamily("chanctl_connections", "Open connections.", value=len(server.connections))
+        # A task that outlives its connection is a leak no other figure shows (the soak watches it).
+        yield GaugeMetricFamily("chanctl_tasks", "Asyncio tasks alive in the server's event loop.",
+                                value=len(asyncio.all_tasks()))
         yield CounterMetricFamily("chanctl_connections_opened", "Connections accepted.", value=stats.connections)
         yield CounterMetricFamily("chanctl_connections_refused", "Handshakes refused (bad token, vsn).",
                                   value=stats.refused)

@@ -99,3 +99,14 @@ async def test_metrics_counters_move_as_traffic_flows(rooms_server, mint):
     assert after[("chanctl_connections_opened_total", ())] == 4
     assert after[("chanctl_protocol_violations_total", ())] == 1
     assert after[("chanctl_closes_total", (("code", "1000"),))] == 3
+
+
+async def test_the_tasks_gauge_falls_back_when_connections_end(rooms_server, mint):
+    """``chanctl_tasks`` counts the event loop's tasks, so a task that outlives its connection shows
+    (benchmarks/soak.py and benchmarks/fuzz.py read it)."""
+    before = (await scrape(rooms_server))[("chanctl_tasks", ())]
+    async with await RawClient.connect(rooms_server.url, mint(7)) as raw:
+        await raw.call(["1", "1", "room:1", "phx_join", {}])
+        during = (await scrape(rooms_server))[("chanctl_tasks", ())]
+    await asyncio.wait_for(rooms_server.until_connections(0), TIMEOUT)
+    assert during > before == (await scrape(rooms_server))[("chanctl_tasks", ())]
