@@ -30,6 +30,9 @@ __all__ = ["CompiledEvent", "CompiledTopic", "DeclarativeChannel", "EventCheck",
 log = logging.getLogger("chanctl.behaviours")
 
 _UNAUTHORIZED = error({"reason": "unauthorized"})
+_STAMPED = frozenset({"broadcast", "broadcast_from", "push_to"})
+"""The behaviours that send the payload on, stamped with its sender."""
+_BINARY = error({"errors": {"payload": ["must be JSON, not binary"]}})
 _ids = itertools.count(1)
 _NODE = os.urandom(3).hex()
 
@@ -149,6 +152,10 @@ class DeclarativeChannel(Channel):
         spec = check.event
         assert spec is not None
         do = spec.config.do
+        if isinstance(payload, bytes) and do in _STAMPED:
+            # A V2 binary push: the stamp (user_id, id, inserted_at) needs a JSON object, and a
+            # broadcast of bytes inside one could go out on no wire (it crashed the channel).
+            return _BINARY
         if do == "broadcast":
             self.broadcast(event, stamp(self.user, payload))
         elif do == "broadcast_from":

@@ -4,6 +4,8 @@ import logging
 
 import pytest
 
+from chanctl.protocol.messages import Message
+from chanctl.protocol.serializers import binary_push
 from tests.support import RawClient, run_js
 
 CONFIG = """
@@ -18,6 +20,8 @@ topics:
         allow: user.id in data.mods || payload.body.startsWith(topic.id)
         do: broadcast
       cursor: {do: broadcast_from}
+      blob: {do: broadcast}
+      drop: {do: push_to, to: '"inbox:1"'}
       ping: {do: reply, reply: {pong: true}}
       echo: {do: reply}
       nested: {allow: payload.a.b == 1, do: noop}
@@ -61,6 +65,25 @@ async def test_broadcast_from_skips_the_sender_and_reply_answers(make_server, mi
             assert reply(await a.call(["1", "3", "room:7", "ping", {"x": 1}])) == ("ok", {"pong": True})
             assert reply(await a.call(["1", "4", "room:7", "echo", {"x": 1}])) == ("ok", {"x": 1})
             await a.nothing()  # the sender never saw its cursor
+
+
+async def test_a_binary_push_to_a_stamping_behaviour_is_refused_and_the_channel_lives(make_server, mint, caplog):
+    """Found by benchmarks/fuzz.py: a V2 binary push to a ``do: broadcast`` event without a schema
+    was stamped into a JSON object holding bytes, which no serializer encodes: the channel crashed
+    (phx_error and a traceback in the log) on any client's say-so."""
+    async with make_server(CONFIG) as server, await RawClient.connect(server.url, mint(1)) as c:
+        await c.call(["1", "1", "room:7", "phx_join", {}])
+        await c.call(["2", "2", "inbox:1", "phx_join", {}])
+        for ref, event in enumerate(("blob", "cursor", "drop"), start=3):
+            await c.send(binary_push(Message("1", str(ref), "room:7", event, b"\x00\xffdata")))
+            frame = await c.recv()
+            assert frame == ["1", str(ref), "room:7", "phx_reply",
+                             {"status": "error", "response": {"errors": {"payload": ["must be JSON, not binary"]}}}]
+        await c.send(["1", "9", "room:7", "blob", {"n": 1}])  # the channel lives: its broadcast, then its reply
+        broadcast = await c.recv()
+        assert broadcast[3] == "blob" and broadcast[4]["n"] == 1
+        assert reply(await c.recv()) == ("ok", {})
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_push_to_forwards_to_the_computed_topic(make_server, mint):
