@@ -1,7 +1,8 @@
-"""Supabase's official ``@supabase/realtime-js`` (npm, pinned by tests/js/package-lock.json), unchanged,
-against ``sample_configs/realtime.yaml``: Broadcast (self, ack, refusals), Presence across two
-clients, refused joins, Postgres changes refused, and token refresh with ``setAuth``. The client
-speaks its default vsn 2.0.0, so its broadcasts arrive as Supabase's binary kind-3 frames."""
+"""Supabase's official ``@supabase/realtime-js`` and ``@supabase/supabase-js`` (npm, pinned by
+tests/js/package-lock.json), unchanged, against ``sample_configs/realtime.yaml``: Broadcast (self,
+ack, refusals), Presence across two clients, refused joins, Postgres changes refused, and token
+refresh with ``setAuth``. The client speaks its default vsn 2.0.0, so its broadcasts arrive as
+Supabase's binary kind-3 frames; one test uses vsn 1.0.0."""
 
 from __future__ import annotations
 
@@ -183,3 +184,21 @@ emit({ body: (await received(gotB, 1))[0].payload.body, joined: await joinedB })
 await a.disconnect(); await b.disconnect();
 """, A=mint(42), B=mint(7))
     assert lines == [{"send": "ok", "track": "ok"}, {"body": "v1", "joined": "42"}]
+
+
+async def test_supabase_js_create_client_channel_works_with_a_chanctl_token_as_its_key(server, mint):
+    """supabase-js as an app writes it: ``createClient(url, key).channel(...)``; the sample's
+    ``server.path: /realtime/v1`` is where it looks, and the key is a chanctl token."""
+    lines = await scenario(server, """
+const url = env.URL.replace("ws://", "http://").replace(/\\/realtime\\/v1$/, "");
+const supabase = createClient(url, env.A, { realtime: { transport: WebSocket } });
+const room = supabase.channel("room:42", { config: { broadcast: { self: true } } });
+const got = on(room, "new_msg");
+const tracked = until((done) => room.on("presence", { event: "join" }, ({ key }) => done(key)));
+emit({ subscribed: await subscribe(room) });
+emit({ send: await room.send({ type: "broadcast", event: "new_msg", payload: { body: "from supabase-js" } }),
+       track: await room.track({ typing: false }) });
+emit({ body: (await received(got, 1))[0].payload.body, key: await tracked });
+await supabase.removeAllChannels();
+""", A=mint(42))
+    assert lines == [{"subscribed": "SUBSCRIBED"}, {"send": "ok", "track": "ok"}, {"body": "from supabase-js", "key": "42"}]

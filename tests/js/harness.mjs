@@ -4,6 +4,7 @@
 //   Socket, Presence  - the official phoenix.js client (npm "phoenix", pinned by package-lock.json);
 //                       its LongPoll transport is the global LongPoll
 //   RealtimeClient     - the global: Supabase's official client (npm "@supabase/realtime-js", pinned too)
+//   createClient       - the global: supabase-js's (npm "@supabase/supabase-js"), whose .channel() is realtime-js
 //   WebSocket         - the "ws" package, handed to phoenix.js as its transport (Node 20 has no global one)
 //   emit(obj)         - print one JSON line; pytest reads them back in order
 //   env               - process.env (URL, TOKEN, ... set by the test)
@@ -12,9 +13,11 @@
 import { Socket, Presence, LongPoll } from "phoenix";
 import WebSocket from "ws";
 import { RealtimeClient } from "@supabase/realtime-js";
+import { createClient } from "@supabase/supabase-js";
 
 globalThis.LongPoll = LongPoll;
 globalThis.RealtimeClient = RealtimeClient;
+globalThis.createClient = createClient;
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const until = (fn, ms = 5000) =>
