@@ -38,8 +38,9 @@ def require_node() -> str:
     node = shutil.which("node")
     if node is None:
         require("node", "Node.js is not installed")
-    if not (JS_DIR / "node_modules" / "phoenix").is_dir():
-        require("npm", "phoenix.js is not installed: run `npm ci --prefix tests/js`")
+    for package in ("phoenix", "@supabase/realtime-js", "@supabase/supabase-js"):  # what harness.mjs imports
+        if not (JS_DIR / "node_modules" / package).is_dir():
+            require("npm", f"{package} is not installed: run `npm ci --prefix tests/js`")
     return node  # type: ignore[return-value]
 
 

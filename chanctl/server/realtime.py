@@ -62,7 +62,8 @@ class JoinConfig:
     @classmethod
     def parse(cls, params: Any) -> JoinConfig | Outcome:
         """The join's settings, or the error reply for a join this server cannot serve."""
-        config = params.get("config", {}) if isinstance(params, dict) else {}
+        config = params.get("config") if isinstance(params, dict) else None
+        config = {} if config is None else config
         if not isinstance(config, dict):
             return error({"reason": "config must be an object"})
         if config.get("postgres_changes"):

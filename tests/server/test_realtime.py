@@ -98,7 +98,7 @@ def test_a_join_config_this_server_cannot_serve_is_refused_with_its_reason(param
 
 
 def test_a_phoenix_join_without_config_gets_the_defaults():
-    assert JoinConfig.parse({}) == JoinConfig.parse(None) == JoinConfig(self_broadcast=False, ack=False)
+    assert JoinConfig.parse({}) == JoinConfig.parse(None) == JoinConfig.parse({"config": None}) == JoinConfig(self_broadcast=False, ack=False)
     assert JoinConfig.parse({"config": {"broadcast": {"self": True, "ack": True}, "postgres_changes": []}}) == JoinConfig(True, True)
 
 
