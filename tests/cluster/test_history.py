@@ -19,6 +19,11 @@ HISTORY = """
     history: {size: 10, ttl: 5m}
     events:
       shout: {do: broadcast}
+  "feed:{id}":
+    join: true
+    history: {size: 100, ttl: 5m}
+    events:
+      shout: {do: broadcast}
   "brief:{id}":
     join: true
     history: {size: 100, ttl: 1s}
