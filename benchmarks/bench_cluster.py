@@ -2,6 +2,7 @@
 
     python benchmarks/bench_cluster.py            # about three minutes on 2 cores
     python benchmarks/bench_cluster.py --runs 5 --subs 1000 --messages 2000
+    python benchmarks/bench_cluster.py --history  # two nodes: history off against on (in Redis)
 
 Both setups in the same run, interleaved (one, two, two, one, ...), medians of ``--runs``:
 
@@ -14,6 +15,11 @@ Every server process and Redis run on core 0 (``taskset -c 0``), the Node load g
 both nodes' CPU (and, reported apart, Redis's CPU per broadcast). Then the kill -9 leave time: two
 nodes with presence, a member on one, a watcher on the other; the first is killed with SIGKILL and
 the time until the watcher gets the ``presence_diff`` leave is measured (``--down-after``).
+
+With ``--history`` the comparison is instead two nodes with history off (benchmarks/bench.yaml)
+against two nodes with history on (benchmarks/bench_history.yaml: every broadcast numbered, kept and
+published by the Redis script), same interleaving, and no kill -9 measurement; then Redis's own
+accounting (``INFO commandstats``) of 2,000 pipelined bare PUBLISHes against 2,000 history scripts.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.run import ROOT, SECRET, free_port, pinned  # noqa: E402
 
 BENCH = ROOT / "benchmarks" / "bench.yaml"
+BENCH_HISTORY = ROOT / "benchmarks" / "bench_history.yaml"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -116,15 +123,45 @@ def run_one(subs: int, messages: int) -> dict:
         node.stop()
 
 
-def run_two(subs: int, messages: int) -> dict:
+def run_two(subs: int, messages: int, config: Path = BENCH) -> dict:
     redis = Redis()
     nodes: list[Node] = []
     try:
-        nodes = [Node(BENCH, "--redis", redis.url, "--node", name) for name in ("bench-a", "bench-b")]
+        nodes = [Node(config, "--redis", redis.url, "--node", name) for name in ("bench-a", "bench-b")]
         return fanout(nodes, redis, subs, messages)
     finally:
         for node in nodes:
             node.stop()
+        redis.stop()
+
+
+async def script_cost(calls: int = 2000) -> dict[str, float]:
+    """Redis's µs per call (``INFO commandstats``) of a bare PUBLISH and of the history script."""
+    import redis.asyncio as aioredis
+
+    from chanctl.pubsub.streams import PUBLISH_SCRIPT, StreamHistory
+
+    redis = Redis()
+    client = aioredis.from_url(redis.url)
+    try:
+        await client.script_load(PUBLISH_SCRIPT)
+        message = b'B12 bench-a/abc\n["msg",{"k":1,"t":12345.678,"user_id":1}]'
+        costs = {}
+        for name in ("publish", "evalsha"):
+            await client.config_resetstat()
+            for _ in range(calls // 100):
+                pipe = client.pipeline(transaction=False)
+                for _ in range(100):
+                    if name == "publish":
+                        pipe.publish("chanctl:t:bench:1", message)
+                    else:
+                        pipe.evalsha(StreamHistory.publish_sha, 2, "chanctl:h:bench:1", "chanctl:s:bench:1", "0000beef",
+                                     "chanctl:t:bench:1", message, 100, 300_000, 86_400_000)
+                await pipe.execute()
+            costs[name] = (await client.info("commandstats"))[f"cmdstat_{name}"]["usec_per_call"]
+        return costs
+    finally:
+        await client.aclose()
         redis.stop()
 
 
@@ -176,11 +213,16 @@ def main() -> None:
     parser.add_argument("--subs", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--down-after", type=float, default=15.0)
+    parser.add_argument("--history", action="store_true", help="two nodes with history off against on")
     args = parser.parse_args()
-    results: dict[str, list[dict]] = {"one node": [], "two nodes + Redis": []}
+    if args.history:
+        setups = [("history off", run_two), ("history on", lambda subs, messages: run_two(subs, messages, BENCH_HISTORY))]
+    else:
+        setups = [("one node", run_one), ("two nodes + Redis", run_two)]
+    (base, _), (other, _) = setups
+    results: dict[str, list[dict]] = {base: [], other: []}
     for i in range(args.runs):
-        order = [("one node", run_one), ("two nodes + Redis", run_two)]
-        for name, run in order if i % 2 == 0 else order[::-1]:
+        for name, run in setups if i % 2 == 0 else setups[::-1]:
             result = run(args.subs, args.messages)
             print(json.dumps({"setup": name, **result}), file=sys.stderr)
             results[name].append(result)
@@ -188,12 +230,18 @@ def main() -> None:
             ("server CPU µs/delivery (summed over nodes)", "server_us_per_delivery", "{:.2f}"),
             ("generator CPU share", "gen_cpu", "{:.2f}")]
     print(f"fan-out, {args.subs:,} subscribers, {args.messages:,} messages, medians of {args.runs} runs\n")
-    print("| metric | one node | two nodes + Redis | two / one |\n|---|---|---|---|")
+    print(f"| metric | {base} | {other} | ratio |\n|---|---|---|---|")
     for label, key, fmt in rows:
-        one = statistics.median(r[key] for r in results["one node"])
-        two = statistics.median(r[key] for r in results["two nodes + Redis"])
-        print(f"| {label} | {fmt.format(one)} | {fmt.format(two)} | {two / one:.2f}x |")
-    redis_cpu = statistics.median(r["redis_us_per_broadcast"] for r in results["two nodes + Redis"])
+        first = statistics.median(r[key] for r in results[base])
+        second = statistics.median(r[key] for r in results[other])
+        print(f"| {label} | {fmt.format(first)} | {fmt.format(second)} | {second / first:.2f}x |")
+    if args.history:
+        off, on = (statistics.median(r["redis_us_per_broadcast"] for r in results[name]) for name in (base, other))
+        print(f"| Redis CPU µs/broadcast | {off:.1f} | {on:.1f} | {on / off:.2f}x |")
+        costs = asyncio.run(script_cost())
+        print(f"\nRedis's own accounting: PUBLISH {costs['publish']:.2f} µs per call, history script {costs['evalsha']:.2f} µs")
+        return
+    redis_cpu = statistics.median(r["redis_us_per_broadcast"] for r in results[other])
     print(f"| Redis CPU µs/broadcast | - | {redis_cpu:.1f} | |")
     took = asyncio.run(leave_time(args.down_after))
     print(f"\nkill -9 of a node with down_after {args.down_after:g}s: its presence left the other node after {took:.1f}s")
