@@ -135,7 +135,8 @@ def chat_minute(seed: int = SEED) -> tuple[list[tuple[float, Any]], dict[str, di
         replay.append((START + second + 1, Stats(stats)))
     replies = {room: {"topic": room, "presence": presence[room],
                       "subscribers": [{"socket_id": f"user_socket:{u}", "user": u, "remote": f"127.0.0.1:{51000 + 37 * u}",
-                                       "connected_at": joined_at[u], "topics": [room], "join_ref": "1"} for u in users]}
+                                       "connected_at": joined_at[u], "topics": [room], "join_ref": "1",
+                                       "expires_at": joined_at[u] + 3600} for u in users]}
                for room, users in ROOMS.items()}
     return replay, replies
 

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from chanctl.escape import escape
 
-__all__ = ["clock", "escape", "plain"]
+__all__ = ["clock", "escape", "expires", "plain", "span"]
 
 
 def plain(value: Any, style: str = "") -> Text:
@@ -23,3 +23,19 @@ def clock(t: Any, millis: bool = True) -> str:
         return "--:--:--.---" if millis else "--:--:--"
     text = time.strftime("%H:%M:%S", time.localtime(t))
     return text + f".{int(t % 1 * 1000):03}" if millis else text
+
+
+def span(seconds: float) -> str:
+    """A length of time as ``M:SS`` or ``H:MM:SS`` (an uptime, a time to expiry); never negative."""
+    seconds = max(int(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+def expires(expires_at: Any, now: float) -> str:
+    """Time left on a socket's token (the admin plane's ``expires_at``, unix seconds): ``-`` for a
+    socket without a token (or a value that is not a time), ``expired`` once it ran out."""
+    if not isinstance(expires_at, (int, float)) or isinstance(expires_at, bool):
+        return "-"
+    return span(expires_at - now) if expires_at > now else "expired"

@@ -50,6 +50,23 @@ async def test_selecting_a_topic_shows_its_presence_and_follows_its_diffs(chat_s
         assert [key.value for key in presence.rows] == ["7"]
 
 
+async def test_a_subscriber_row_counts_down_the_time_left_on_its_token(chat_server, mint, watch_app):
+    async with await joined(chat_server.url, mint(7), "room:42"), watch_app.run_test(size=SIZE) as pilot:
+        app = watch_app
+        await select(pilot, app, "room:42")
+        subscribers = app.screen.query_one(SubscriberTable)
+        await until(pilot, lambda: "0:user_socket:7" in subscribers.rows, "user 7's socket in the subscribers")
+        expires_at = next(c.session.expires_at for c in chat_server.connections if c.user.get("id") == 7)
+        hours, minutes, seconds = map(int, str(subscribers.get_cell("0:user_socket:7", "expires")).split(":"))
+        assert abs(hours * 3600 + minutes * 60 + seconds - (expires_at - app.clock())) <= 5  # 14 days (max_age)
+        app.clock = lambda: expires_at - 61.5
+        subscribers.tick()
+        assert str(subscribers.get_cell("0:user_socket:7", "expires")) == "1:01"
+        app.clock = lambda: expires_at + 1
+        subscribers.tick()
+        assert str(subscribers.get_cell("0:user_socket:7", "expires")) == "expired"
+
+
 async def test_a_pushed_message_appears_in_the_traffic_log_and_pause_holds_it(chat_server, mint, watch_app):
     async with await joined(chat_server.url, mint(7), "room:42") as member, watch_app.run_test(size=SIZE) as pilot:
         app = watch_app

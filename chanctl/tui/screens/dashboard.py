@@ -240,6 +240,7 @@ class DashboardScreen(Screen[None]):
     def on_stats(self, message: Stats) -> None:
         stats = message.payload
         self.query_one(StatsHeader).stats = stats
+        self.query_one(SubscriberTable).tick()
         self.series.add(stats)
         self.rates.tick(stats.get("t"))
         for name, key, unit in (("in", "messages_in_per_s", "/s"), ("out", "messages_out_per_s", "/s"),

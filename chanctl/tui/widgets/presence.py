@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from chanctl.tui.text import clock, plain
+from chanctl.tui.text import clock, expires, plain
 
 __all__ = ["PresenceList", "SubscriberTable"]
 
@@ -48,7 +48,8 @@ class PresenceList(DataTable[Any]):
 
 
 class SubscriberTable(DataTable[Any]):
-    """The sockets subscribed to the selected topic; ``d`` asks to disconnect the highlighted one."""
+    """The sockets subscribed to the selected topic, with the time left on each one's token (counted
+    down by :meth:`tick`); ``d`` asks to disconnect the highlighted one."""
 
     BINDINGS = [Binding("d", "disconnect", "Disconnect socket")]
 
@@ -63,11 +64,14 @@ class SubscriberTable(DataTable[Any]):
         super().__init__(cursor_type="row", **kwargs)
         self._ids: list[Any] = []
         """The socket id of each row, in row order."""
+        self._expiry: dict[str, Any] = {}
+        """Each row's ``expires_at`` by row key."""
 
     def on_mount(self) -> None:
         self.add_column("socket", key="socket")
         self.add_column("user", key="user")
         self.add_column("remote", key="remote")
+        self.add_column("expires", key="expires")
 
     def show(self, subscribers: list[dict[str, Any]]) -> None:
         """Replace the rows with the ``subscribers`` of an ``inspect`` reply.
@@ -76,13 +80,23 @@ class SubscriberTable(DataTable[Any]):
         """
         current = _cursor_value(self, self._ids)
         self.clear()
+        now = self.app.clock()
+        self._expiry = {}
         for number, subscriber in enumerate(subscribers):
-            socket_id = subscriber.get("socket_id")
+            socket_id, key = subscriber.get("socket_id"), f"{number}:{subscriber.get('socket_id')}"
+            self._expiry[key] = subscriber.get("expires_at")
             self.add_row(plain(socket_id), plain(subscriber.get("user")), plain(subscriber.get("remote")),
-                         key=f"{number}:{socket_id}")
+                         expires(self._expiry[key], now), key=key)
         self._ids = [s.get("socket_id") for s in subscribers]
         if current is not None and current in self._ids:
             self.move_cursor(row=self._ids.index(current))
+
+    def tick(self) -> None:
+        """Count the time to expiry down (the dashboard calls it with each ``stats``, once a second)."""
+        now = self.app.clock()
+        for key, expires_at in self._expiry.items():
+            if expires_at is not None:
+                self.update_cell(key, "expires", expires(expires_at, now))
 
     def action_disconnect(self) -> None:
         socket_id = _cursor_value(self, self._ids)

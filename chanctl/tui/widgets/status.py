@@ -9,7 +9,7 @@ from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from chanctl.tui.text import clock, plain
+from chanctl.tui.text import clock, plain, span
 
 __all__ = ["ConnectionState", "StatsHeader"]
 
@@ -38,7 +38,7 @@ class StatsHeader(Static):
         stats = self.stats
         fields = [plain(self.node, "bold")]
         if self.started is not None:
-            fields.append(Text(f"up {_duration(self.app.clock() - self.started)}"))
+            fields.append(Text(f"up {span(self.app.clock() - self.started)}"))
         if stats:
             fields += [
                 Text(f"connections {stats.get('connections', 0)}"),
@@ -80,13 +80,6 @@ def _pack(fields: list[Text], width: int) -> list[Text]:
         else:
             lines.append(field.copy())
     return lines or [Text("")]
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(int(seconds), 0)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
 
 
 class ConnectionState(Static):
