@@ -5,6 +5,7 @@
 //                       its LongPoll transport is the global LongPoll
 //   RealtimeClient     - the global: Supabase's official client (npm "@supabase/realtime-js", pinned too)
 //   createClient       - the global: supabase-js's (npm "@supabase/supabase-js"), whose .channel() is realtime-js
+//                       (both loaded only for a scenario that names them: supabase-js warns on Node 20)
 //   WebSocket         - the "ws" package, handed to phoenix.js as its transport (Node 20 has no global one)
 //   emit(obj)         - print one JSON line; pytest reads them back in order
 //   env               - process.env (URL, TOKEN, ... set by the test)
@@ -12,12 +13,8 @@
 // The process exits 0 when the scenario returns, 2 when it throws, 3 on the overall time limit.
 import { Socket, Presence, LongPoll } from "phoenix";
 import WebSocket from "ws";
-import { RealtimeClient } from "@supabase/realtime-js";
-import { createClient } from "@supabase/supabase-js";
 
 globalThis.LongPoll = LongPoll;
-globalThis.RealtimeClient = RealtimeClient;
-globalThis.createClient = createClient;
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const until = (fn, ms = 5000) =>
@@ -28,6 +25,8 @@ const until = (fn, ms = 5000) =>
 
 let source = "";
 for await (const chunk of process.stdin) source += chunk;
+if (source.includes("RealtimeClient")) globalThis.RealtimeClient = (await import("@supabase/realtime-js")).RealtimeClient;
+if (source.includes("createClient")) globalThis.createClient = (await import("@supabase/supabase-js")).createClient;
 const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
 const scenario = new AsyncFunction("Socket", "Presence", "WebSocket", "emit", "env", "until", source);
 const limit = setTimeout(() => { emit({ harness: "timeout" }); process.exit(3); }, Number(process.env.HARNESS_TIMEOUT_MS || 20000));

@@ -216,3 +216,12 @@ async def test_watch_metrics_and_the_rate_limit_see_realtime_traffic(make_server
         samples = await scrape(server)
     assert samples[("chanctl_joins_total", (("outcome", "ok"),))] == 3  # two realtime joins and the admin's
     assert samples[("chanctl_rate_limited_total", (("limit", "messages"),))] == 1
+
+
+async def test_the_clients_own_presence_key_is_an_opt_in_of_the_config(make_server, mint):
+    config = CONFIG.replace("presence: {meta: {typing: false}}", "presence: {key: params.config.presence.key, meta: {typing: false}}")
+    async with make_server(config) as server, await connect(server, mint(1)) as a:
+        await a.call(["1", "1", "realtime:room:1", "phx_join", {"config": {"presence": {"key": "alice", "enabled": True}}}])
+        track = {"type": "presence", "event": "track", "payload": {"typing": True}}
+        assert (await a.call(["1", "2", "realtime:room:1", "presence", track]))[4]["status"] == "ok"
+        assert list(server.presence.list("realtime:room:1")) == ["alice"]
