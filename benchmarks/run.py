@@ -43,11 +43,12 @@ def pinned(core: int, argv: list[str]) -> list[str]:
 class Server:
     """One server process on core 0; ``url`` is what the generator connects to."""
 
-    def __init__(self, kind: str, config: Path | None = None):
-        """``config``: the chanctl config to serve (default benchmarks/bench.yaml)."""
+    def __init__(self, kind: str, config: Path | None = None, root: Path = ROOT):
+        """``config``: the chanctl config to serve (default benchmarks/bench.yaml); ``root``: the
+        checkout whose chanctl serves (another one: a before/after comparison in one run)."""
         self.kind = kind
         port = free_port()
-        env = {**os.environ, "CHANCTL_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "CHANCTL_SECRET": SECRET, "PYTHONPATH": str(root)}
         if kind == "plain":
             argv = [sys.executable, str(ROOT / "benchmarks" / "plain_server.py"), str(port)]
             self.url = f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"
@@ -59,7 +60,7 @@ class Server:
 
             token = TokenSigner(SECRET).mint(1, {})
             self.url = f"ws://127.0.0.1:{port}/socket/websocket?token={token}&vsn=2.0.0"
-        self.proc = subprocess.Popen(pinned(0, argv), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(pinned(0, argv), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while True:  # the port accepting is the readiness signal for both servers
             try:
