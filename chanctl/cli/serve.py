@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -118,6 +119,11 @@ async def _run(compiled: CompiledConfig, host: str | None, port: int | None, reu
     loaded = compiled.loaded
     server = build_server(compiled, host=host, port=port, reuse_port=reuse_port)
     await server.start()
+    # What exists now (imported modules, the compiled config, the listener) lives as long as the
+    # process: frozen out of the collector's sight, a full collection walks what connections made,
+    # not some 60,000 start-up objects again each time (benchmarks/README.md, "Connect + join").
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     presses = 0
