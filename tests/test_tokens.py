@@ -132,3 +132,18 @@ def test_a_token_has_one_spelling():
                 respelled = ".".join(parts[:index] + [part[:-1] + char] + parts[index + 1:])
                 with pytest.raises(TokenInvalid):
                     signer.verify(respelled)
+
+
+def test_tokens_are_itsdangerous_tokens_both_ways():
+    """The verifier keys its HMAC once and reuses one signer (a connect's token check is hot);
+    the tokens stay those of a stock URLSafeTimedSerializer, both ways, salts kept apart."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    for salt in ("user socket", "another salt"):
+        stock = URLSafeTimedSerializer(SECRET, salt=salt)  # stamps the real time, as the signer below
+        signer = TokenSigner(SECRET, salt=salt)
+        assert signer.verify(stock.dumps({"id": 7, "x": "y" * 300})).claims == {"id": 7, "x": "y" * 300}
+        assert stock.loads(signer.mint(7, {"a": 1})) == {"a": 1, "id": 7}
+        for _ in range(2):  # the second time through the keyed HMAC and the derived key kept
+            with pytest.raises(TokenInvalid):
+                TokenSigner(SECRET, salt=salt + "!").verify(signer.mint(7))
