@@ -476,10 +476,18 @@ class ChannelServer:
                 return f"too many connections {whose} (server.{setting}: {limit})"
         return None
 
-    async def _handle(self, ws: _WebSocket) -> None:
-        assert ws.session is not None
+    def _handle(self, ws: _WebSocket) -> Coroutine[Any, Any, None]:
+        # Not a coroutine itself: websockets awaits accept's directly, one frame fewer held per
+        # connection. The handshake's request and response (headers and all, about 3 KiB, the
+        # token in the path) are not needed past it, and websockets would keep them for the
+        # connection's life. The request is emptied in place: websockets' parser keeps it too, and
+        # ``ws.request`` being set is how websockets knows the handshake is done.
+        assert ws.session is not None and ws.request is not None
         user, serializer, grant = ws.session
-        await self.accept(WebSocketTransport(ws), user, serializer, grant)
+        ws.session = ws.response = None
+        ws.request.headers.clear()
+        ws.request.path = ""
+        return self.accept(WebSocketTransport(ws), user, serializer, grant)
 
     async def accept(self, transport: Transport, claims: dict[str, Any], serializer: Serializer,
                      grant: Grant | None = None) -> None:
