@@ -60,6 +60,13 @@ def peer_address(address: Any) -> str | None:
 class Connection:
     """One client connection. ``deliver`` is the fan-out entry point; the rest is the read loop."""
 
+    # Slots: an idle server holds one of these per client (benchmarks/README.md, idle RSS).
+    __slots__ = (
+        "server", "transport", "user", "socket_id", "assigns", "serializer", "encoder", "proto", "_pending",
+        "_pending_bytes", "_max_buffered", "_closing", "_dispatch", "_closed", "_last_seen", "_idle_timer",
+        "_close_code", "_close_reason", "connected_at", "session", "__weakref__",
+    )
+
     def __init__(
         self, server: ChannelServer, transport: Transport, user: dict[str, Any], serializer: Serializer,
         socket_id: str | None = None,
