@@ -45,7 +45,7 @@ from chanctl.pubsub.local import LocalPubSub, Subscriber
 if TYPE_CHECKING:
     from chanctl.pubsub.streams import StreamHistory
 
-__all__ = ["RedisPubSub", "import_redis"]
+__all__ = ["RedisPubSub", "cancel_and_wait", "import_redis"]
 
 log = logging.getLogger("chanctl.cluster")
 
@@ -57,6 +57,8 @@ READY_TIMEOUT = 5.0
 """Longest a join waits for its topic's SUBSCRIBE to be confirmed before replying anyway."""
 OWN_KEPT = 100_000
 """Most of this node's ``broadcast_from`` exclusions kept while their echo is on its way."""
+CANCEL_AGAIN = 0.1
+"""Seconds after which a task that carried on after its cancel is cancelled again (see :func:`cancel_and_wait`)."""
 _BROADCAST = ord("B")
 _BINARY = ord("b")
 _NUMBERED = ord("H")
@@ -186,11 +188,7 @@ class RedisPubSub(LocalPubSub):
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except BaseException:  # noqa: BLE001 - its own errors were logged
-                pass
+            await cancel_and_wait(self._task)
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
@@ -475,9 +473,7 @@ class RedisPubSub(LocalPubSub):
             for task in done:
                 task.result()  # raises what ended the session
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(*tasks)
             try:
                 await pubsub.aclose()
                 await subscriber.aclose()
@@ -529,6 +525,23 @@ class RedisPubSub(LocalPubSub):
         finally:
             if not future.done():
                 future.set_result(None)
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel ``tasks`` and return once they ended, cancelling again any that carried on.
+
+    redis-py (8.x, whose default ``socket_timeout`` is 5 s) sends every command through
+    ``asyncio.wait_for``, which on Python 3.11 swallows a cancel that arrives as the send completes
+    (bpo-42130, fixed in 3.12): the task goes on to its next ``await`` as if never cancelled, and a
+    plain cancel-then-gather waits for it for good (a node's close hung so on its heartbeat loop)."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: errors that ended a task were logged where they happened
 
 
 async def _maybe(result: Any) -> None:

@@ -39,7 +39,7 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from chanctl.config.model import ClusterConfig
-from chanctl.pubsub.redis import RedisPubSub
+from chanctl.pubsub.redis import RedisPubSub, cancel_and_wait
 
 if TYPE_CHECKING:
     from chanctl.presence.tracker import PresenceTracker
@@ -149,9 +149,7 @@ class Cluster:
             log.warning("could not say bye to the cluster: %s", exc)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         await self.pubsub.close()
 
     def health(self) -> dict[str, Any]:
