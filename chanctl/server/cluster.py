@@ -20,6 +20,9 @@ every second) is down, so a killed node is noticed ``down_after - down_after/3``
 its presences leave every topic here, with ``presence_diff`` leaves (not silent expiry), and its
 hash entries are deleted. A node stopped with SIGTERM says ``bye`` first, so its presences leave
 everywhere at once. (Phoenix.Tracker waits 30 s by default and, on a graceful stop, the same.)
+A peer declared down for its silence that is heard again (Redis, or the way to it, was away for
+longer than ``down_after``) is a peer again, and is asked to ship its parts again: they were
+dropped here, so without it the two nodes would stay apart for good.
 
 **Redis restarted.** Keys are gone: each node stores and ships its parts again, and sends
 ``phx_error`` on every channel whose topic may have missed broadcasts, so phoenix.js rejoins.
@@ -56,6 +59,7 @@ _ASK = b"Q"
 _ANSWER = b"A"
 _DISCONNECT = b"D"
 _REVOKE = b"R"
+_SHIP_AGAIN = b"S"
 ASK_TIMEOUT = 1.0
 """Longest a cluster-wide question (stats, inspect, disconnect) waits for the peers' answers; only
 peers heard from within ``down_after`` are waited for, so a dead node never stalls a question."""
@@ -91,8 +95,9 @@ class Cluster:
         self.interval = config.down_after / 3
         self.peers: dict[str, float] = {}
         """Live peer replicas and when (loop time) each was last heard from."""
-        self.down: dict[str, None] = {}
-        """Replicas declared down or gone, oldest first (bounded by ``DOWN_REMEMBERED``)."""
+        self.down: dict[str, bool] = {}
+        """Replicas declared down, oldest first (bounded by ``DOWN_REMEMBERED``), and whether each
+        said bye: one that stopped never comes back, one that was only silent may (see :meth:`_node_back`)."""
         self.downs = 0
         """Peers declared down for silence (not counting those that said bye)."""
         self._versions: dict[tuple[str, str], int] = {}
@@ -101,6 +106,7 @@ class Cluster:
         self._dirty: set[str] = set()
         """Topics whose part changed and is not in Redis yet (kept while Redis is unreachable)."""
         self._flush_due = False
+        self._beat_now = asyncio.Event()
         self._writing = asyncio.Lock()
         """Held by the one write of this node's parts to Redis in flight (see :meth:`_ship`)."""
         self._tasks: list[asyncio.Task[None]] = []
@@ -217,6 +223,13 @@ class Cluster:
                 self._dirty |= topics
                 log.warning("could not ship presence to Redis: %s", exc)
 
+    def _ship_everything(self) -> None:
+        """Store and ship every part of this node again, and those that changed while Redis was
+        unreachable (emptied parts included)."""
+        self._dirty.update(self.presence.local_topics())
+        if self._dirty:
+            self._flush()
+
     # -- peers' presence, in -----------------------------------------------------------------
 
     def _install(self, topic: str, body: bytes) -> None:
@@ -289,9 +302,16 @@ class Cluster:
                 log.debug("heartbeat failed: %s", exc)
 
     async def _heartbeats(self) -> None:
+        """Every ``interval``, and at once after a reconnection (``_beat_now``): one loop, so that
+        two heartbeats never race for the pool's connections."""
         while True:
+            self._beat_now.clear()
             await self._heartbeat()
-            await asyncio.sleep(self.interval)  # the heartbeat period itself
+            try:
+                async with asyncio.timeout(self.interval):  # the heartbeat period itself
+                    await self._beat_now.wait()
+            except TimeoutError:
+                pass
 
     async def _watch_peers(self) -> None:
         """Declare down the peers silent for ``down_after``, checked every second: a killed node's
@@ -315,7 +335,9 @@ class Cluster:
             if kind == _HEARTBEAT:
                 info = orjson.loads(body)
                 replica = info["r"]
-                if replica != self.replica and replica not in self.down:
+                if replica != self.replica and not self.down.get(replica, False):
+                    if replica in self.down:
+                        self._node_back(replica)
                     new = replica not in self.peers
                     self.peers[replica] = asyncio.get_running_loop().time()
                     self.names[replica] = str(info.get("node", replica))
@@ -323,6 +345,8 @@ class Cluster:
                         self.server.spawn(self._heartbeat())
                         self._peers_changed.set()
                         self._peers_changed = asyncio.Event()
+            elif kind == _SHIP_AGAIN:
+                self._ship_everything()
             elif kind == _BYE:
                 replica = body.decode(errors="replace")
                 if replica != self.replica:
@@ -468,7 +492,7 @@ class Cluster:
         self.peers.pop(replica, None)
         self._forget_gone()
         self.gone[replica] = (self.names.pop(replica, replica.rpartition("/")[0] or replica), time.time())
-        self.down[replica] = None
+        self.down[replica] = why == "stopped"
         if len(self.down) > DOWN_REMEMBERED:
             del self.down[next(iter(self.down))]
         topics = [k[0] for k in self._versions if k[1] == replica]
@@ -477,6 +501,16 @@ class Cluster:
         self.presence.drop_node(replica)
         if topics and why != "stopped":  # a stopped node cleaned up after itself
             self.server.spawn(self._forget_replica(replica, topics))
+
+    def _node_back(self, replica: str) -> None:
+        """A peer declared down for its silence is heard again: Redis, or the way to it, was away
+        for longer than ``down_after``, and the peer lived on. Its parts were dropped here (and
+        deleted from Redis), and it may have done the same with this node's: this node asks it to
+        ship them again, as it will ask this node when it hears this node's heartbeat."""
+        log.warning("node %s is back: its presences come back", replica)
+        del self.down[replica]
+        self.gone.pop(replica, None)
+        self.pubsub.publish(self.pubsub.channel_of_node(replica), _SHIP_AGAIN + self.replica.encode())
 
     async def _forget_replica(self, replica: str, topics: list[str]) -> None:
         """Delete a dead replica's stored parts (every live node tries; HDEL is idempotent)."""
@@ -497,9 +531,8 @@ class Cluster:
         """Redis is (back) up: store and ship every part again; the channels of ``missed`` topics
         may lack broadcasts, so they get ``phx_error`` and phoenix.js rejoins them."""
         await self._load_revocations()  # a node that starts (or Redis that restarted) learns them
-        self._dirty.update(self.presence.local_topics())
-        if self._dirty:
-            self._flush()
+        self._ship_everything()
+        self._beat_now.set()  # peers that declared this node down meanwhile hear it is back now
         failed = 0
         for topic in missed:
             for connection, channel in self.pubsub.subscriptions(topic):

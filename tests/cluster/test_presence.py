@@ -204,3 +204,27 @@ async def test_presences_come_back_after_redis_restarted(two_nodes, mint, redis_
         listed |= set((await second.recv_until(lambda f: f[3] == "presence_diff"))[4]["joins"])
     await diff(first, lambda d: "2" in d["joins"])
 
+
+async def test_nodes_that_declared_each_other_down_meet_again(start_node, mint, redis_server):
+    """Redis away for longer than down_after: each node declares the other down (its presences
+    leave); once Redis is back they are peers again and their presences come back everywhere
+    (before, each ignored the other for good)."""
+    extra = "  down_after: 1s\n"
+    async with start_node("a", extra) as a, start_node("b", extra) as b:
+        first, _ = await member(a.url, mint, 1)
+        second, _ = await member(b.url, mint, 2)
+        await diff(first, lambda d: "2" in d["joins"])
+        redis_server.stop()
+        await diff(first, lambda d: "2" in d["leaves"])
+        await diff(second, lambda d: "1" in d["leaves"])
+        redis_server.start()
+        for client in (first, second):
+            await client.recv_until(lambda f: f[3] == "phx_error", timeout=3 * TIMEOUT)
+        await first.send(["2", "2", "room:1", "phx_join", {}])
+        await first.recv_until(lambda f: f[3] == "presence_state")
+        await second.send(["2", "2", "room:1", "phx_join", {}])
+        listed = set((await second.recv_until(lambda f: f[3] == "presence_state"))[4])
+        while listed != {"1", "2"}:
+            listed |= set((await second.recv_until(lambda f: f[3] == "presence_diff"))[4]["joins"])
+        await diff(first, lambda d: "2" in d["joins"])
+        assert [n["status"] for n in a.cluster.nodes()] == ["up", "up"]
