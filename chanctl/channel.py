@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 if TYPE_CHECKING:
     import asyncio
 
+    from chanctl.protocol.messages import Ref
     from chanctl.protocol.socket import LeaveReason
 
 __all__ = ["Channel", "ChannelSocket", "Outcome", "error", "ok"]
@@ -71,16 +72,17 @@ class ChannelSocket(Protocol):
     """The joined topic, e.g. ``room:42``."""
     captures: dict[str, str]
     """The topic pattern's named captures, e.g. ``{"id": "42"}`` for ``room:{id}``."""
-    join_ref: str | None
-    """The ref of the join that made this channel (every frame of the channel carries it)."""
+    join_ref: Ref
+    """The ref of the join that made this channel (every frame of the channel carries it), as the
+    client sent it: phoenix.js sends strings, other clients integers (any JSON value is kept)."""
     user: dict[str, Any]
     """The connection's verified token claims; ``user["id"]`` is always set."""
     assigns: dict[str, Any]
     """Per-connection storage shared by every channel of the connection (Phoenix socket assigns)."""
     socket_id: str | None
     """The connection's socket id (``auth.socket_id`` filled from the claims), None when anonymous."""
-    ref: str | None
-    """The ref of the client message being handled, else None."""
+    ref: Ref
+    """The ref of the client message being handled (as the client sent it), else None."""
     presence_key: str | None
     """The key this channel was tracked under on join (topics with ``presence:``), else None."""
 
@@ -90,7 +92,7 @@ class ChannelSocket(Protocol):
         ...
 
     def push(self, event: str, payload: Any) -> None: ...
-    def reply(self, ref: str | None, outcome: Outcome) -> None: ...
+    def reply(self, ref: Ref, outcome: Outcome) -> None: ...
     def broadcast(self, event: str, payload: Any) -> None: ...
     def broadcast_from(self, event: str, payload: Any) -> None: ...
     def publish(self, topic: str, event: str, payload: Any) -> None: ...
@@ -203,11 +205,11 @@ class Channel:
         has returned and its reply is sent, the client gets ``phx_close`` and ``terminate`` runs."""
         self.socket.stop()
 
-    def socket_ref(self) -> str | None:
+    def socket_ref(self) -> Ref:
         """The ref of the client message being handled, for a later :meth:`reply`."""
         return self.socket.ref
 
-    def reply(self, ref: str | None, outcome: Outcome) -> None:
+    def reply(self, ref: Ref, outcome: Outcome) -> None:
         """Answer the client message ``ref`` (from :meth:`socket_ref`) after ``handle_in`` returned None."""
         self.socket.reply(ref, outcome)
 

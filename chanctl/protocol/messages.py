@@ -6,7 +6,9 @@ Reserved event names are spelled exactly as Phoenix spells them on the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
+
+import orjson
 
 __all__ = [
     "ACCESS_TOKEN",
@@ -20,7 +22,9 @@ __all__ = [
     "PHX_JOIN",
     "PHX_LEAVE",
     "PHX_REPLY",
+    "Ref",
     "Reply",
+    "same_ref",
 ]
 
 PHX_JOIN = "phx_join"
@@ -36,13 +40,29 @@ ACCESS_TOKEN = "access_token"
 ADMIN_TOPIC = "chanctl:admin"
 """chanctl's reserved topic: the admin plane (chanctl.server.admin); no config may declare it."""
 
+Ref: TypeAlias = Any
+"""A ``ref`` or ``join_ref``: the JSON value the client sent (string, number, boolean, array, object)
+or None. Phoenix never looks inside a ref and echoes it as it came, so phoenix.js's strings and the
+integers of other clients (V1 clients, phxsocket, chunnel) both come back as they were sent."""
+
+
+def same_ref(a: Ref, b: Ref) -> bool:
+    """Whether two refs are the same, as Phoenix compares them (Erlang's ``===``): ``1``, ``1.0``
+    and ``true`` are three refs, where Python's ``==`` says one; arrays and objects are compared
+    by their JSON text with sorted keys, so a nested ``1`` is not a nested ``true`` either."""
+    if a.__class__ is not b.__class__:
+        return False
+    if a.__class__ is dict or a.__class__ is list:
+        return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
+    return a == b
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
     """A client push, or a server push to one client (``ref`` is None then)."""
 
-    join_ref: str | None
-    ref: str | None
+    join_ref: Ref
+    ref: Ref
     topic: str
     event: str
     payload: Any
@@ -52,8 +72,8 @@ class Message:
 class Reply:
     """The answer to one client message; on the wire a ``phx_reply`` Message."""
 
-    join_ref: str | None
-    ref: str | None
+    join_ref: Ref
+    ref: Ref
     topic: str
     status: str
     response: Any

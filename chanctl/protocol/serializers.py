@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import orjson
 
 from chanctl.errors import ProtocolViolation
-from chanctl.protocol.messages import PHX_REPLY, Broadcast, Message, Reply
+from chanctl.protocol.messages import PHX_REPLY, Broadcast, Message, Ref, Reply
 
 __all__ = ["BinaryFrame", "ClientSerializer", "RealtimeV2Json", "Serializer", "V1Json", "V2Json", "binary_push", "negotiate"]
 
@@ -78,10 +78,32 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-def _ref(value: Any, name: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise ProtocolViolation(f"{name} must be a string or null, got {type(value).__name__}", 1007)
+MAX_REF_BYTES = 255
+"""The most a ``ref`` or ``join_ref`` may take: UTF-8 bytes of a string, JSON text of an array or
+object (a number, boolean or null is always shorter). A client chooses its refs, and each comes back
+in a reply (a join_ref in every frame of its channel, kept for the channel's life); 255 is also what
+a binary frame carries in a field (§2.3), so a string ref accepted here fits a binary reply too."""
+_REF_CHARS = MAX_REF_BYTES // 4
+"""A string of at most this many characters is within :data:`MAX_REF_BYTES` whatever they are."""
+
+
+def _ref(value: Any, name: str) -> Ref:
+    """A ref as Phoenix takes it: any JSON value, echoed unchanged (PROTOCOL.md §2); only its size
+    is checked (:data:`MAX_REF_BYTES`)."""
+    kind = value.__class__
+    if kind is str:
+        # A character is at most 4 bytes of UTF-8: only a long string is encoded to be measured.
+        if len(value) > _REF_CHARS and len(value.encode()) > MAX_REF_BYTES:
+            raise _ref_too_long(name, len(value.encode()))
+    elif kind is dict or kind is list:
+        size = len(orjson.dumps(value))
+        if size > MAX_REF_BYTES:
+            raise _ref_too_long(name, size)
+    return value
+
+
+def _ref_too_long(name: str, size: int) -> ProtocolViolation:
+    return ProtocolViolation(f"{name} is {size} bytes; a ref may have at most {MAX_REF_BYTES} (MAX_REF_BYTES)", 1007)
 
 
 def _name(value: Any, name: str) -> str:
@@ -94,14 +116,29 @@ def _name(value: Any, name: str) -> str:
 _PUSH, _REPLY, _BROADCAST = 0, 1, 2
 
 
-def _field(value: str | None, name: str) -> bytes:
-    data = b"" if value is None else value.encode()
+def _field(value: Any, name: str) -> bytes:
+    """One field of a binary frame: a string as UTF-8, a null ref as the empty string, a ref that is
+    a number or a boolean as its JSON text (Phoenix writes ``to_string(ref)``: ``1`` becomes ``"1"``).
+
+    Raises:
+        ProtocolViolation: more than 255 bytes, or an array or object ref, which a binary frame
+            cannot carry (Phoenix's encoder raises for them too).
+    """
+    kind = value.__class__
+    if kind is str:
+        data = value.encode()
+    elif value is None:
+        data = b""
+    elif kind is int or kind is float or kind is bool:
+        data = orjson.dumps(value)
+    else:
+        raise ProtocolViolation(f"{name} is a JSON {'object' if kind is dict else 'array'}; a binary frame carries only text", 1011)
     if len(data) > 255:
         raise ProtocolViolation(f"{name} is {len(data)} bytes; a binary frame carries at most 255", 1011)
     return data
 
 
-def _binary(kind: int, *fields: tuple[str | None, str], payload: bytes) -> BinaryFrame:
+def _binary(kind: int, *fields: tuple[Any, str], payload: bytes) -> BinaryFrame:
     encoded = [_field(value, name) for value, name in fields]
     return BinaryFrame(bytes([kind, *map(len, encoded)]) + b"".join(encoded) + payload)
 
@@ -146,9 +183,13 @@ class V2Json:
         frame = _loads(data)
         if not isinstance(frame, list) or len(frame) < 5:
             raise ProtocolViolation("frame must be a JSON array [join_ref, ref, topic, event, payload]", 1007)
-        return Message(
-            _ref(frame[0], "join_ref"), _ref(frame[1], "ref"), _name(frame[2], "topic"), _name(frame[3], "event"), frame[4]
-        )
+        join_ref, ref = frame[0], frame[1]
+        # Short strings (phoenix.js's refs) need no look; anything else is measured (_ref).
+        if join_ref is not None and (join_ref.__class__ is not str or len(join_ref) > _REF_CHARS):
+            join_ref = _ref(join_ref, "join_ref")
+        if ref is not None and (ref.__class__ is not str or len(ref) > _REF_CHARS):
+            ref = _ref(ref, "ref")
+        return Message(join_ref, ref, _name(frame[2], "topic"), _name(frame[3], "event"), frame[4])
 
     @staticmethod
     def _decode_binary(data: bytes) -> Message:

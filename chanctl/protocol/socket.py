@@ -25,7 +25,9 @@ from chanctl.protocol.messages import (
     PHX_JOIN,
     PHX_LEAVE,
     Message,
+    Ref,
     Reply,
+    same_ref,
 )
 from chanctl.errors import ProtocolViolation
 from chanctl.protocol.ratelimit import TokenBucket
@@ -58,7 +60,8 @@ class ChannelState:
     """One joined (socket, topic) incarnation, identified by its join_ref."""
 
     topic: str
-    join_ref: str
+    join_ref: Ref
+    """The join's ``join_ref`` (or its ``ref`` when the client sent none), as the client sent it."""
     route: Route[Any]
     handler: Any = None
     """Whatever the runtime runs for this channel; the core never looks inside."""
@@ -70,8 +73,8 @@ class Join:
     """Run the route's join callback, then report back with join_succeeded/join_refused/join_crashed."""
 
     topic: str
-    join_ref: str
-    ref: str | None
+    join_ref: Ref
+    ref: Ref
     payload: Any
     route: Route[Any]
     replaced: ChannelState | None = None
@@ -83,7 +86,7 @@ class Deliver:
     """Hand a client event to a joined channel's handle_in."""
 
     channel: ChannelState
-    ref: str | None
+    ref: Ref
     event: str
     payload: Any
 
@@ -101,9 +104,9 @@ class Refresh:
     """A fresh socket token (``access_token``, on topic ``phoenix`` or a joined channel): the runtime
     verifies it and answers with :meth:`SocketProtocol.reply_refresh`."""
 
-    join_ref: str | None
+    join_ref: Ref
     """The joined channel's join_ref; None on topic ``phoenix``."""
-    ref: str | None
+    ref: Ref
     topic: str
     payload: Any
 
@@ -187,11 +190,14 @@ class SocketProtocol:
         if channel is not None:
             if event == PHX_JOIN:
                 return self._join(msg, channel, size)
-            if msg.join_ref is not None and msg.join_ref != channel.join_ref:
+            join_ref = msg.join_ref
+            # Equal strings (phoenix.js) are the same ref without a call; any other pair is
+            # compared as Phoenix does (same_ref: the integer 1 is not the string "1").
+            if join_ref is not None and (join_ref.__class__ is not str or join_ref != channel.join_ref) and not same_ref(join_ref, channel.join_ref):
                 # Stale incarnation (§3.5): its client already gave it up and ignores any answer.
                 # Dropped as Phoenix 1.8.3+ does, but visible to operators (PROTOCOL.md §11).
                 self.stats.stale_dropped += 1
-                log.debug("dropped %s on %s: stale join_ref %s (current %s)", shown(event), shown(topic), shown(msg.join_ref), shown(channel.join_ref))
+                log.debug("dropped %s on %s: stale join_ref %s (current %s)", shown(event), shown(topic), shown(join_ref), shown(channel.join_ref))
                 return []
             if event == PHX_LEAVE:
                 return [self._leave(channel, msg.ref)]
@@ -248,13 +254,13 @@ class SocketProtocol:
         actions.append(Join(msg.topic, join_ref, msg.ref, msg.payload, route, replaced=replacing))
         return actions
 
-    def _leave(self, channel: ChannelState, ref: str | None) -> Leave:
+    def _leave(self, channel: ChannelState, ref: Ref) -> Leave:
         self._remove(channel)
         self._queue(Reply(channel.join_ref, ref, channel.topic, "ok", {}))
         self._queue(Message(channel.join_ref, channel.join_ref, channel.topic, PHX_CLOSE, {}))
         return Leave(channel, LeaveReason.LEFT)
 
-    def _refuse(self, msg: Message, join_ref: str | None, response: dict[str, Any]) -> None:
+    def _refuse(self, msg: Message, join_ref: Ref, response: dict[str, Any]) -> None:
         self.stats.refused[response["limit"]] += 1
         self._queue(Reply(join_ref, msg.ref, msg.topic, "error", response))
 
@@ -286,7 +292,7 @@ class SocketProtocol:
             old = join.replaced
             self._queue(Message(old.join_ref, old.join_ref, old.topic, PHX_CLOSE, {}))
 
-    def reply(self, channel: ChannelState, ref: str | None, status: str, response: Any) -> None:
+    def reply(self, channel: ChannelState, ref: Ref, status: str, response: Any) -> None:
         """Answer a client message of ``channel``; dropped if the channel has stopped since."""
         if not channel.closed:
             self._queue(Reply(channel.join_ref, ref, channel.topic, status, response))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from chanctl.channel import Channel, Outcome, error
 from chanctl.errors import PresenceError, ProtocolViolation
-from chanctl.protocol.messages import ACCESS_TOKEN, Broadcast
+from chanctl.protocol.messages import ACCESS_TOKEN, Broadcast, Ref
 from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, Refresh, SocketProtocol
@@ -158,7 +158,7 @@ class Connection:
         self.proto.push(channel, event, payload)
         self._queue_output()
 
-    def reply(self, channel: ChannelState, ref: str | None, outcome: Outcome) -> None:
+    def reply(self, channel: ChannelState, ref: Ref, outcome: Outcome) -> None:
         self.server.stats.replies[outcome.status] += 1
         self.proto.reply(channel, ref, outcome.status, outcome.response)
         self._queue_output()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from chanctl.channel import Meta, Outcome
 from chanctl.errors import PresenceError
+from chanctl.protocol.messages import Ref
 from chanctl.protocol.socket import ChannelState, Join
 from chanctl.server import realtime
 
@@ -30,11 +31,11 @@ class ChannelContext:
     def __init__(self, connection: Connection, join: Join):
         self.topic = join.topic
         self.captures = join.route.captures
-        self.join_ref: str | None = join.join_ref
+        self.join_ref: Ref = join.join_ref
         self.user = connection.user
         self.assigns = connection.assigns
         self.socket_id = connection.socket_id
-        self.ref: str | None = None
+        self.ref: Ref = None
         """Set by the connection while ``handle_in`` runs."""
         self.presence_key: str | None = None
         self.channel: ChannelState | None = None
@@ -54,7 +55,7 @@ class ChannelContext:
         if self.channel is not None:
             self._connection.push(self.channel, event, payload)
 
-    def reply(self, ref: str | None, outcome: Outcome) -> None:
+    def reply(self, ref: Ref, outcome: Outcome) -> None:
         if self.channel is not None:
             self._connection.reply(self.channel, ref, outcome)
 

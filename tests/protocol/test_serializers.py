@@ -5,6 +5,7 @@ import pytest
 
 from chanctl.errors import ProtocolViolation
 from chanctl.protocol import Broadcast, Message, Reply, V1Json, V2Json, negotiate
+from chanctl.protocol.messages import same_ref
 from chanctl.protocol.serializers import BinaryFrame
 
 V2, V1 = V2Json(), V1Json()
@@ -57,7 +58,10 @@ def test_binary_fields_longer_than_255_bytes_cannot_be_encoded():
         ("nope", "not valid JSON"),
         ('["1","1","t","e"]', "JSON array"),
         ('{"topic":"t"}', "JSON array"),
-        ('[1,"1","t","e",{}]', "join_ref must be a string or null, got int"),
+        ('["' + "x" * 256 + '","1","t","e",{}]', "join_ref is 256 bytes; a ref may have at most 255"),
+        ('["1","' + "\u00e9" * 128 + '","t","e",{}]', "ref is 256 bytes"),
+        ('["1",{"k":"' + "x" * 250 + '"},"t","e",{}]', "ref is 258 bytes"),
+        ('["1",[' + ",".join(["1"] * 128) + '],"t","e",{}]', "ref is 257 bytes"),
         ('["1","1",null,"e",{}]', "topic must be a string"),
     ],
 )
@@ -65,6 +69,52 @@ def test_bad_v2_text_frames_are_protocol_violations(text, words):
     with pytest.raises(ProtocolViolation) as info:
         V2.decode(text)
     assert words in info.value.reason
+
+
+REFS = [
+    "7", 7, 0, -3, 18446744073709551615, 1.5, True, False, None, [1, "a"], {"n": 1}, "", "\u00e9" * 127, "x" * 255,
+]
+"""Refs as clients send them: phoenix.js's strings, integers (V1-era clients), and whatever else JSON
+can say, which Phoenix echoes unchanged; the last two are at the 255-byte limit."""
+
+
+@pytest.mark.parametrize("ref", REFS)
+def test_v2_refs_are_any_json_value_and_come_back_unchanged(ref):
+    msg = V2.decode(orjson.dumps([ref, ref, "t", "e", {}]).decode())
+    assert msg == Message(ref, ref, "t", "e", {}) and type(msg.ref) is type(ref) and type(msg.join_ref) is type(ref)
+    reply = orjson.loads(V2.encode(Reply(msg.join_ref, msg.ref, "t", "ok", {})))
+    assert reply == [ref, ref, "t", "phx_reply", {"status": "ok", "response": {}}]
+    assert type(reply[0]) is type(ref) and type(reply[1]) is type(ref)
+
+
+@pytest.mark.parametrize("ref", REFS)
+def test_v1_refs_are_any_json_value_and_come_back_unchanged(ref):
+    msg = V1.decode(orjson.dumps({"topic": "t", "event": "e", "payload": {}, "ref": ref, "join_ref": ref}).decode())
+    assert (msg.join_ref, msg.ref) == (ref, ref) and type(msg.ref) is type(ref)
+    reply = orjson.loads(V1.encode(Reply(msg.join_ref, msg.ref, "t", "ok", {})))
+    assert reply["ref"] == ref and type(reply["ref"]) is type(ref)
+
+
+@pytest.mark.parametrize("ref, text", [(7, b"7"), (1.5, b"1.5"), (True, b"true"), (None, b""), ("12", b"12")])
+def test_a_binary_reply_carries_a_number_or_boolean_ref_as_its_text(ref, text):
+    """Phoenix writes ``to_string(ref)`` into a binary frame: the integer 7 becomes "7"."""
+    reply = V2.encode(Reply(ref, ref, "t", "ok", b"\x01"))
+    assert reply == bytes([1, len(text), len(text), 1, 2]) + text + text + b"tok\x01"
+    push = V2.encode(Message(ref, None, "t", "e", b"\x01"))
+    assert push == bytes([0, len(text), 1, 1]) + text + b"te\x01"
+
+
+@pytest.mark.parametrize("ref", [[1], {"n": 1}])
+def test_a_binary_reply_cannot_carry_an_array_or_object_ref(ref):
+    with pytest.raises(ProtocolViolation, match="binary frame carries only text") as info:
+        V2.encode(Reply(ref, "1", "t", "ok", b""))
+    assert info.value.code == 1011
+
+
+def test_same_ref_is_phoenixs_strict_equality():
+    assert same_ref(1, 1) and same_ref("1", "1") and same_ref(None, None) and same_ref({"a": 1, "b": [2]}, {"b": [2], "a": 1})
+    assert not same_ref(1, "1") and not same_ref(1, True) and not same_ref(1, 1.0) and not same_ref(0, False)
+    assert not same_ref({"a": 1}, {"a": True}) and not same_ref([1], [1.0]) and not same_ref([1], {"1": 1})
 
 
 def test_v2_takes_the_first_five_elements():

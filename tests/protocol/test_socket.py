@@ -279,3 +279,123 @@ def test_access_token_is_the_sockets_own_event_on_phoenix_and_on_joined_channels
     assert feed(proto, ["9", "7", "room:lobby", "access_token", {}]) == []
     proto.notify("token_expiring", {"expires_in": 5})
     assert sent(proto) == [[None, None, "phoenix", "token_expiring", {"expires_in": 5}]]
+
+
+# -- refs as any JSON value (Phoenix echoes what it got; V1-era clients send integers) -----------
+
+
+def test_integer_refs_come_back_as_integers_in_every_frame_v2():
+    """Join, push, reply, server push, leave, phx_close and heartbeat, frame by frame, as a client
+    that counts its refs with integers (phxsocket, chunnel) sends them."""
+    proto = make()
+    (join,) = feed(proto, [1, 1, "room:lobby", "phx_join", {}])
+    assert (join.join_ref, join.ref) == (1, 1)
+    channel = proto.join_succeeded(join, {"n": 1})
+    (deliver,) = feed(proto, [1, 2, "room:lobby", "ping", {"a": 1}])
+    assert deliver == Deliver(channel, 2, "ping", {"a": 1})
+    proto.reply(channel, deliver.ref, "ok", deliver.payload)
+    proto.push(channel, "presence_state", {})
+    assert feed(proto, [None, 3, "phoenix", "heartbeat", {}]) == []
+    (deliver,) = feed(proto, [None, 4, "room:lobby", "ping", {}])  # a null join_ref is the channel's
+    proto.reply(channel, deliver.ref, "ok", {})
+    (leave,) = feed(proto, [1, 5, "room:lobby", "phx_leave", {}])
+    assert leave == Leave(channel, LeaveReason.LEFT)
+    frames = proto.data_to_send()
+    assert [orjson.loads(f) for f in frames] == [
+        [1, 1, "room:lobby", "phx_reply", {"status": "ok", "response": {"n": 1}}],
+        [1, 2, "room:lobby", "phx_reply", {"status": "ok", "response": {"a": 1}}],
+        [1, None, "room:lobby", "presence_state", {}],
+        [None, 3, "phoenix", "phx_reply", OK],
+        [1, 4, "room:lobby", "phx_reply", OK],
+        [1, 5, "room:lobby", "phx_reply", OK],
+        [1, 1, "room:lobby", "phx_close", {}],
+    ]
+    assert frames[0].startswith(b"[1,1,")  # integers on the wire, not "1"
+
+
+def test_integer_refs_in_crash_duplicate_join_and_refusals_v2():
+    proto = make(max_channels=2)
+    first = proto.join_succeeded(feed(proto, [10, 10, "room:a", "phx_join", {}])[0])
+    leave, join = feed(proto, [20, 21, "room:a", "phx_join", {}])  # duplicate: the old one closes
+    second = proto.join_succeeded(join)
+    assert leave.channel is first and second.join_ref == 20
+    assert proto.crash(second) == Leave(second, LeaveReason.CRASHED)
+    feed(proto, [30, 31, "room:never", "phx_leave", {}])  # an unjoined topic echoes both refs
+    feed(proto, [40, 41, "nope:1", "phx_join", {}])  # unmatched: join_ref null
+    proto.join_refused(feed(proto, [50, 51, "room:b", "phx_join", {}])[0], {"reason": "no"})
+    assert sent(proto) == [
+        [10, 10, "room:a", "phx_reply", OK],
+        [20, 21, "room:a", "phx_reply", OK],
+        [10, 10, "room:a", "phx_close", {}],
+        [20, 20, "room:a", "phx_error", {"reason": "channel_crash"}],
+        [30, 31, "room:never", "phx_reply", OK],
+        [None, 41, "nope:1", "phx_reply", UNMATCHED],
+        [50, 51, "room:b", "phx_reply", {"status": "error", "response": {"reason": "no"}}],
+    ]
+
+
+@pytest.mark.parametrize("stale", ["1", 1.0, True, [1], {"1": 1}, 2])
+def test_a_join_ref_is_only_the_same_ref_with_the_same_json_type(stale):
+    """Phoenix compares join_refs with ``===``: a channel joined with the integer 1 does not take
+    frames with join_ref "1", 1.0 or true (dropped as stale, §3 rule 5), only 1 or null."""
+    proto = make()
+    channel = proto.join_succeeded(feed(proto, [1, 1, "room:lobby", "phx_join", {}])[0])
+    sent(proto)
+    assert feed(proto, [stale, 2, "room:lobby", "ping", {}]) == []
+    assert feed(proto, [stale, 3, "room:lobby", "phx_leave", {}]) == []
+    assert sent(proto) == [] and proto.stats.stale_dropped == 2
+    assert feed(proto, [1, 4, "room:lobby", "ping", {}]) == [Deliver(channel, 4, "ping", {})]
+
+
+def test_a_string_join_ref_is_not_its_integer():
+    proto = make()
+    joined(proto, "1")
+    assert feed(proto, [1, 2, "room:lobby", "ping", {}]) == [] and proto.stats.stale_dropped == 1
+
+
+@pytest.mark.parametrize("ref", [{"id": 1, "at": [2, 3]}, [1, "a"], 2.5, False, ""])
+def test_other_json_refs_are_echoed_as_they_came_v2(ref):
+    proto = make()
+    channel = proto.join_succeeded(feed(proto, [ref, ref, "room:lobby", "phx_join", {}])[0])
+    (deliver,) = feed(proto, [ref, ref, "room:lobby", "ping", {}])
+    proto.reply(channel, deliver.ref, "ok", {})
+    proto.crash(channel)
+    assert sent(proto) == [
+        [ref, ref, "room:lobby", "phx_reply", OK], [ref, ref, "room:lobby", "phx_reply", OK],
+        [ref, ref, "room:lobby", "phx_error", {"reason": "channel_crash"}],
+    ]
+
+
+def test_integer_refs_v1():
+    """V1 (vsn 1.0.0): no join_ref on the wire either way; the join's ref is the channel's join_ref."""
+    proto = make(serializer=V1Json())
+
+    def v1(event, ref, topic="room:lobby", **extra):
+        return orjson.dumps({"topic": topic, "event": event, "payload": {}, "ref": ref, **extra}).decode()
+
+    (join,) = feed(proto, v1("phx_join", 1, join_ref=1))
+    channel = proto.join_succeeded(join)
+    assert channel.join_ref == 1
+    (deliver,) = feed(proto, v1("ping", 2))
+    proto.reply(channel, deliver.ref, "ok", {})
+    feed(proto, v1("heartbeat", 3, "phoenix"))
+    (deliver,) = feed(proto, v1("ping", 4, join_ref=1))
+    proto.reply(channel, deliver.ref, "ok", {})
+    assert feed(proto, v1("ping", 5, join_ref="1")) == []  # stale: "1" is not 1
+    feed(proto, v1("phx_leave", 6))
+    assert sent(proto) == [
+        {"topic": "room:lobby", "event": "phx_reply", "payload": OK, "ref": 1},
+        {"topic": "room:lobby", "event": "phx_reply", "payload": OK, "ref": 2},
+        {"topic": "phoenix", "event": "phx_reply", "payload": OK, "ref": 3},
+        {"topic": "room:lobby", "event": "phx_reply", "payload": OK, "ref": 4},
+        {"topic": "room:lobby", "event": "phx_reply", "payload": OK, "ref": 6},
+        {"topic": "room:lobby", "event": "phx_close", "payload": {}, "ref": 1},
+    ]
+
+
+def test_a_binary_push_to_a_channel_joined_with_an_integer_ref_carries_its_text():
+    proto = make()
+    channel = proto.join_succeeded(feed(proto, [7, 7, "room:lobby", "phx_join", {}])[0])
+    sent(proto)
+    proto.push(channel, "blob", b"\x05")
+    assert proto.data_to_send() == [bytes([0, 1, 10, 4]) + b"7" + b"room:lobby" + b"blob" + b"\x05"]

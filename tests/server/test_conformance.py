@@ -117,7 +117,7 @@ async def test_8_heartbeats_keep_an_idle_connection_open(conformance_server, min
     [
         ("not json", 1007, "not valid JSON"),
         ('["1","1","room:a","phx_join"]', 1007, "JSON array"),
-        ('[1,"1","room:a","phx_join",{}]', 1007, "join_ref must be a string"),
+        ('["' + "1" * 256 + '","1","room:a","phx_join",{}]', 1007, "join_ref is 256 bytes; a ref may have at most 255"),
         (b"\x07garbage", 1007, "kind 7"),
         ("[" + " " * 5000 + "]", 1009, ""),
     ],
@@ -358,3 +358,108 @@ async def test_34_the_socket_id_template_comes_from_the_config(make_server, mint
 def test_a_socket_id_template_without_named_claims_does_not_load(template):
     with pytest.raises(ConfigError, match="socket"):
         load_config_text(f'auth: {{secret: "{"s" * 40}", socket_id: "{template}"}}\ntopics: {{"room:*": {{join: true}}}}\n')
+
+
+# -- refs are any JSON value, echoed as they came (PROTOCOL.md §2; integer refs of V1-era clients) --
+
+
+async def test_integer_refs_v2_join_push_leave_heartbeat_over_a_real_socket(server, mint):
+    """What phxsocket/chunnel-style clients send: every frame back carries the integers, as integers."""
+    async with await RawClient.connect(server.url, mint(1)) as c:
+        assert await c.call([None, 1, "phoenix", "heartbeat", {}]) == [None, 1, "phoenix", "phx_reply", OK]
+        assert await c.call([2, 2, "room:lobby", "phx_join", {"reply": {"n": 1}}]) == [
+            2, 2, "room:lobby", "phx_reply", {"status": "ok", "response": {"n": 1}}]
+        assert await c.call([2, 3, "room:lobby", "ping", {"a": 1}]) == [
+            2, 3, "room:lobby", "phx_reply", {"status": "ok", "response": {"a": 1}}]
+        assert await c.call([None, 4, "room:lobby", "ping", {}]) == [2, 4, "room:lobby", "phx_reply", OK]
+        await c.send(["2", 5, "room:lobby", "ping", {}])  # the string "2" is not the join_ref 2: stale
+        await c.nothing()
+        await c.send([2, 6, "room:lobby", "phx_leave", {}])
+        assert await c.recv() == [2, 6, "room:lobby", "phx_reply", OK]
+        assert await c.recv() == [2, 2, "room:lobby", "phx_close", {}]
+        assert await c.call([2, 7, "room:lobby", "ping", {}]) == [None, 7, "room:lobby", "phx_reply", UNMATCHED]
+        raw = orjson.dumps([None, 8, "phoenix", "heartbeat", {}])
+        await c.ws.send(raw.decode())
+        assert (await asyncio.wait_for(c.ws.recv(), TIMEOUT)).startswith('[null,8,"phoenix","phx_reply"')
+    assert server.stats.protocol_violations == 0 and server.stats.protocol.stale_dropped == 1
+
+
+async def test_integer_refs_v2_crash_duplicate_join_push_and_broadcast(server, mint):
+    async with await RawClient.connect(server.url, mint(1)) as a, await RawClient.connect(server.url, mint(2)) as b:
+        await a.send([1, 1, "room:lobby", "phx_join", {"push": True}])
+        assert await a.recv() == [1, 1, "room:lobby", "phx_reply", OK]
+        assert await a.recv() == [1, None, "room:lobby", "joined", {"status": "connected"}]
+        await a.send([9, 9, "room:lobby", "phx_join", {}])  # duplicate join: the old J's phx_close
+        assert await a.recv() == [9, 9, "room:lobby", "phx_reply", OK]
+        assert await a.recv() == [1, 1, "room:lobby", "phx_close", {}]
+        assert (await b.call([4, 4, "intercept:lobby", "phx_join", {}]))[4] == OK
+        server.pubsub.broadcast("intercept:lobby", "shout", {"m": 1})  # handle_out pushes with J
+        assert await b.recv() == [4, None, "intercept:lobby", "shout", {"m": 1, "x": 1}]
+        await a.send([9, 10, "room:lobby", "boom", {}])
+        assert await a.recv() == [9, 9, "room:lobby", "phx_error", {"reason": "channel_crash"}]
+        await a.send([11, 11, "room:lobby", "phx_join", {}])
+        assert await a.recv() == [11, 11, "room:lobby", "phx_reply", OK]
+        # A binary frame's join_ref is text, and the text "11" is not the integer 11 (stale, as in
+        # Phoenix): an empty one (null) reaches the channel.
+        await a.send(bytes([0, 2, 2, 10, 3]) + b"11" + b"12" + b"room:lobby" + b"bin" + b"\x01")
+        await a.send(bytes([0, 0, 2, 10, 3]) + b"13" + b"room:lobby" + b"bin" + b"\x01")
+        got = [await asyncio.wait_for(a.ws.recv(), TIMEOUT) for _ in range(3)]
+        # The binary push and reply carry the integer join_ref as its text, as Phoenix's to_string does.
+        assert bytes([0, 2, 10, 4]) + b"11" + b"room:lobby" + b"blob" + b"\x01" in got
+        assert bytes([1, 2, 2, 10, 2]) + b"11" + b"13" + b"room:lobby" + b"ok" + b"\x01\x03\x04" in got
+
+
+async def test_integer_refs_v1_join_push_leave_heartbeat_over_a_real_socket(server, mint):
+    async with await RawClient.connect(server.url, mint(1), vsn="1.0.0") as c:
+        def frame(topic, event, ref, payload=None, **extra):
+            return {"topic": topic, "event": event, "payload": {} if payload is None else payload, "ref": ref, **extra}
+
+        await c.send(frame("phoenix", "heartbeat", 1))
+        assert await c.recv() == frame("phoenix", "phx_reply", 1, OK)
+        await c.send(frame("room:lobby", "phx_join", 2, join_ref=2))
+        assert await c.recv() == frame("room:lobby", "phx_reply", 2, OK)
+        await c.send(frame("room:lobby", "ping", 3, {"a": 1}))
+        assert await c.recv() == frame("room:lobby", "phx_reply", 3, {"status": "ok", "response": {"a": 1}})
+        await c.send(frame("room:lobby", "boom", 4))
+        assert await c.recv() == frame("room:lobby", "phx_error", 2, {"reason": "channel_crash"})
+        await c.send(frame("room:lobby", "phx_join", 5))
+        assert await c.recv() == frame("room:lobby", "phx_reply", 5, OK)
+        await c.send(frame("room:lobby", "phx_leave", 6))
+        assert await c.recv() == frame("room:lobby", "phx_reply", 6, OK)
+        assert await c.recv() == frame("room:lobby", "phx_close", 5)
+        await c.send(frame("room:lobby", "ping", 7))
+        assert await c.recv() == frame("room:lobby", "phx_reply", 7, UNMATCHED)
+
+
+@pytest.mark.parametrize("ref", [{"id": 1, "at": [2, 3]}, [1, "a"], 2.5, True, ""])
+async def test_other_json_refs_are_echoed_unchanged_over_a_real_socket(server, mint, ref):
+    async with await RawClient.connect(server.url, mint(1)) as c:
+        assert await c.call([ref, ref, "room:lobby", "phx_join", {}]) == [ref, ref, "room:lobby", "phx_reply", OK]
+        assert await c.call([ref, ref, "room:lobby", "ping", {}]) == [ref, ref, "room:lobby", "phx_reply", OK]
+        await c.send([ref, 1, "room:lobby", "boom", {}])
+        assert await c.recv() == [ref, ref, "room:lobby", "phx_error", {"reason": "channel_crash"}]
+
+
+async def test_a_ref_past_its_limit_closes_with_1007_naming_it(server, mint):
+    async with await RawClient.connect(server.url, mint(1)) as c:
+        await c.send([None, {"k": "x" * 300}, "phoenix", "heartbeat", {}])
+        close = await closed_with(c)
+    assert close.code == 1007 and "ref is 308 bytes" in close.reason and "MAX_REF_BYTES" in close.reason
+    assert server.stats.protocol_violations == 1
+
+
+PRESENCE_YAML = """
+auth: {secret: "${CHANCTL_SECRET}"}
+topics:
+  "room:{id}": {join: true, presence: true}
+"""
+
+
+async def test_integer_join_refs_in_presence_state(make_server, mint):
+    """presence_state is a push: it carries the joiner's integer join_ref; diffs are broadcasts (null)."""
+    async with make_server(PRESENCE_YAML) as srv, await RawClient.connect(srv.url, mint(7)) as c:
+        await c.send([3, 3, "room:1", "phx_join", {}])
+        reply, diff, state = [await c.recv() for _ in range(3)]
+        assert reply == [3, 3, "room:1", "phx_reply", OK]
+        assert diff[:4] == [None, None, "room:1", "presence_diff"]
+        assert state[:4] == [3, None, "room:1", "presence_state"] and set(state[4]) == {"7"}
