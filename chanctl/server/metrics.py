@@ -110,6 +110,9 @@ class ServerCollector:
                                   value=stats.disconnected)
         yield CounterMetricFamily("chanctl_protocol_violations", "Connections closed for malformed frames.",
                                   value=stats.protocol_violations)
+        yield CounterMetricFamily("chanctl_http_pipelined_dropped", "HTTP connections whose client sent more after a "
+                                  "request answered without an upgrade (one request per connection).",
+                                  value=stats.pipelined_dropped)
         yield CounterMetricFamily("chanctl_stale_join_ref_dropped", "Client frames dropped for a stale join_ref.",
                                   value=stats.protocol.stale_dropped)
         yield CounterMetricFamily("chanctl_unmatched_topic", "Frames answered \"unmatched topic\".",

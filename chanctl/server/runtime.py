@@ -23,6 +23,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from chanctl import __version__
@@ -59,26 +60,49 @@ log = logging.getLogger("chanctl.server")
 
 class _WebSocket(ServerConnection):
     """A websockets connection that carries what the handshake verified, and the front door of
-    the port: a request for ``<path>/longpoll`` is handed to the LongPoll endpoint before
-    websockets parses it (websockets answers only bodiless GETs, and LongPoll POSTs a body).
+    the port.
 
-    The hand-off sniffs the request line, moves the asyncio transport to the LongPoll protocol
-    with the bytes read so far, and ends this connection as one that closed before its request:
-    websockets' handler then finishes without touching the transport (it is swapped for a
-    detached one first). This leans on websockets' connection being the asyncio protocol, within
-    the 17.x range pyproject.toml allows; tests/server/test_longpoll.py covers it.
+    A request for ``<path>/longpoll`` is handed to the LongPoll endpoint before websockets parses
+    it (websockets answers only bodiless GETs, and LongPoll POSTs a body). The hand-off sniffs the
+    request line, moves the asyncio transport to the LongPoll protocol with the bytes read so far,
+    and ends this connection as one that closed before its request: websockets' handler then
+    finishes without touching the transport (it is swapped for a detached one first).
+
+    Bytes that follow the first request's head wait (with reading paused) until the handshake is
+    answered: websockets would parse them as WebSocket frames at once, and a second pipelined HTTP
+    request (``GET /healthz`` twice in one write) makes it fail the connection, then trip its own
+    assertion when it answers the first (an unauthenticated traceback in the log, and the first
+    answer lost). After a 101 they are handed to websockets as the client's first frames; after any
+    other answer (websockets answers one request per connection) they are dropped and counted.
+
+    This leans on websockets' connection being the asyncio protocol, within the 17.x range
+    pyproject.toml allows; tests/server/test_longpoll.py and test_hostile.py cover it.
     """
 
     session: tuple[dict[str, Any], Serializer, Grant] | None = None
     """Claims, serializer and the token's grant."""
     longpoll: LongPollEndpoint | None = None
+    stats: ServerStats
     _head = b""
     _sniffed = False
+    _tail = b""
+    """The last 3 bytes passed on before the first request's head ended (its end may straddle reads)."""
+    _held: bytes | None = None
+    """What came after the first request's head, until the handshake is answered."""
+    _answered = False
 
     def data_received(self, data: bytes) -> None:
-        if self._sniffed or self.longpoll is None:
+        if self._answered:
             super().data_received(data)
-            return
+        elif self._held is not None:
+            self._held += data  # what the read in progress carried when reading was paused
+        elif self._sniffed or self.longpoll is None:
+            self._first_request(data)
+        else:
+            self._sniff(data)
+
+    def _sniff(self, data: bytes) -> None:
+        assert self.longpoll is not None
         head = self._head + data
         line_end = head.find(b"\r\n")
         if line_end < 0 and len(head) < _REQUEST_LINE_LIMIT:
@@ -90,7 +114,51 @@ class _WebSocket(ServerConnection):
         if target.split(b"?", 1)[0].decode("latin-1") == self.longpoll.path:
             self._hand_off(head)
         else:
-            super().data_received(head)
+            self._first_request(head)
+
+    def _first_request(self, data: bytes) -> None:
+        """Pass websockets the first request up to the end of its head; hold what follows."""
+        scan = self._tail + data
+        end = scan.find(b"\r\n\r\n")
+        if end < 0:
+            self._tail = scan[-3:]
+            super().data_received(data)
+            return
+        cut = end + 4 - len(self._tail)
+        self._held = data[cut:]
+        self.transport.pause_reading()
+        super().data_received(data[:cut])
+        if self.protocol.eof_sent:  # not a request websockets could parse: it is closing already
+            self._pass_through(b"")
+
+    def answering(self, response: Response) -> None:
+        """Called with the answer about to be sent (websockets' ``process_response``): what came
+        after a request that gets no upgrade is dropped here, before the client can see the end."""
+        if response.status_code == HTTPStatus.SWITCHING_PROTOCOLS or self._held is None:
+            return
+        if self._held:
+            self.stats.pipelined_dropped += 1
+            log.debug("dropped %d bytes from %s sent after a request answered %d, without an upgrade",
+                      len(self._held), peer_address(self.remote_address), response.status_code)
+        # From here websockets discards what comes until the client closes; it must see that close.
+        self._pass_through(b"")
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().handshake(*args, **kwargs)
+        finally:
+            if self._held is not None:
+                self._pass_through(self._held if self.protocol.state is State.OPEN else b"")
+
+    def _pass_through(self, held: bytes) -> None:
+        """The first request is answered: read on, and hand websockets everything from ``held`` on."""
+        self._answered = True
+        for name in ("_held", "_tail"):  # back to the class defaults: nothing more kept per connection
+            vars(self).pop(name, None)
+        # Resumed first: websockets may pause reading again for what the held frames queue.
+        self.transport.resume_reading()
+        if held:
+            super().data_received(held)  # frames the client sent right behind its upgrade
 
     def _hand_off(self, head: bytes) -> None:
         assert self.longpoll is not None
@@ -101,6 +169,10 @@ class _WebSocket(ServerConnection):
         http.data_received(head)
         self.transport = _Detached()  # type: ignore[assignment]
         super().connection_lost(None)
+
+
+def _answering(ws: _WebSocket, request: Request, response: Response) -> None:
+    ws.answering(response)
 
 
 class _Detached:
@@ -159,6 +231,9 @@ class ServerStats:
     """Ended connections by close code (None: no close frame)."""
     over_limit: Counter[str] = field(default_factory=Counter)
     """Connections closed at once by a connection limit, by the limit's config name."""
+    pipelined_dropped: int = 0
+    """HTTP connections whose client sent more after a request answered without an upgrade
+    (a pipelined second request): dropped, as websockets answers one request per connection."""
     handler_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     """Seconds spent in ``handle_in``."""
     protocol: ProtocolStats = field(default_factory=ProtocolStats)
@@ -269,7 +344,8 @@ class ChannelServer:
             self.host,
             self.port,
             process_request=self._process_request,
-            create_connection=type("_WebSocket", (_WebSocket,), {"longpoll": self.longpoll}),
+            process_response=_answering,
+            create_connection=type("_WebSocket", (_WebSocket,), {"longpoll": self.longpoll, "stats": self.stats}),
             select_subprotocol=_select_subprotocol,
             max_size=self.config.server.max_frame_size,
             compression=None,
@@ -563,7 +639,8 @@ def _json(status: HTTPStatus, body: Any) -> Response:
 
 
 def _body(status: HTTPStatus, data: bytes, content_type: str) -> Response:
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data)))])
+    # websockets closes the connection after any answer but a 101: say so, as its own answers do.
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))), ("Connection", "close")])
     return Response(status.value, status.phrase, headers, data)
 
 

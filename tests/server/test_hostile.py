@@ -6,7 +6,9 @@ starter. What they must not be able to do, and what stops them:
 - grow server memory without bound: names, join payloads and connections have named, finite
   limits; nothing of a closed connection stays reachable; rule caches are bounded in size and key;
 - silence the admin plane: every string it carries is shortened, its snapshot is capped;
-- forge what an operator reads: every client string is escaped before a log line.
+- forge what an operator reads: every client string is escaped before a log line;
+- make the server log tracebacks without a token: the front door answers one HTTP request per
+  connection and drops (and counts) what is pipelined behind it.
 
 Each test drives real sockets on 127.0.0.1 and failed before its fix.
 """
@@ -251,6 +253,49 @@ async def test_a_presence_value_nested_to_the_frame_limit_cannot_stop_the_feed_o
         assert reply[4]["status"] == "ok" and set(reply[4]["response"]["presence"]) == {"66"}
         await attacker.call(["1", "4", "room:1", "new_msg", {}])  # the feed goes on after that tick
         await admin.recv_until(lambda f: f[3] == "stats")
+
+
+# -- the front door: unauthenticated HTTP ---------------------------------------------------------
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+@pytest.mark.parametrize("longpoll", [False, True], ids=["websocket only", "longpoll on"])
+async def test_two_pipelined_http_requests_get_one_answer_and_no_traceback(make_server, caplog, longpoll):
+    """Two plain requests in one write made websockets parse the second as WebSocket frames, fail
+    the connection, then trip its own assertion answering the first: an unauthenticated traceback
+    in the log each time, and the first answer lost. Now the first is answered and the rest dropped
+    (websockets answers one request per connection), counted."""
+    caplog.set_level(logging.DEBUG)
+    async with make_server(config(**({"longpoll": "{enabled: true}"} if longpoll else {}))) as srv:
+        reader, writer = await asyncio.open_connection(srv.host, srv.port)
+        writer.write(HEALTHZ * 2)
+        answer = await asyncio.wait_for(reader.read(), TIMEOUT)  # to the end: the server closes
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in answer
+        assert answer.count(b"HTTP/1.1") == 1 and answer.endswith(b"}\n")
+        assert "chanctl_http_pipelined_dropped_total 1.0" in render_metrics(srv)[0].decode()
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_frames_sent_right_behind_the_upgrade_request_still_arrive(make_server, mint):
+    """What the front door holds back until the handshake is answered is the client's first frames
+    after a 101: a heartbeat written in the same TCP write as the upgrade is answered."""
+    async with make_server(config()) as srv:
+        reader, writer = await asyncio.open_connection(srv.host, srv.port)
+        upgrade = (f"GET /socket/websocket?vsn=2.0.0&token={mint(1)} HTTP/1.1\r\nHost: localhost\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        beat = b'[null,"1","phoenix","heartbeat",{}]'
+        frame = bytes([0x81, 0x80 | len(beat), 1, 2, 3, 4]) + bytes(b ^ (1, 2, 3, 4)[i % 4] for i, b in enumerate(beat))
+        writer.write(upgrade + frame)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        reply = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+        body = await asyncio.wait_for(reader.readexactly(reply[1]), TIMEOUT)
+        assert body == b'[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}]'
+        writer.close()
+        assert srv.stats.pipelined_dropped == 0
 
 
 # -- escaped output ----------------------------------------------------------------------------------
