@@ -119,6 +119,18 @@ class RuleError(ChanctlError, ValueError):
         return self.message
 
 
+class RuleInputTooLarge(ChanctlError):
+    """A rule that only the ``cel`` library can evaluate was handed client input (``payload``,
+    ``params``) larger than :data:`~chanctl.rules.prune.MAX_LIBRARY_INPUT`: it is not evaluated, as
+    the library converts every value it reads on each evaluation (a 1 MiB payload cost 0.4 s of the
+    event loop). Callers answer with an error reply that names the limit."""
+
+    def __init__(self, root: str, limit: int):
+        super().__init__(f"{root} is larger than the {limit} values a rule evaluated by the CEL library may read (MAX_LIBRARY_INPUT)")
+        self.root = root
+        self.limit = limit
+
+
 class HandlerError(ChanctlError, ValueError):
     """A ``handler:`` class that cannot be imported; ``column`` is 1-based within the spec."""
 

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from chanctl.config.model import PolicyTest
+from chanctl.errors import RuleInputTooLarge
 from chanctl.protocol.router import Router
 from chanctl.rules import Rule, syntax
 from chanctl.server.admin import ADMIN_EVENTS, ADMIN_TOPIC
@@ -181,7 +182,10 @@ class Explainer:
                            values=[seen], note=note)
 
     def _rule(self, rule: Rule, variables: dict[str, Any], action: str, pattern: str, where: str) -> Explanation:
-        allowed, why = rule.decide(variables)
+        try:
+            allowed, why = rule.decide(variables)
+        except RuleInputTooLarge as exc:  # the server refuses such a message with its own reply
+            allowed, why = False, str(exc)
         values: list[dict[str, Any]] = []
         if rule.expression is not None and rule.expression.tree is not None:
             source = rule.expression.source

@@ -13,9 +13,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from chanctl.errors import RuleError
+from chanctl.errors import RuleError, RuleInputTooLarge
 from chanctl.rules import compiled, syntax
-from chanctl.rules.prune import Pruner, flatten
+from chanctl.rules.prune import Pruner, bound_library_input, flatten
 from chanctl.escape import shown
 
 __all__ = ["EVENT_VARIABLES", "JOIN_VARIABLES", "RULE_VARIABLES", "Expression", "Rule", "RuleError", "compile_expression", "compile_rule"]
@@ -45,14 +45,25 @@ class Expression:
         """The value; raises whatever the CEL runtime raises (KeyError, TypeError, RuntimeError...).
 
         The Python function answers when it is sure of the library's answer; otherwise (an error, or a
-        case they leave to it) the library evaluates, and says what went wrong."""
+        case they leave to it) the library evaluates, and says what went wrong.
+
+        Raises:
+            RuleInputTooLarge: the library would read more client input than
+                :data:`~chanctl.rules.prune.MAX_LIBRARY_INPUT` (it is not run).
+        """
         if self.fast is not None:
             try:
                 return self.fast(variables)
             except compiled.Unknown:
                 pass
+        if self.prune is None:
+            handed = variables
+            bound_library_input(handed)
+        else:
+            handed = self.prune(variables)
+            bound_library_input(handed, self.prune.flats)
         try:
-            return self.program.execute(variables if self.prune is None else self.prune(variables))
+            return self.program.execute(handed)
         except RuntimeError as exc:  # "Undefined variable": name the path as the rule writes it
             written = str(exc) if self.prune is None else self.prune.written(str(exc))
             if written == str(exc):
@@ -66,7 +77,7 @@ CACHE_SIZE = 4096
 
 @dataclass(frozen=True)
 class Rule:
-    """A compiled rule; ``allows`` never raises.
+    """A compiled rule; ``allows`` raises nothing but :class:`~chanctl.errors.RuleInputTooLarge`.
 
     A rule the ``cel`` library evaluates remembers its decisions, keyed by the parts of ``user``,
     ``topic`` and ``params`` it reads: ``data`` is static, so those parts decide the result. The
@@ -84,10 +95,19 @@ class Rule:
     _decisions: OrderedDict[Any, bool] = field(default_factory=OrderedDict, compare=False, repr=False)
 
     def allows(self, variables: dict[str, Any]) -> bool:
+        """Whether the rule allows; a failure is a logged denial.
+
+        Raises:
+            RuleInputTooLarge: see :meth:`Expression.evaluate`; the caller's refusal names the limit.
+        """
         return self.decide(variables)[0]
 
     def decide(self, variables: dict[str, Any]) -> tuple[bool, str]:
-        """``(allowed, why)``: why is empty when the rule gave a boolean, else the failure logged."""
+        """``(allowed, why)``: why is empty when the rule gave a boolean, else the failure logged.
+
+        Raises:
+            RuleInputTooLarge: as :meth:`allows`.
+        """
         if self.constant is not None:
             return self.constant, ""
         if self.user_ids is not None:
@@ -102,6 +122,8 @@ class Rule:
                 return known, ""
         try:
             result = expression.evaluate(variables)
+        except RuleInputTooLarge:
+            raise  # not a decision: the caller refuses the message, naming the limit
         except Exception as exc:  # the CEL runtime raises KeyError, TypeError, RuntimeError...
             why = f"{type(exc).__name__}: {exc}"
         else:

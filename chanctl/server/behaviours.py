@@ -21,6 +21,8 @@ import jsonschema
 
 from chanctl.channel import Channel, Outcome, error, ok
 from chanctl.config.model import EventConfig
+from chanctl.errors import RuleInputTooLarge
+from chanctl.protocol.socket import limit_reply
 from chanctl.rules import Expression, Rule
 from chanctl.pubsub.history import HistorySpec
 from chanctl.escape import shown
@@ -33,6 +35,14 @@ _UNAUTHORIZED = error({"reason": "unauthorized"})
 _STAMPED = frozenset({"broadcast", "broadcast_from", "push_to"})
 """The behaviours that send the payload on, stamped with its sender."""
 _BINARY = error({"errors": {"payload": ["must be JSON, not binary"]}})
+
+
+def _too_large(exc: RuleInputTooLarge) -> Outcome:
+    """The refusal of a message whose rule would read more client input than the CEL library may."""
+    log.info("refused: %s", exc)
+    return error(limit_reply(f"{exc.root} too large for this topic's rule", "MAX_LIBRARY_INPUT", exc.limit))
+
+
 _ids = itertools.count(1)
 _NODE = os.urandom(3).hex()
 
@@ -251,7 +261,10 @@ class CompiledTopic:
         rule = self.join_rule
         if rule is None or rule.constant is True:
             return None
-        return None if rule.allows(self.variables(user, topic, captures, params)) else _UNAUTHORIZED
+        try:
+            return None if rule.allows(self.variables(user, topic, captures, params)) else _UNAUTHORIZED
+        except RuleInputTooLarge as exc:
+            return _too_large(exc)
 
     def check_event(self, event: str, payload: Any, variables: Callable[[], dict[str, Any]]) -> EventCheck:
         """Whether a client event may go on to its ``do``, in ``handle_in``'s order: declared, then
@@ -263,6 +276,11 @@ class CompiledTopic:
             errors = schema_errors(spec.validator, payload)
             if errors is not None:
                 return EventCheck(error({"errors": errors}), "schema", spec)
-        if spec.allow.constant is not True and not spec.allow.allows(variables()):
-            return EventCheck(_UNAUTHORIZED, "allow", spec)
+        if spec.allow.constant is not True:
+            try:
+                allowed = spec.allow.allows(variables())
+            except RuleInputTooLarge as exc:
+                return EventCheck(_too_large(exc), "allow", spec)
+            if not allowed:
+                return EventCheck(_UNAUTHORIZED, "allow", spec)
         return spec.passed

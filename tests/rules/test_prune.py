@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -118,3 +119,26 @@ def test_pruned_evaluation_gives_what_the_library_gives_on_the_full_values(sourc
                 assert same(got, expected), (written, values_, got, expected)
             for decide in (compiled, compiled, library, library):  # the second pass may answer from memory
                 assert decide.allows(values_) is (expected is True), (written, values_, decide is compiled)
+
+
+def test_the_library_reads_at_most_max_library_input_values_of_client_input():
+    """A rule only the library evaluates (a macro) is not run over more client input than the bound;
+    the budget counts values, map entries, list items and KiBs of strings, in payload and params only."""
+    from chanctl.errors import RuleInputTooLarge
+    from chanctl.rules import EVENT_VARIABLES
+    from chanctl.rules.prune import MAX_LIBRARY_INPUT
+
+    rule = compile_rule("payload.items.all(i, i < 10) && data.big.all(d, d < 10)", EVENT_VARIABLES)
+    assert rule.expression is not None and rule.expression.fast is None
+
+    def variables(items, big=()):
+        return {"user": {"id": 1}, "topic": {"name": "t"}, "params": {}, "payload": {"items": items}, "data": {"big": list(big)}}
+
+    assert rule.allows(variables([1] * (MAX_LIBRARY_INPUT - 2)))
+    assert rule.allows(variables([1], [1] * (10 * MAX_LIBRARY_INPUT)))  # data is the operator's: not counted
+    for items in ([1] * MAX_LIBRARY_INPUT, ["x" * 1024] * (MAX_LIBRARY_INPUT // 2), [[[1]] * 4] * (MAX_LIBRARY_INPUT // 4)):
+        with pytest.raises(RuleInputTooLarge, match="payload is larger than the 2048 values"):
+            rule.allows(variables(items))
+    compiled = compile_rule("size(payload.items) < 10", EVENT_VARIABLES)  # read in place: no bound
+    assert compiled.expression is not None and compiled.expression.fast is not None
+    assert not compiled.allows(variables([1] * (10 * MAX_LIBRARY_INPUT)))

@@ -5,6 +5,7 @@ starter. What they must not be able to do, and what stops them:
 
 - grow server memory without bound: names, join payloads and connections have named, finite
   limits; nothing of a closed connection stays reachable; rule caches are bounded in size and key;
+- hold the event loop: a rule the CEL library evaluates reads at most MAX_LIBRARY_INPUT values;
 - silence the admin plane: every string it carries is shortened, its snapshot is capped;
 - forge what an operator reads: every client string is escaped before a log line;
 - make the server log tracebacks without a token: the front door answers one HTTP request per
@@ -26,6 +27,7 @@ import pytest
 import websockets
 
 from chanctl.channel import Channel, ok
+from chanctl.rules.prune import MAX_LIBRARY_INPUT
 from chanctl.server.metrics import render_metrics
 from tests.support import TIMEOUT, RawClient, closed_with
 
@@ -253,6 +255,39 @@ async def test_a_presence_value_nested_to_the_frame_limit_cannot_stop_the_feed_o
         assert reply[4]["status"] == "ok" and set(reply[4]["response"]["presence"]) == {"66"}
         await attacker.call(["1", "4", "room:1", "new_msg", {}])  # the feed goes on after that tick
         await admin.recv_until(lambda f: f[3] == "stats")
+
+
+LIBRARY_RULE = """
+auth: {secret: "${CHANCTL_SECRET}"}
+server: {max_frame_size: 2MiB}
+topics:
+  "room:{id}":
+    join: 'params.tags.all(t, size(t) < 20)'
+    events:
+      order: {allow: 'payload.items.all(i, i.n < 10)', do: reply}
+"""
+"""Rules with a macro (``all``), which only the CEL library evaluates: it converts what they read."""
+
+
+async def test_a_library_rule_refuses_a_huge_payload_without_evaluating_it(make_server, mint, caplog):
+    """A rule the CEL library evaluates over a 1 MiB payload of small objects cost 0.3-0.4 s of the
+    event loop per message (every other client waited). Past MAX_LIBRARY_INPUT values it is not
+    evaluated: the sender gets an error naming the limit; small inputs are evaluated as before."""
+    caplog.set_level(logging.INFO, logger="chanctl")
+    async with make_server(LIBRARY_RULE) as srv, await RawClient.connect(srv.url, mint(1), max_size=None) as a:
+        assert (await a.call(["1", "1", "room:1", "phx_join", {"tags": ["a", "b"]}]))[4]["status"] == "ok"
+        assert await a.call(["1", "2", "room:1", "order", {"items": [{"n": 1}] * 10}]) == [
+            "1", "2", "room:1", "phx_reply", {"status": "ok", "response": {"items": [{"n": 1}] * 10}}]
+        huge = {"items": [{"n": 1}] * 120_000}  # 960 KB
+        refused = {"status": "error", "response": {
+            "reason": "payload too large for this topic's rule", "limit": "MAX_LIBRARY_INPUT", "max": MAX_LIBRARY_INPUT}}
+        assert (await a.call(["1", "3", "room:1", "order", huge]))[4] == refused
+        # A join rule over params: the same bound (params are capped by max_join_payload too).
+        tags = {"tags": ["x"] * (MAX_LIBRARY_INPUT + 1)}
+        assert (await a.call(["4", "4", "room:2", "phx_join", tags]))[4] == {
+            "status": "error", "response": {**refused["response"], "reason": "params too large for this topic's rule"}}
+        assert (await a.call(["1", "5", "room:1", "order", {"items": [{"n": 99}]}]))[4] == {
+            "status": "error", "response": {"reason": "unauthorized"}}
 
 
 # -- the front door: unauthenticated HTTP ---------------------------------------------------------
