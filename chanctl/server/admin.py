@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import logging
 import math
 import random
 import time
+from collections.abc import Iterable
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ from chanctl.errors import TokenError
 from chanctl.presence.tracker import PRESENCE_DIFF
 from chanctl.protocol.messages import ADMIN_TOPIC
 from chanctl.server.connection import peer_address
+from chanctl.server.context import ChannelContext
 
 if TYPE_CHECKING:
     from chanctl.protocol.socket import LeaveReason
@@ -67,6 +70,27 @@ NAME_CHARS = 100
 """Client-chosen names (topics, events, user ids, socket ids) are cut to this many characters: the
 admin plane reports on clients and must never be silenced by what they choose (one frame past a
 watcher's outbound bound closes it as a slow consumer)."""
+LIST_BYTES = 1024 * 1024
+"""The snapshot's connections and inspect's subscribers are listed up to this many bytes of JSON
+(a connection names up to 20 topics of 100 characters, which JSON may write 6 bytes each)."""
+PRESENCE_ENTRY_BYTES = 4096
+"""A presence diff in the traffic tail carries its metas up to this many bytes of JSON; a larger
+one keeps its keys (at most :data:`PRESENCE_KEYS`) with the size of what was cut."""
+PRESENCE_KEYS = 20
+"""Keys of one cut presence diff side, or (x25) of a cut ``inspect`` presence list."""
+TRAFFIC_PRESENCE_BYTES = 256 * 1024
+"""Presence diffs one traffic batch carries, in bytes of JSON; the rest of the tick is dropped (counted)."""
+INSPECT_PRESENCE_BYTES = 512 * 1024
+"""``inspect`` carries a topic's presence list up to this many bytes of JSON, else keys and counts."""
+ADMIN_FRAME_BYTES = 2 * 1024 * 1024
+"""The most one admin frame can carry, from the caps above: a snapshot is at most 500 topics of
+about 650 bytes plus :data:`LIST_BYTES` of connections; a traffic batch 50 entries of about 3 KB
+plus :data:`TRAFFIC_PRESENCE_BYTES` (and at most :data:`REMOTE_KEPT` entries of other nodes); stats
+200 topics; an inspect reply :data:`LIST_BYTES` of subscribers plus :data:`INSPECT_PRESENCE_BYTES`."""
+ADMIN_OUTBOUND = 8 * ADMIN_FRAME_BYTES
+"""A watcher's outbound bound (or ``server.outbound_buffer`` if larger): room for a snapshot, a
+second's feed and a few replies at their largest, so a watcher that reads is never closed as a slow
+consumer by what clients put in topics and presence; one that stops reading still is."""
 
 
 class AdminTap:
@@ -86,6 +110,7 @@ class AdminTap:
         self._next = 1
         self._w = 1.0
         self._presence: list[dict[str, Any]] = []
+        self._presence_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._last: tuple[float, tuple[int, int, int]] = (0.0, (0, 0, 0))
         self._remote: dict[str, tuple[float, list[dict[str, Any]]]] = {}
@@ -104,10 +129,15 @@ class AdminTap:
     def outbound(self, topic: str, event: str, payload: Any, recipients: int) -> None:
         """A broadcast that reached ``recipients`` subscribers; presence diffs are kept apart."""
         if event == PRESENCE_DIFF:
-            if len(self._presence) < self._cap:
+            if len(self._presence) < self._cap and self._presence_bytes < TRAFFIC_PRESENCE_BYTES:
                 # Encoded apart, as its members got it: the envelope adds no nesting.
-                self._presence.append({"topic": _short(topic), "joins": _encoded(payload.get("joins")),
-                                       "leaves": _encoded(payload.get("leaves"))})
+                joins, joins_size, joins_cut = _presence_side(payload.get("joins"), PRESENCE_ENTRY_BYTES, PRESENCE_KEYS)
+                leaves, leaves_size, leaves_cut = _presence_side(payload.get("leaves"), PRESENCE_ENTRY_BYTES, PRESENCE_KEYS)
+                self._presence_bytes += joins_size + leaves_size
+                diff = {"topic": _short(topic), "joins": joins, "leaves": leaves}
+                if joins_cut or leaves_cut:
+                    diff["cut_bytes"] = (joins_cut or 0) + (leaves_cut or 0)
+                self._presence.append(diff)
             else:
                 self._dropped += 1
             return
@@ -187,7 +217,7 @@ class AdminTap:
     def _flush_traffic(self) -> None:
         self._dropped += self._seen - len(self._sample)
         sample, self._sample, self._seen, self._next = self._sample, [], 0, 1
-        presence, self._presence = self._presence, []
+        presence, self._presence, self._presence_bytes = self._presence, [], 0
         if self._remote:
             self._keep_for_peers(sample)
         if not sample and not presence:
@@ -267,6 +297,7 @@ class AdminTap:
         assert cluster is not None
         answers = await cluster.ask("stats", {"tail": True})
         remote = sorted((entry for answer in answers.values() for entry in answer.get("traffic", ())), key=itemgetter("t"))
+        remote = remote[-REMOTE_KEPT:]  # however many nodes: one batch stays within ADMIN_FRAME_BYTES
         if remote:
             self._send("traffic", {"entries": remote, "presence": [], "dropped": self.dropped})
         rows: list[dict[str, Any]] = []
@@ -298,12 +329,12 @@ class AdminTap:
 
     def local_subscribers(self, topic: str) -> list[dict[str, Any]]:
         """This node's subscribers of ``topic`` (``inspect`` gathers every node's)."""
-        subscribers = []
-        for connection in self.server.connections:
-            channel = connection.proto.channels.get(topic)
-            if channel is not None:
-                subscribers.append({**_connection(connection), "join_ref": _short(channel.join_ref), "node": self.server.node})
-        return subscribers
+        subscribers = (
+            {**_connection(connection), "join_ref": _short(channel.join_ref), "node": self.server.node}
+            for connection in self.server.connections
+            if (channel := connection.proto.channels.get(topic)) is not None
+        )
+        return _listed(subscribers, LIST_BYTES)[0]
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a dashboard shows first: the node, its topics and its connections."""
@@ -316,12 +347,13 @@ class AdminTap:
                                         "uptime": round(time.time() - server.started_at, 3), "status": "up"}]
         if server.cluster is not None:  # the peers' figures follow in each stats' ``nodes``
             nodes += [{"name": n["node"], "status": n["status"]} for n in server.cluster.nodes() if not n.get("self")]
+        listed, _ = _listed((_connection(c) for c in connections[:SNAPSHOT_CONNECTIONS]), LIST_BYTES)
         return {
             "nodes": nodes,
             "topics": {_short(topic): {"subscribers": count, "presence": presence.get(topic, 0)} for topic, count in shown},
             "topics_total": len(topics),
             "connections_total": len(connections),
-            "connections": [_connection(c) for c in connections[:SNAPSHOT_CONNECTIONS]],
+            "connections": listed,
         }
 
     async def inspect(self, topic: str) -> dict[str, Any]:
@@ -330,8 +362,13 @@ class AdminTap:
         if self.server.cluster is not None:
             for answer in (await self.server.cluster.ask("inspect", {"topic": topic})).values():
                 subscribers.extend(answer)
-        presence = _encoded(self.server.presence.list(topic))
-        return {"topic": _short(topic), "subscribers": subscribers, "presence": presence}
+        shown, total = _listed(subscribers, LIST_BYTES)
+        presences = self.server.presence.list(topic)
+        presence, _, cut = _presence_side(presences, INSPECT_PRESENCE_BYTES, 25 * PRESENCE_KEYS)
+        answer = {"topic": _short(topic), "subscribers": shown, "subscribers_total": total, "presence": presence}
+        if cut is not None:
+            answer["presence_cut"] = {"bytes": cut, "keys": len(presences)}
+        return answer
 
 
 def _uniform() -> float:
@@ -347,10 +384,47 @@ def _short(value: Any) -> Any:
 def _encoded(value: Any) -> Any:
     """``value`` encoded once on its own, to embed in an admin frame: the envelope's nesting does not
     add to a client's (orjson encodes at most 254 levels), and one that cannot be encoded is named."""
+    return orjson.Fragment(_json(value))
+
+
+def _json(value: Any) -> bytes:
+    """:func:`_encoded`'s bytes."""
     try:
-        return orjson.Fragment(orjson.dumps(value))
+        return orjson.dumps(value)
     except TypeError:  # orjson's JSONEncodeError: too deep, or not JSON
-        return {"error": "cannot be shown: not encodable as JSON"}
+        return b'{"error":"cannot be shown: not encodable as JSON"}'
+
+
+def _listed(items: Iterable[dict[str, Any]], budget: int) -> tuple[list[Any], int]:
+    """``items`` encoded one by one, as long as they fit in ``budget`` bytes of JSON, and how many
+    there were in all (counted on past the budget, where nothing more is encoded)."""
+    listed: list[Any] = []
+    total = 0
+    for item in items:
+        total += 1
+        if budget > 0:
+            encoded = _json(item)
+            budget -= len(encoded)
+            if budget >= 0:
+                listed.append(orjson.Fragment(encoded))
+    return listed, total
+
+
+def _presence_side(presences: Any, budget: int, keys: int) -> tuple[Any, int, int | None]:
+    """A presence map (a diff's joins or leaves, or a topic's list) as the admin plane shows it, its
+    size in bytes of JSON, and None, or how many bytes were cut: the map whole when it fits in
+    ``budget``, else its first ``keys`` keys, each with its number of metas and no metas (a
+    dashboard needs the keys; the metas can be asked of a member)."""
+    encoded = _json(presences)
+    size = len(encoded)
+    if size <= budget or not isinstance(presences, dict):
+        return orjson.Fragment(encoded), size, None
+    shown = {}
+    for key, presence in itertools.islice(presences.items(), keys):
+        metas = presence.get("metas") if isinstance(presence, dict) else None
+        shown[_short(key)] = {"metas": [], "metas_cut": len(metas) if isinstance(metas, list) else 0}
+    shown_encoded = orjson.dumps(shown)
+    return orjson.Fragment(shown_encoded), len(shown_encoded), size
 
 
 def _connection(connection: Connection) -> dict[str, Any]:
@@ -388,6 +462,9 @@ class AdminChannel(Channel):
     async def join(self, params: Any) -> Outcome | None:
         if self.user.get(self._claim) is not True:
             return error({"reason": "unauthorized", "detail": f"an admin token (claim {self._claim!r}) is required"})
+        context = self.socket
+        assert isinstance(context, ChannelContext)  # the server's own channel, on a server connection
+        context.allow_unsent(ADMIN_OUTBOUND)
         # The snapshot is pushed once the join reply is queued (the next loop turn): a push
         # during join would precede the reply, which phoenix.js would not route to the channel.
         asyncio.get_running_loop().call_soon(self._joined)

@@ -140,6 +140,12 @@ class Connection:
         # buffer for websockets' whole close timeout.
         asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, self.transport.abort)
 
+    def allow_unsent(self, size: int) -> None:
+        """Let this connection's unsent output reach ``size`` bytes before it is a slow consumer
+        (never less than ``server.outbound_buffer``): for the admin plane's watchers, whose frames
+        are sized by the admin plane's own caps, not by a client's messages."""
+        self._max_buffered = max(self._max_buffered, size)
+
     def unsent(self) -> int:
         """Bytes queued for this client and not yet taken by the kernel."""
         return self._pending_bytes + self.transport.unsent()

@@ -95,6 +95,11 @@ class ChannelContext:
     def send_info(self, topic: str, message: Any) -> int:
         return self._connection.server.send_info(topic, message)
 
+    def allow_unsent(self, size: int) -> None:
+        """See :meth:`Connection.allow_unsent`; for the server's own channels (the admin plane),
+        not part of :class:`~chanctl.channel.ChannelSocket`."""
+        self._connection.allow_unsent(size)
+
     def cancel_timers(self) -> None:
         """The channel stopped: its timers go with it."""
         for timer in self._timers or ():

@@ -237,6 +237,56 @@ async def test_an_operator_can_watch_and_remove_a_user_holding_huge_topic_names(
             assert reply[4] == {"status": "ok", "response": {"closed": 1}}
 
 
+async def test_a_watcher_outlasts_a_user_with_full_length_names_and_huge_presence_metas(make_server, mint):
+    """Presence diffs went into the traffic tail whole, and a tick's batch carried every one: a
+    user updating 700 KB metas on 16 topics (255-byte names, the most JSON-escaping characters)
+    made batches past the watcher's 4 MiB bound, which closed it as a slow consumer (1013), so the
+    operator could not even `disconnect` the user. Now a diff's metas are cut past 4 KiB, a batch's
+    presence past 256 KiB, and a watcher's own bound is sized for the admin plane's largest frames."""
+    topics = [f"room:{n}" + "\x01" * (255 - len(f"room:{n}")) for n in range(16)]
+    big = {"typing": "x" * 700_000}
+    async with make_server(PRESENCE_TYPING) as srv, \
+            await RawClient.connect(srv.url, mint(66), max_size=None, max_queue=None) as attacker, \
+            await RawClient.connect(srv.url, mint(1, admin=True), max_size=None) as admin:
+        assert (await admin.call(["1", "1", ADMIN, "phx_join", {}]))[4]["status"] == "ok"
+        await admin.recv_until(lambda f: f[3] == "snapshot")
+        for n, topic in enumerate(topics):
+            assert (await attacker.call([str(n), str(n), topic, "phx_join", {}]))[4]["status"] == "ok"
+        for n, topic in enumerate(topics):  # one at a time: the attacker's own diffs stay in its bound
+            assert (await attacker.call([str(n), f"u{n}", topic, "typing", big]))[4]["status"] == "ok"
+        cut = await admin.recv_until(lambda f: f[3] == "traffic" and any("cut_bytes" in p for p in f[4]["presence"]))
+        (diff, *_) = [p for p in cut[4]["presence"] if "cut_bytes" in p]
+        assert diff["joins"] == {"66": {"metas": [], "metas_cut": 1}} and diff["cut_bytes"] > 700_000
+        inspected = await admin.call(["1", "2", ADMIN, "inspect", {"topic": topics[0]}])
+        response = inspected[4]["response"]  # 700 KB of metas: past INSPECT_PRESENCE_BYTES, keys only
+        assert response["presence"] == {"66": {"metas": [], "metas_cut": 1}} and response["presence_cut"]["keys"] == 1
+        assert response["subscribers_total"] == 1 and response["subscribers"][0]["topics_total"] == 16
+        reply = await admin.call(["1", "3", ADMIN, "disconnect", {"socket_id": "user_socket:66"}])
+        assert reply[4] == {"status": "ok", "response": {"closed": 1}}
+    assert srv.stats.slow_consumers == 0
+
+
+async def test_a_watchers_bound_is_sized_for_admin_frames_not_for_a_clients(make_server, mint):
+    """With a small ``outbound_buffer`` (32 KiB, for clients), one traffic batch of presence diffs
+    each under the cut (3.5 KB metas on 18 topics; presence.max_updates allows 20) passed it and
+    closed the watcher. A watcher's bound is ADMIN_OUTBOUND, sized for the admin plane's largest
+    frames; clients keep theirs."""
+    config = PRESENCE_TYPING.replace("outbound_buffer: 4MiB", "outbound_buffer: 32KiB")
+    async with make_server(config) as srv, await RawClient.connect(srv.url, mint(66)) as attacker, \
+            await RawClient.connect(srv.url, mint(1, admin=True), max_size=None) as admin:
+        assert (await admin.call(["1", "1", ADMIN, "phx_join", {}]))[4]["status"] == "ok"
+        await admin.recv_until(lambda f: f[3] == "snapshot")
+        for n in range(18):
+            assert (await attacker.call([str(n), str(n), f"room:{n}", "phx_join", {}]))[4]["status"] == "ok"
+        for n in range(18):  # a few ms each: one or two traffic batches, each past 32 KiB
+            assert (await attacker.call([str(n), f"u{n}", f"room:{n}", "typing", {"typing": "x" * 3500}]))[4]["status"] == "ok"
+        batch = await admin.recv_until(lambda f: f[3] == "traffic" and any(p["leaves"] for p in f[4]["presence"]))
+        assert "cut_bytes" not in batch[4]["presence"][-1]  # 3.5 KB metas go whole
+        reply = await admin.call(["1", "2", ADMIN, "disconnect", {"socket_id": "user_socket:66"}])
+        assert reply[4] == {"status": "ok", "response": {"closed": 1}}
+    assert srv.stats.slow_consumers == 0
+
+
 async def test_a_presence_value_nested_to_the_frame_limit_cannot_stop_the_feed_or_inspect(make_server, mint):
     """248 levels pass the frame limit; the admin envelope's extra levels made orjson fail: the feed
     task died silently, and `inspect` of that topic crashed the admin channel."""
