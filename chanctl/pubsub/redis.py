@@ -45,7 +45,7 @@ from chanctl.pubsub.local import LocalPubSub, Subscriber
 if TYPE_CHECKING:
     from chanctl.pubsub.streams import StreamHistory
 
-__all__ = ["RedisPubSub", "cancel_and_wait", "import_redis"]
+__all__ = ["RedisPubSub", "cancel_and_wait", "describe", "import_redis"]
 
 log = logging.getLogger("chanctl.cluster")
 
@@ -292,29 +292,41 @@ class RedisPubSub(LocalPubSub):
     async def _publish_outbox(self) -> None:
         channels, datas, histories = self._outbox_channels, self._outbox, self._outbox_history
         self._outbox, self._outbox_channels, self._outbox_history, self._outbox_bytes = [], [], [], 0
-        pipe = self.redis.pipeline(transaction=False)
         streams = self.streams
-        for channel, data, history in zip(channels, datas, histories, strict=True):
-            if history is None:
-                pipe.publish(channel, data)
-            else:
-                assert streams is not None
-                streams.publish(pipe, history[0], channel, data, history[1])
         if streams is None:
+            pipe = self.redis.pipeline(transaction=False)
+            for channel, data in zip(channels, datas, strict=True):
+                pipe.publish(channel, data)
             await pipe.execute()
         else:
-            self._check_scripts(await pipe.execute(raise_on_error=False))
+            await self._publish_with_history(streams, list(zip(channels, datas, histories, strict=True)))
         self.published += len(datas)
 
-    def _check_scripts(self, results: list[Any]) -> None:
-        """A history script that failed lost its broadcast (counted in ``dropped``); one Redis no
-        longer has ends the session, whose reconnection loads it again."""
-        for result in results:
-            if isinstance(result, Exception):
-                if isinstance(result, self.no_script):
-                    raise result
-                self.dropped += 1
-                log.warning("Redis refused a broadcast with history: %s", _describe(result))
+    async def _publish_with_history(self, streams: StreamHistory, queued: list[tuple[bytes, bytes, tuple[str, HistorySpec] | None]]) -> None:
+        """One pipeline; broadcasts with history go through the history script. Those Redis
+        answered NOSCRIPT (its scripts were flushed since this node connected) are sent again,
+        in order, once the scripts are loaded; any other refusal (e.g. out of memory) loses its
+        broadcast, counted in ``dropped``."""
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for channel, data, history in queued:
+                if history is None:
+                    pipe.publish(channel, data)
+                else:
+                    streams.publish(pipe, history[0], channel, data, history[1])
+            results = await pipe.execute(raise_on_error=False)
+            unscripted = [entry for entry, result in zip(queued, results, strict=True) if isinstance(result, self.no_script)]
+            for result in results:
+                if isinstance(result, Exception) and not isinstance(result, self.no_script):
+                    self.dropped += 1
+                    if self.dropped == 1 or self.dropped % 1000 == 0:
+                        log.warning("Redis refused a broadcast with history (%d dropped so far): %s", self.dropped, describe(result))
+            if not unscripted:
+                return
+            if attempt == 0:
+                await streams.load(self.redis)
+            queued = unscripted
+        self.dropped += len(queued)
 
     async def _publisher(self) -> None:
         while True:
@@ -396,7 +408,7 @@ class RedisPubSub(LocalPubSub):
             except Exception as exc:  # redis' ConnectionError, TimeoutError, OSError, a RESP error...
                 failures = 0 if self.connected else failures + 1
                 if failures % 20 <= 1:  # the first failure, then about once a minute
-                    log.warning("Redis at %s: %s; reconnecting", self.url, _describe(exc))
+                    log.warning("Redis at %s: %s; reconnecting", self.url, describe(exc))
             if self._closing:
                 return
             if self.connected:
@@ -549,6 +561,7 @@ async def _maybe(result: Any) -> None:
         await result
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """The first line of a Redis error, short enough for a log line."""
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]

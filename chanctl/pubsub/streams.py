@@ -47,6 +47,8 @@ import orjson
 
 from chanctl.pubsub.history import META_TTL, NOT_HISTORY, HistorySpec, HistorySpecs, HistoryStats, Recovery, read_since
 
+from chanctl.pubsub.redis import describe
+
 if TYPE_CHECKING:
     from chanctl.pubsub.redis import RedisPubSub
 
@@ -187,7 +189,7 @@ class StreamHistory:
             try:
                 result = await asyncio.wait_for(self._read(redis, args), READ_TIMEOUT)
             except Exception as exc:  # noqa: BLE001 - Redis trouble: answered without a position
-                log.warning("history of %r could not be read from Redis: %s", topic, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                log.warning("history of %r could not be read from Redis: %s", topic, describe(exc))
                 return self._unread(asked, problem)
         epoch, offset = result[0].decode(), int(result[1])
         if problem is not None:

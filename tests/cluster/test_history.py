@@ -196,3 +196,47 @@ async def test_broadcasts_heard_during_the_read_are_neither_lost_nor_repeated(no
     got = await shouts(back, 7)
     assert [(m["n"], m["offset"]) for m in got] == [(n, n) for n in range(3, 10)]
     await back.nothing()
+
+
+async def test_redis_restarted_without_persistence_starts_a_new_epoch(nodes, mint, redis_server):
+    """Everything Redis kept is gone, its scripts too: broadcasts while it is away are delivered on
+    their node unnumbered; once back, the nodes load their scripts again, the topic numbers from a
+    new epoch, and a rejoin with the old position learns it cannot be recovered."""
+    a, b = nodes
+    reader, position = await joined(b, mint, 1)
+    sender, _ = await joined(a, mint, 2)
+    await publish(sender, [1])
+    (first,) = await shouts(reader, 1)
+    redis_server.stop()
+    await asyncio.wait_for(a.pubsub.wait_until(connected=False), TIMEOUT)
+    await publish(sender, [2])
+    (alone,) = (await shouts(sender, 2))[1:]  # its own first one, then this
+    assert alone["n"] == 2 and "offset" not in alone  # delivered on node a, unnumbered, not kept
+    redis_server.start()
+    for client in (reader, sender):  # told that they may have missed broadcasts (phoenix.js rejoins)
+        await client.recv_until(lambda f: f[3] == "phx_error", timeout=3 * TIMEOUT)
+    await asyncio.wait_for(a.pubsub.wait_until(connected=True), TIMEOUT)
+    since = {"since": {"offset": first["offset"], "epoch": position["epoch"]}}
+    rejoined = await reader.call(["2", "2", "news:1", "phx_join", since])
+    epoch = rejoined[4]["response"]["epoch"]
+    assert rejoined[4]["response"] == {"epoch": epoch, "offset": 0, "recovered": False} and epoch != position["epoch"]
+    await sender.call(["1", "3", "news:1", "phx_join", {}])  # the join_ref publish() sends with
+    await publish(sender, [3])
+    (third,) = await shouts(reader, 1)
+    assert (third["n"], third["offset"], third["epoch"]) == (3, 1, epoch)
+
+
+async def test_a_script_flush_costs_no_broadcast(nodes, mint, redis_server):
+    a, b = nodes
+    reader, _ = await joined(b, mint, 1)
+    sender, _ = await joined(a, mint, 2)
+    await publish(sender, [1])
+    await shouts(reader, 1)
+    r = aioredis.from_url(redis_server.url)
+    try:
+        await r.script_flush()
+    finally:
+        await r.aclose()
+    await publish(sender, [2, 3])
+    assert [(m["n"], m["offset"]) for m in await shouts(reader, 2)] == [(2, 2), (3, 3)]
+    assert a.pubsub.dropped == 0 and a.pubsub.reconnects == 0
