@@ -59,6 +59,10 @@ log = logging.getLogger("chanctl.cluster")
 READ_TIMEOUT = 5.0
 """Longest a join waits for its topic's history; past it the join is answered without a position
 (``recovered: false`` for a ``since``)."""
+READ_BATCH = 100
+"""Most history reads sent in one pipeline. Reads wait for the pipeline in flight and go together
+in the next: 1,000 clients rejoining at once cost ten round trips on one connection, not 1,000
+connections (redis-py's pool refuses a command past its 100th)."""
 
 _NOW_MS = "local now = redis.call('TIME')\nlocal now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"
 
@@ -145,6 +149,9 @@ class StreamHistory:
         prefix = pubsub.prefix
         self._meta_prefix = f"{prefix}:h:"
         self._stream_prefix = f"{prefix}:s:"
+        self._waiting: list[tuple[tuple[Any, ...], asyncio.Future[list[Any]]]] = []
+        """Reads waiting for the next pipeline: the script's arguments, and who waits."""
+        self._reader: asyncio.Task[None] | None = None
 
     def keys(self, topic: str) -> tuple[str, str]:
         """The topic's hash and stream."""
@@ -179,15 +186,14 @@ class StreamHistory:
         since = read_since(params)
         problem = since if isinstance(since, str) else None
         asked = since is not None
-        redis = self.pubsub.redis
-        if redis is None or not self.pubsub.connected:
+        if self.pubsub.redis is None or not self.pubsub.connected:
             return self._unread(asked, problem)
         meta, stream = self.keys(topic)
         offset_arg, epoch_arg = ("", "") if since is None or problem else (str(since[0]), since[1] or "")
         args = (meta, stream, os.urandom(4).hex(), _META_TTL_MS, offset_arg, epoch_arg, spec.size, _ms(spec.ttl))
         with self.pubsub.heard(topic) as heard:
             try:
-                result = await asyncio.wait_for(self._read(redis, args), READ_TIMEOUT)
+                result = await asyncio.wait_for(self._read(args), READ_TIMEOUT)
             except Exception as exc:  # noqa: BLE001 - Redis trouble: answered without a position
                 log.warning("history of %r could not be read from Redis: %s", topic, describe(exc))
                 return self._unread(asked, problem)
@@ -209,12 +215,44 @@ class StreamHistory:
         self.stats.replayed += len(missed)
         return Recovery(epoch, offset, True, missed + later)
 
-    async def _read(self, redis: Any, args: tuple[Any, ...]) -> list[Any]:
-        try:
-            return await redis.evalsha(self.read_sha, 2, *args)
-        except self.pubsub.no_script:  # Redis lost its scripts (a SCRIPT FLUSH) since this node connected
-            await self.load(redis)
-            return await redis.evalsha(self.read_sha, 2, *args)
+    async def _read(self, args: tuple[Any, ...]) -> list[Any]:
+        """The read script's answer for ``args``, sent in the next pipeline of reads."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((args, future))
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_batches())
+        return await future
+
+    async def _read_batches(self) -> None:
+        """One pipeline of reads at a time, until none waits."""
+        while self._waiting:
+            batch, self._waiting = self._waiting[:READ_BATCH], self._waiting[READ_BATCH:]
+            try:
+                results = await self._pipelined([args for args, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - Redis went away: each join hears it
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # its join stopped waiting (READ_TIMEOUT)
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def _pipelined(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        redis = self.pubsub.redis
+        if redis is None:
+            raise ConnectionError("not connected to Redis")
+        pipe = redis.pipeline(transaction=False)
+        for args in calls:
+            pipe.evalsha(self.read_sha, 2, *args)
+        results = await pipe.execute(raise_on_error=False)
+        if any(isinstance(result, self.pubsub.no_script) for result in results):
+            await self.load(redis)  # Redis lost its scripts (a SCRIPT FLUSH) since this node connected
+            for args in calls:
+                pipe.evalsha(self.read_sha, 2, *args)
+            results = await pipe.execute(raise_on_error=False)
+        return results
 
     def _unread(self, asked: bool, problem: str | None) -> Recovery:
         if asked:

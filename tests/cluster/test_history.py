@@ -164,7 +164,7 @@ async def test_broadcasts_heard_during_the_read_are_neither_lost_nor_repeated(no
     await publish(sender, [3, 4])
     await shouts(sender, 2)
     redis = b.pubsub.redis
-    real, hear = redis.evalsha, b.pubsub.heard
+    pipeline, hear = redis.pipeline, b.pubsub.heard
     records: list[list] = []
 
     @contextlib.contextmanager
@@ -177,19 +177,29 @@ async def test_broadcasts_heard_during_the_read_are_neither_lost_nor_repeated(no
         while len(records[0]) < count:
             await asyncio.sleep(0.01)
 
-    async def racing_read(*args):
-        await publish(sender, [5, 6])  # published before the read: in it, and heard during it
-        await asyncio.wait_for(heard(2), TIMEOUT)
-        result = await real(*args)
-        await publish(sender, [7, 8])  # published after the read: only heard
-        await asyncio.wait_for(heard(4), TIMEOUT)
-        return result
+    def racing_pipeline(*args, **kwargs):
+        """Node b's pipelines; the one carrying the join's read is held open around its answer."""
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
 
-    redis.evalsha, b.pubsub.heard = racing_read, spied
+        async def racing_execute(*args, **kwargs):
+            if not any(command[0][:2] == ("EVALSHA", b.history.read_sha) for command in pipe.command_stack):
+                return await execute(*args, **kwargs)
+            await publish(sender, [5, 6])  # published before the read: in it, and heard during it
+            await asyncio.wait_for(heard(2), TIMEOUT)
+            result = await execute(*args, **kwargs)
+            await publish(sender, [7, 8])  # published after the read: only heard
+            await asyncio.wait_for(heard(4), TIMEOUT)
+            return result
+
+        pipe.execute = racing_execute
+        return pipe
+
+    redis.pipeline, b.pubsub.heard = racing_pipeline, spied
     try:
         back, reply = await joined(b, mint, 1, params={"since": {"offset": 2, "epoch": position["epoch"]}})
     finally:
-        del redis.evalsha, b.pubsub.heard
+        del redis.pipeline, b.pubsub.heard
     assert [number for number, _, _ in records[0]] == [5, 6, 7, 8]
     assert reply == {"epoch": position["epoch"], "offset": 6, "recovered": True}
     await publish(sender, [9])
@@ -226,9 +236,10 @@ async def test_redis_restarted_without_persistence_starts_a_new_epoch(nodes, min
     assert (third["n"], third["offset"], third["epoch"]) == (3, 1, epoch)
 
 
-async def test_a_script_flush_costs_no_broadcast(nodes, mint, redis_server):
+async def test_a_script_flush_costs_no_broadcast_and_no_recovery(nodes, mint, redis_server):
     a, b = nodes
-    reader, _ = await joined(b, mint, 1)
+    reader, first_position = await joined(b, mint, 1)
+    first_epoch = first_position["epoch"]
     sender, _ = await joined(a, mint, 2)
     await publish(sender, [1])
     await shouts(reader, 1)
@@ -240,3 +251,28 @@ async def test_a_script_flush_costs_no_broadcast(nodes, mint, redis_server):
     await publish(sender, [2, 3])
     assert [(m["n"], m["offset"]) for m in await shouts(reader, 2)] == [(2, 2), (3, 3)]
     assert a.pubsub.dropped == 0 and a.pubsub.reconnects == 0
+    r = aioredis.from_url(redis_server.url)
+    try:
+        await r.script_flush()  # and the read script, on node b
+    finally:
+        await r.aclose()
+    back, reply = await joined(b, mint, 3, params={"since": {"offset": 1, "epoch": first_epoch}})
+    assert reply["recovered"] is True
+    assert [m["n"] for m in await shouts(back, 2)] == [2, 3]
+
+
+async def test_many_joins_at_once_all_recover(nodes, mint):
+    """More joins than redis-py's pool has connections (100): their reads share pipelines."""
+    a, b = nodes
+    sender, position = await joined(a, mint, 1)
+    await publish(sender, range(1, 6))
+    await shouts(sender, 5)
+    clients = [await RawClient.connect(b.url, mint(1000 + i), ignore=PRESENCE_EVENTS) for i in range(150)]
+    try:
+        since = {"since": {"offset": 2, "epoch": position["epoch"]}}
+        replies = await asyncio.gather(*[c.call(["1", "1", "news:1", "phx_join", since]) for c in clients])
+        assert [r[4]["response"].get("recovered") for r in replies] == [True] * 150
+        for client in clients:
+            assert [m["n"] for m in await shouts(client, 3)] == [3, 4, 5]
+    finally:
+        await asyncio.gather(*[c.close() for c in clients])
