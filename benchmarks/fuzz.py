@@ -808,6 +808,49 @@ async def campaign(frames: int, seed: int, connections: int = 16, warmup: float 
     return report
 
 
+class InProcess:
+    """A server built in this process (for tracemalloc), with :class:`ServerUnderTest`'s ``url``."""
+
+    def __init__(self, port: int):
+        self.port, self.signer, self.tokens = port, TokenSigner(SECRET), {}
+
+    def url(self, user: int | None, vsn: str | None = "2.0.0") -> str:
+        query = [f"token={self.tokens.setdefault(user, self.signer.mint(user, {}))}"] if user is not None else []
+        return f"ws://127.0.0.1:{self.port}/socket/websocket?" + "&".join(query + ([f"vsn={vsn}"] if vsn else []))
+
+
+async def retained(frames: int, seed: int, connections: int, top: int = 8) -> None:
+    """What stays allocated in the server after ``frames`` fuzz frames whose sockets have all closed:
+    a warm-up round (5%), then tracemalloc over the rest, against a server in this process. RSS
+    cannot tell a leak from memory Python keeps in its arenas; this can."""
+    import gc
+    import logging
+    import tracemalloc
+
+    from chanctl.config.load import load_config_text
+    from chanctl.server.runtime import build_server
+
+    logging.disable(logging.CRITICAL)
+    server = build_server(load_config_text(CONFIG, "<fuzz>", {}), host="127.0.0.1", port=0)
+    async with server:
+        target, tally = InProcess(server.port), Tally()
+        warm = max(1, frames // 20)
+        await fuzz_round(target, seed, warm, connections, tally, 0, 60)  # type: ignore[arg-type]
+        await asyncio.wait_for(server.until_connections(0), 60)
+        gc.collect()
+        tracemalloc.start(6)
+        before, blocks = tracemalloc.take_snapshot(), sys.getallocatedblocks()
+        await fuzz_round(target, seed, frames - warm, connections, tally, connections, 60)  # type: ignore[arg-type]
+        await asyncio.wait_for(server.until_connections(0), 60)
+        gc.collect()
+        diff = tracemalloc.take_snapshot().compare_to(before, "traceback")
+        print(f"{frames - warm:,} frames over {tally.sockets:,} sockets after a {warm:,}-frame warm-up: "
+              f"{sys.getallocatedblocks() - blocks:+,} live blocks, {sum(d.size_diff for d in diff):+,} bytes traced")
+        for stat in diff[:top]:
+            print(f"{stat.size_diff:+,} bytes in {stat.count_diff:+,} blocks, allocated at")
+            print("    " + "\n    ".join(stat.traceback.format()[-6:]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=100_000)
@@ -815,7 +858,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="fuzz sockets open at once")
     parser.add_argument("--rss-slack", type=int, default=8192, help="KiB RSS may end above the warm-up baseline")
     parser.add_argument("--keep", type=Path, help="keep the server's config and log in this directory")
+    parser.add_argument("--retained", action="store_true",
+                        help="instead: what stays allocated (tracemalloc) in a server in this process, no control pair")
     args = parser.parse_args()
+    if args.retained:
+        asyncio.run(retained(args.frames, args.seed, args.connections))
+        return
     report = asyncio.run(campaign(args.frames, args.seed, args.connections, workdir=args.keep,
                                   rss_slack_kib=args.rss_slack, progress=True))
     print(json.dumps(report.__dict__, indent=1, ensure_ascii=True))
