@@ -692,6 +692,8 @@ class Report:
     rss_after_kib: int = 0
     fds_baseline: int = 0
     fds_after: int = 0
+    tasks_baseline: int = 0
+    tasks_after: int = 0
     connections_after: float = 0.0
     channels_after: float = 0.0
     topics_after: int = 0
@@ -750,6 +752,7 @@ async def campaign(frames: int, seed: int, connections: int = 16, warmup: float 
             await settle(server, len(CONTROL_USERS) + 1)
             report.rss_baseline_kib, report.fds_baseline = server.rss_kib(), server.fds()
             tasks_baseline = server.metric("chanctl_tasks")
+            report.tasks_baseline = int(tasks_baseline)
             if frames - first > 0:
                 await fuzz_round(server, seed, frames - first, connections, tally, connections, stall_after)
             await settle(server, len(CONTROL_USERS) + 1)
@@ -761,6 +764,7 @@ async def campaign(frames: int, seed: int, connections: int = 16, warmup: float 
             report.control_closed = control.closed()
             report.rss_after_kib, report.fds_after = server.rss_kib(), server.fds()
             tasks_after = server.metric("chanctl_tasks")
+            report.tasks_after = int(tasks_after)
             health = server.health()
             report.health = health["status"]
             report.connections_after = health["connections"]
