@@ -58,7 +58,9 @@ topics:
 @dataclass
 class Tally:
     connects: int = 0
-    failed_connects: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    """Sessions ended by an exception on the client's side, by kind (a connect that timed out, a
+    send on a socket the server had closed, with its close code)."""
     joins: int = 0
     leaves: int = 0
     sent: int = 0
@@ -90,8 +92,9 @@ class Soak:
         while not self.stop.is_set():
             try:
                 await self.session(rng, n)
-            except (OSError, TimeoutError, websockets.WebSocketException):
-                self.tally.failed_connects += 1
+            except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                code = getattr(getattr(exc, "rcvd", None), "code", None)
+                self.tally.errors[type(exc).__name__ + ("" if code is None else f" {code}")] += 1
             if not self.stop.is_set():
                 await asyncio.sleep(rng.uniform(0.1, 2.0))  # phoenix.js reconnects after a short backoff
 
@@ -216,7 +219,7 @@ async def run(server: ServerUnderTest, args: argparse.Namespace) -> dict:
     warm = [s for s in samples if s.minute >= args.warmup]
     report = {
         "clients": args.clients, "minutes": args.minutes, "warmup_minutes": args.warmup,
-        "tally": {**{k: v for k, v in soak.tally.__dict__.items() if k != "closes"}, "closes": dict(soak.tally.closes)},
+        "tally": {**soak.tally.__dict__, "closes": dict(soak.tally.closes), "errors": dict(soak.tally.errors)},
         "idle_before": idle.__dict__, "peak_rss_kib": max((s.rss_kib for s in samples), default=0),
         "rss_slope_after_warmup_kib_per_min": round(slope_kib_per_minute(warm), 1),
         "rss_first_last_after_warmup_kib": [warm[0].rss_kib, warm[-1].rss_kib] if warm else None,
