@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from rich.text import Text
 from textual.geometry import Region
 from textual.widgets import HelpPanel
 
@@ -11,7 +12,7 @@ from chanctl.tui.messages import Disconnected
 from chanctl.tui.screens import DashboardScreen, EntryScreen
 from chanctl.tui.screens.entry import entry_text
 from chanctl.tui.widgets import ConnectionState, PresenceList, StatsHeader, SubscriberTable, TrafficLog
-from chanctl.tui.widgets.traffic import PAUSE_LINES
+from chanctl.tui.widgets.traffic import PAUSE_LINES, TrafficLine
 from tests.tui.pilot import SIZE, joined, log_text, select, until
 
 
@@ -146,3 +147,11 @@ async def test_a_notification_shows_a_client_string_as_text(chat_server, watch_a
         await until(pilot, lambda: watch_app.screen.query("Toast"), "the notification")
         shown = watch_app.screen.query_one("Toast").render()  # by name: Textual keeps the class private
         assert "[bold red]user_socket:9[/]\\x1b[2J" in getattr(shown, "plain", str(shown))
+
+
+def test_an_opened_line_keeps_every_field_name_apart_from_its_value():
+    entry = {"t": 1.0, "dir": "out", "topic": "room:42", "event": "new_msg", "recipients": 3, "size": 89, "payload": "{}"}
+    line = TrafficLine(topic="room:42", kind="out", entry=entry, text=Text(""))
+    rows = entry_text(line).plain.splitlines()
+    assert "recipients 3" in rows
+    assert len({row.index(row.split()[1]) for row in rows[:6]}) == 1  # the values line up

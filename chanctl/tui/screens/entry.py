@@ -41,19 +41,24 @@ class EntryScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
+_FIELDS = ("dir", "topic", "event", "user", "recipients", "size")
+_LABEL = max(map(len, _FIELDS)) + 1
+"""The width of a field's name column: the longest name and a space, so no value touches its name."""
+
+
 def entry_text(line: TrafficLine) -> Text:
     """The fields, one per line, then the payload (or the presence diff) as indented JSON; every
     line escaped, since all of it came from clients."""
     entry = line.entry
-    rows: list[Text] = [Text.assemble(("time    ", "dim"), clock(entry.get("t")))]
+    rows: list[Text] = [Text.assemble((f"{'time':<{_LABEL}}", "dim"), clock(entry.get("t")))]
     if line.kind == "presence":
         body = {"joins": entry.get("joins") or {}, "leaves": entry.get("leaves") or {}}
         rows.append(Text("presence_diff", style="yellow"))
         rows += _json_lines(body)
         return Text("\n").join(rows)
-    for name in ("dir", "topic", "event", "user", "recipients", "size"):
+    for name in _FIELDS:
         if entry.get(name) is not None:
-            rows.append(Text.assemble((f"{name:<8}", "dim"), plain(entry.get(name))))
+            rows.append(Text.assemble((f"{name:<{_LABEL}}", "dim"), plain(entry.get(name))))
     payload = entry.get("payload")
     rows.append(Text("payload", style="dim"))
     text = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
