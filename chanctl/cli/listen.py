@@ -21,7 +21,7 @@ import typer
 from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_identity, resolve_url, run_client
-from chanctl.client import Client, Event, PresenceChange
+from chanctl.client import Client, Event, PresenceChange, Status
 from chanctl.client.protocol import stop_error
 from chanctl.escape import escape
 from chanctl.protocol.messages import PHX_CLOSE, PHX_ERROR
@@ -96,7 +96,14 @@ async def _listen(url: str, token: str | Callable[[], str], topics: list[str], j
     loop.add_signal_handler(signal.SIGINT, on_signal, ExitCode.INTERRUPTED)
     loop.add_signal_handler(signal.SIGTERM, on_signal, ExitCode.OK)
     inbox: asyncio.Queue[Event] = asyncio.Queue()
-    async with Client(url, token=token, timeout=timeout or 10.0, on_status=lambda status: status.routine or err(f"chanctl: {status}")) as client:
+    leaving: list[bool] = []
+
+    def report(status: Status) -> None:
+        # Once listen is done, the close is its own (--count, --timeout, Ctrl+C): nothing to report.
+        if not (status.routine or leaving):
+            err(f"chanctl: {status}")
+
+    async with Client(url, token=token, timeout=timeout or 10.0, on_status=report) as client:
         channels = [client.channel(topic, params, inbox=inbox) for topic in topics]
         await asyncio.gather(*(channel.join(timeout or 10.0) for channel in channels))
         err(f"chanctl: listening on {', '.join(topics)}")
@@ -133,6 +140,7 @@ async def _listen(url: str, token: str | Callable[[], str], topics: list[str], j
                     if selection.counts(name):
                         seen += 1
         finally:
+            leaving.append(True)
             stopped.cancel()
             gone.cancel()
     return int(ExitCode.OK)

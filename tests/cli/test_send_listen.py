@@ -135,9 +135,10 @@ async def test_listen_prints_events_of_every_topic_until_count(chat_server, mint
     assert "listening on updates:all, notifications:user_7" in (await asyncio.wait_for(listener.stderr.readline(), TIMEOUT)).decode()
     await broadcast(chat_server.url, mint, "updates:all", "release", {"version": "1.2"})
     await broadcast(chat_server.url, mint, "notifications:user_7", "mention", {"by": 42})
-    out, _ = await asyncio.wait_for(listener.communicate(), TIMEOUT)
+    out, errors = await asyncio.wait_for(listener.communicate(), TIMEOUT)
     assert listener.returncode == 0
     assert out.decode().splitlines() == ['updates:all release {"version":"1.2"}', 'notifications:user_7 mention {"by":42}']
+    assert errors == b""  # its own close at --count is no "disconnected (close code 1000)"
 
 
 async def test_listen_summarizes_presence_joins_and_leaves(chat_server, mint, spawn):
