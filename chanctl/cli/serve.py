@@ -95,7 +95,9 @@ def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
     auth = server.config.auth
     lines = [f"chanctl serving {loaded.path} at {server.url}"]
     if server.longpoll is not None:
-        lines.append(f"  longpoll: {server.url.removesuffix('/websocket')}/longpoll (phoenix.js transport: LongPoll or longPollFallbackMs)")
+        # LongPoll is plain HTTP: the URL a curl or a proxy rule needs (phoenix.js derives it from the ws:// one).
+        endpoint = "http" + server.url.removeprefix("ws").removesuffix("/websocket")
+        lines.append(f"  longpoll: {endpoint}/longpoll (phoenix.js transport: LongPoll or longPollFallbackMs)")
     for pattern, topic in server.config.topics.items():
         join = " ".join(str(topic.join).split()) if not isinstance(topic.join, bool) else ("anyone authenticated" if topic.join else "nobody")
         events = ", ".join(f"{name}→{event.do}" for name, event in topic.events.items()) or "none"

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+from tests.conftest import CHAT
 from tests.support import TIMEOUT
 
 
@@ -14,6 +15,14 @@ def test_banner_names_url_topics_and_auth(serve_process):
     assert served.url.startswith("ws://127.0.0.1:") and served.url.endswith("/socket/websocket")
     assert "topic room:{id}" in banner and "topic updates:all" in banner
     assert "auth: signed tokens" in banner
+
+
+def test_banner_gives_the_longpoll_endpoint_as_an_http_url(serve_process, tmp_path):
+    config = tmp_path / "lp.yaml"
+    config.write_text(CHAT.read_text().replace("  path: /socket\n", "  path: /socket\n  longpoll: {enabled: true}\n", 1))
+    served = serve_process(config)
+    port = served.url.split(":")[2].split("/")[0]
+    assert f"  longpoll: http://127.0.0.1:{port}/socket/longpoll (" in "".join(served.banner)
 
 
 def test_sigint_and_sigterm_stop_cleanly_with_exit_0(serve_process):
