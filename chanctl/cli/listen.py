@@ -104,45 +104,47 @@ async def _listen(url: str, token: str | Callable[[], str], topics: list[str], j
             err(f"chanctl: {status}")
 
     async with Client(url, token=token, timeout=timeout or 10.0, on_status=report) as client:
-        channels = [client.channel(topic, params, inbox=inbox) for topic in topics]
-        await asyncio.gather(*(channel.join(timeout or 10.0) for channel in channels))
-        err(f"chanctl: listening on {', '.join(topics)}")
-        seen = 0
-        open_topics = set(topics)
-        deadline = None if timeout is None else loop.time() + timeout
-        stopped = loop.create_task(stop.wait())
-        gone = loop.create_task(client.wait_stopped())
         try:
-            while open_topics and (count is None or seen < count):
-                received = loop.create_task(inbox.get())
-                remaining = None if deadline is None else max(deadline - loop.time(), 0)
-                done, _ = await asyncio.wait({received, stopped, gone}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-                if received not in done:
-                    received.cancel()
-                    if stopped in done:
-                        return int(stopped_by[0])
-                    if gone in done:  # a 403 on reconnect (expired or revoked) is ConnectRefused: no retry heals it
-                        raise stop_error(gone.result())
-                    return int(ExitCode.UNREACHABLE if count is not None else ExitCode.OK)
-                item = received.result()
-                if isinstance(item, PresenceChange):
-                    name, line = PRESENCE, _presence_line(item, json)
-                elif item.event == PHX_CLOSE:
-                    err(f"chanctl: {item.topic}: closed by the server")
-                    open_topics.discard(item.topic)
-                    continue
-                elif item.event == PHX_ERROR:
-                    continue  # reported by the client's status line; it rejoins
-                else:
-                    name, line = item.event, _event_line(item.topic, item.event, item.payload, json)
-                if selection.shows(name):
-                    out(line)
-                    if selection.counts(name):
-                        seen += 1
+            channels = [client.channel(topic, params, inbox=inbox) for topic in topics]
+            await asyncio.gather(*(channel.join(timeout or 10.0) for channel in channels))
+            err(f"chanctl: listening on {', '.join(topics)}")
+            seen = 0
+            open_topics = set(topics)
+            deadline = None if timeout is None else loop.time() + timeout
+            stopped = loop.create_task(stop.wait())
+            gone = loop.create_task(client.wait_stopped())
+            try:
+                while open_topics and (count is None or seen < count):
+                    received = loop.create_task(inbox.get())
+                    remaining = None if deadline is None else max(deadline - loop.time(), 0)
+                    done, _ = await asyncio.wait({received, stopped, gone}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                    if received not in done:
+                        received.cancel()
+                        if stopped in done:
+                            return int(stopped_by[0])
+                        if gone in done:  # a 403 on reconnect (expired or revoked) is ConnectRefused: no retry heals it
+                            raise stop_error(gone.result())
+                        return int(ExitCode.UNREACHABLE if count is not None else ExitCode.OK)
+                    item = received.result()
+                    if isinstance(item, PresenceChange):
+                        name, line = PRESENCE, _presence_line(item, json)
+                    elif item.event == PHX_CLOSE:
+                        err(f"chanctl: {item.topic}: closed by the server")
+                        open_topics.discard(item.topic)
+                        continue
+                    elif item.event == PHX_ERROR:
+                        continue  # reported by the client's status line; it rejoins
+                    else:
+                        name, line = item.event, _event_line(item.topic, item.event, item.payload, json)
+                    if selection.shows(name):
+                        out(line)
+                        if selection.counts(name):
+                            seen += 1
+            finally:
+                stopped.cancel()
+                gone.cancel()
         finally:
-            leaving.append(True)
-            stopped.cancel()
-            gone.cancel()
+            leaving.append(True)  # its own close follows: not reported
     return int(ExitCode.OK)
 
 

@@ -172,7 +172,9 @@ async def test_listen_refused_join_exits_3_and_timeout_without_count_exits_0(cha
     quiet = await chanctl("listen", "updates:all", "--timeout", "0.3", *user_args(chat_server.url, "7"))
     short = await chanctl("listen", "updates:all", "--timeout", "0.3", "--count", "1", *user_args(chat_server.url, "7"))
     assert refused.code == 3
+    assert refused.err.splitlines() == ["chanctl: join room:42 refused: {\"reason\": \"unauthorized\"}"]
     assert (quiet.code, quiet.out) == (0, "")
+    assert "disconnected" not in quiet.err  # the close at --timeout is its own
     assert short.code == 4
 
 
