@@ -22,7 +22,7 @@ from chanctl.cli.common import die, err, out, positive_seconds
 from chanctl.cli.exit_codes import ExitCode
 from chanctl.cli.target import ConfigOpt, TokenOpt, UrlOpt, UserOpt, resolve_identity, resolve_url, run_client
 from chanctl.client import Client, Event, PresenceChange, Status
-from chanctl.client.protocol import stop_error
+from chanctl.client.protocol import Refused, stop_error
 from chanctl.escape import escape
 from chanctl.protocol.messages import PHX_CLOSE, PHX_ERROR
 from chanctl.protocol.messages import ADMIN_TOPIC
@@ -100,7 +100,8 @@ async def _listen(url: str, token: str | Callable[[], str], topics: list[str], j
 
     def report(status: Status) -> None:
         # Once listen is done, the close is its own (--count, --timeout, Ctrl+C): nothing to report.
-        if not (status.routine or leaving):
+        # A refusal no retry heals ends listen, whose exit message says it: once is enough.
+        if not (status.routine or leaving or (isinstance(status, Refused) and status.final)):
             err(f"chanctl: {status}")
 
     async with Client(url, token=token, timeout=timeout or 10.0, on_status=report) as client:

@@ -308,6 +308,7 @@ async def test_listen_exits_3_when_the_server_refuses_its_token_on_reconnect(cha
         _, err = await asyncio.wait_for(listener.communicate(), TIMEOUT)
         assert listener.returncode == 3, err.decode()
         assert b"connection refused (HTTP 403): token invalid: bad signature" in err
+        assert err.count(b"bad signature") == 1, err.decode()  # said once, as listen exits
     finally:
         await server.shutdown()
 
