@@ -253,15 +253,18 @@ class Connection:
                     burst = 0
                     await asyncio.sleep(0)  # let other clients' frames in (see FAIR_BURST)
         finally:
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
-            self._closing = True
-            self._drop_pending()
-            for leave in proto.close_all():
-                await self._leave(leave)
-            if self._closed is not None:
-                # Returning would let websockets close with 1000 before our code goes out.
-                await asyncio.shield(self._closed)
+            try:
+                if self._idle_timer is not None:
+                    self._idle_timer.cancel()
+                self._closing = True
+                self._drop_pending()
+                for leave in proto.close_all():
+                    await self._leave(leave)
+                if self._closed is not None:
+                    # Returning would let websockets close with 1000 before our code goes out.
+                    await asyncio.shield(self._closed)
+            finally:
+                self.server.connection_ended(self)  # run() is what ChannelServer.accept's caller awaits
 
     async def _apply(self, action: Join | Deliver | Leave | Refresh) -> None:
         if isinstance(action, Deliver):

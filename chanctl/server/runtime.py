@@ -565,9 +565,10 @@ class ChannelServer:
         ws.request.path = ""
         return self.accept(WebSocketTransport(ws), user, serializer, grant)
 
-    async def accept(self, transport: Transport, claims: dict[str, Any], serializer: Serializer,
-                     grant: Grant | None = None) -> None:
+    def accept(self, transport: Transport, claims: dict[str, Any], serializer: Serializer,
+               grant: Grant | None = None) -> Coroutine[Any, Any, None]:
         """Serve one client over ``transport`` until it closes: the way in for every transport.
+        Returns the coroutine that serves it; await it.
 
         The caller has done the handshake: ``claims`` are the verified token's (they become the
         channels' ``user``), ``serializer`` is the negotiated vsn's, and ``grant`` says when the
@@ -581,8 +582,7 @@ class ChannelServer:
         if reason is not None:
             # Closed before it costs a connection; the client sees which setting refused it.
             log.info("closing a new connection of user %s from %s: %s", shown(user_key), address, reason)
-            await transport.close(1013, reason)
-            return
+            return transport.close(1013, reason)
         socket_id = self._socket_id(user)
         connection = Connection(self, transport, user, serializer, socket_id)
         self.connections.add(connection)
@@ -591,35 +591,42 @@ class ChannelServer:
         if socket_id is not None:
             self._by_socket_id.setdefault(socket_id, set()).add(connection)
         self.stats.connections += 1
-        session = connection.session = None if grant is None else self.sessions.open(connection, grant)
+        connection.session = None if grant is None else self.sessions.open(connection, grant)
         # Two lines per connection, as websockets' own "connection open"/"closed" were (serve
         # silences those at INFO); built only when INFO is on.
-        logged = log.isEnabledFor(logging.INFO)
-        who = f"user {shown(user.get('id'))} from {peer_address(transport.remote_address)}" if logged else ""
-        if logged:
-            log.info("connection open: %s (socket %s)", who, shown(socket_id) if socket_id is not None else "anonymous")
-        started = time.monotonic()
-        try:
-            await connection.run()
-        finally:
-            if session is not None:
-                session.end()
-            self.connections.discard(connection)
-            _decrement(self._by_user, user_key)
-            _decrement(self._by_address, address)
-            # Waiters wake at the next await, after this block has counted and logged the close.
-            ended, self._ended = self._ended, asyncio.Event()
-            ended.set()
-            code, reason, by = connection.ending()
-            self.stats.closes[code] += 1
-            if logged:
-                log.info("connection closed: %s after %.1fs: %s%s (%s)", who, time.monotonic() - started, code,
-                         f" '{escape(reason)}'" if reason else "", "dropped, no close frame" if by == "dropped" else f"closed by the {by}")
-            same_id = self._by_socket_id.get(socket_id)
-            if same_id is not None:
-                same_id.discard(connection)
-                if not same_id:
-                    del self._by_socket_id[socket_id]
+        if log.isEnabledFor(logging.INFO):
+            log.info("connection open: %s (socket %s)", _who(connection), shown(socket_id) if socket_id is not None else "anonymous")
+        # What the caller awaits is the connection's own loop, which ends in connection_ended: no
+        # frame of this method stays held for the connection's life (an idle server holds one
+        # per client; benchmarks/README.md, idle RSS).
+        return connection.run()
+
+    def connection_ended(self, connection: Connection) -> None:
+        """The end of :meth:`accept`'s connection, called by it last: its channels have left."""
+        if connection.session is not None:
+            connection.session.end()
+        self.connections.discard(connection)
+        _decrement(self._by_user, str(connection.user.get("id")))
+        _decrement(self._by_address, _address(connection.transport))
+        # Waiters wake at the next await, after this method has counted and logged the close.
+        ended, self._ended = self._ended, asyncio.Event()
+        ended.set()
+        code, reason, by = connection.ending()
+        self.stats.closes[code] += 1
+        if log.isEnabledFor(logging.INFO):
+            log.info("connection closed: %s after %.1fs: %s%s (%s)", _who(connection), time.time() - connection.connected_at, code,
+                     f" '{escape(reason)}'" if reason else "", "dropped, no close frame" if by == "dropped" else f"closed by the {by}")
+        socket_id = connection.socket_id
+        same_id = self._by_socket_id.get(socket_id) if socket_id is not None else None
+        if same_id is not None:
+            same_id.discard(connection)
+            if not same_id:
+                del self._by_socket_id[socket_id]
+
+
+def _who(connection: Connection) -> str:
+    """Who a connection is, for its log lines (client strings escaped)."""
+    return f"user {shown(connection.user.get('id'))} from {peer_address(connection.transport.remote_address)}"
 
 
 def _address(transport: Transport) -> str:
