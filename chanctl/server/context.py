@@ -28,6 +28,10 @@ __all__ = ["ChannelContext"]
 class ChannelContext:
     """One join's view of the server. ``channel`` is set once the join succeeded."""
 
+    # Slots: one per joined channel, held for its life (benchmarks/README.md, idle RSS).
+    __slots__ = ("topic", "captures", "join_ref", "user", "assigns", "socket_id", "ref", "presence_key", "channel",
+                 "_connection", "_realtime", "_timers")
+
     def __init__(self, connection: Connection, join: Join):
         self.topic = join.topic
         self.captures = join.route.captures
