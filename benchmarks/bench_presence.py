@@ -10,12 +10,19 @@ unbatched baseline measured in the same run. Medians over ``--repeat`` runs.
 
     python benchmarks/bench_presence.py                       # 1,000 and 5,000 sessions
     python benchmarks/bench_presence.py --sizes 1000 --repeat 3
+    python benchmarks/bench_presence.py --sizes 10000 --modes "batched 50ms"     # issue 15: list at 10,000
+    python benchmarks/bench_presence.py --sizes 50000 --modes "count 50ms"       # and count at 50,000
+
+It raises its open-file limit (the server and the generator inherit it) to what N sockets need, and
+past 20,000 sessions spreads the generator's sockets over several 127.0.0.x source addresses (one
+has about 28,000 ephemeral ports).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,6 +60,21 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def raise_fd_limit(sessions: int) -> None:
+    """Enough descriptors for ``sessions`` sockets at each end (root may raise the hard limit too)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, sessions + 4096)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+
+
+def source_addresses(sessions: int) -> str:
+    """Source addresses for the generator's sockets: 127.0.0.1 alone up to 20,000."""
+    return ",".join(f"127.0.0.{i + 1}" for i in range(1 + sessions // 20000))
+
+
 def run_once(node: str, n: int, presence: str, tokens: Path, workdir: Path, timeout: float) -> dict:
     config = workdir / "presence.yaml"
     config.write_text(CONFIG % (SECRET, presence))
@@ -72,7 +94,8 @@ def run_once(node: str, n: int, presence: str, tokens: Path, workdir: Path, time
         # Keep the pipe drained so that the server never blocks on its log.
         drain = subprocess.Popen(["cat"], stdin=server.stderr, stdout=subprocess.DEVNULL)
         result = subprocess.run(
-            [node, str(ROOT / "benchmarks" / "presence_load.mjs"), url, str(tokens), "room:1", str(int(timeout * 1000))],
+            [node, "--max-old-space-size=8192", str(ROOT / "benchmarks" / "presence_load.mjs"), url, str(tokens), "room:1",
+             str(int(timeout * 1000)), source_addresses(n)],
             capture_output=True, text=True, timeout=timeout + 120,
         )
         if result.returncode != 0:
@@ -96,6 +119,7 @@ def main() -> None:
     node = shutil.which("node")
     if node is None or not (ROOT / "tests" / "js" / "node_modules" / "ws").is_dir():
         sys.exit("needs Node and tests/js/node_modules (npm ci --prefix tests/js)")
+    raise_fd_limit(max(args.sizes))
     signer = TokenSigner(SECRET)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
