@@ -545,15 +545,22 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
     redis-py (8.x, whose default ``socket_timeout`` is 5 s) sends every command through
     ``asyncio.wait_for``, which on Python 3.11 swallows a cancel that arrives as the send completes
     (bpo-42130, fixed in 3.12): the task goes on to its next ``await`` as if never cancelled, and a
-    plain cancel-then-gather waits for it for good (a node's close hung so on its heartbeat loop)."""
-    pending = set(tasks)
+    plain cancel-then-gather waits for it for good (a node's close hung so on its heartbeat loop).
+    Cancelled itself meanwhile (its caller cancelled again the same way), it still waits for the
+    tasks before it raises: they must not outlive their owner."""
+    pending, interrupted = set(tasks), False
     while pending:
         for task in pending:
             task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN)
+        try:
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN)
+        except asyncio.CancelledError:
+            interrupted = True
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved: errors that ended a task were logged where they happened
+    if interrupted:
+        raise asyncio.CancelledError
 
 
 async def _maybe(result: Any) -> None:

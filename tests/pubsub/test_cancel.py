@@ -32,3 +32,25 @@ async def test_a_task_that_failed_is_waited_for_without_raising():
     await asyncio.wait({task})
     await cancel_and_wait(task)
     assert isinstance(task.exception(), RuntimeError)
+
+
+async def test_cancelled_while_waiting_it_still_waits_for_the_tasks():
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()  # cleanup that takes a while, as a Redis session's does
+
+    task = asyncio.get_running_loop().create_task(slow_to_stop())
+    await started.wait()
+    owner = asyncio.get_running_loop().create_task(cancel_and_wait(task))
+    await asyncio.sleep(0)  # the owner is waiting for the task
+    owner.cancel()
+    await asyncio.sleep(0)
+    assert not owner.done()  # it keeps waiting for the task
+    release.set()
+    await asyncio.wait({owner})
+    assert owner.cancelled() and task.done()
