@@ -115,9 +115,10 @@ class RedisPubSub(LocalPubSub):
         self.on_connect: list[Callable[[set[str]], Any]] = []
         """Called after every (re)connection with the topics that may have missed messages (those
         that had subscribers here while Redis was not reachable); may return an awaitable."""
-        self.on_subscribed: Callable[[str], Any] | None = None
-        """Called (may return an awaitable) once a topic's SUBSCRIBE is confirmed, before its
-        joiners are answered: the cluster layer fetches the topic's presence there."""
+        self.on_subscribed: Callable[[list[str]], Any] | None = None
+        """Called (may return an awaitable) with topics whose SUBSCRIBE is confirmed, before their
+        joiners are answered: the cluster layer fetches their presence there. A reconnection passes
+        all its topics at once, a join its own."""
         self.on_unsubscribed: Callable[[str], None] | None = None
         """Called when this node stops listening to a topic (its last local subscriber left)."""
         self.streams: StreamHistory | None = None
@@ -475,9 +476,8 @@ class RedisPubSub(LocalPubSub):
             tasks = [loop.create_task(self._publisher()), loop.create_task(self._commander(pubsub))]
             reader = loop.create_task(self._reader(pubsub))
             tasks.append(reader)
-            for topic in topics:
-                if self.on_subscribed is not None:
-                    await _maybe(self.on_subscribed(topic))
+            if topics and self.on_subscribed is not None:
+                await _maybe(self.on_subscribed(list(topics)))
             for listener in list(self.on_connect):
                 await _maybe(listener(missed))
             self._settled.set()
@@ -531,7 +531,7 @@ class RedisPubSub(LocalPubSub):
     async def _confirmed(self, topic: str, future: asyncio.Future[None]) -> None:
         try:
             assert self.on_subscribed is not None
-            await _maybe(self.on_subscribed(topic))
+            await _maybe(self.on_subscribed([topic]))
         except Exception:  # noqa: BLE001 - the joiner is answered regardless
             log.exception("after subscribing to %r", topic)
         finally:

@@ -67,6 +67,8 @@ PEER_CHECK = 1.0
 """Seconds between two looks for silent peers."""
 RECENTLY_DOWN = 60.0
 """Seconds a node that went away stays listed (as down) in the admin plane's ``nodes``."""
+FETCH_BATCH = 1_000
+"""Topics whose presence one pipeline reads: a reconnection reads every topic it listens to."""
 DOWN_REMEMBERED = 10_000
 """Replicas remembered as down (so that their late messages are ignored); older ones are forgotten."""
 
@@ -249,31 +251,48 @@ class Cluster:
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring a malformed presence message on %r: %s", topic, exc)
 
-    async def _fetch(self, topic: str) -> None:
-        """Before a topic's first joiner here gets its ``presence_state``: every node's part."""
+    async def _fetch(self, topics: list[str]) -> None:
+        """Before a topic's first joiner here gets its ``presence_state``: every node's part.
+        A reconnection reads all its topics: ``FETCH_BATCH`` of them per round trip."""
         redis = self.pubsub.redis
         if redis is None:
             return
+        for start in range(0, len(topics), FETCH_BATCH):
+            await self._fetch_batch(redis, topics[start:start + FETCH_BATCH])
+
+    async def _fetch_batch(self, redis: Any, topics: list[str]) -> None:
         try:
-            parts = await redis.hgetall(self._presence_key(topic))
-            unknown = [r.decode() for r in parts if r.decode() not in self.peers and r.decode() != self.replica]
-            alive = await redis.exists(*map(self._node_key, unknown)) if unknown else 0
-        except Exception as exc:  # noqa: BLE001 - the joiner gets what this node knows
-            log.warning("could not read the presence of %r from Redis: %s", topic, exc)
+            pipe = redis.pipeline(transaction=False)
+            for topic in topics:
+                pipe.hgetall(self._presence_key(topic))
+            found = await pipe.execute()
+            unknown = sorted({r.decode() for parts in found for r in parts} - self.peers.keys() - {self.replica})
+            alive: dict[str, int] = {}
+            if unknown:  # replicas not heard from: alive only if their heartbeat key is
+                pipe = redis.pipeline(transaction=False)
+                for replica in unknown:
+                    pipe.exists(self._node_key(replica))
+                alive = dict(zip(unknown, await pipe.execute(), strict=True))
+        except Exception as exc:  # noqa: BLE001 - the joiners get what this node knows
+            log.warning("could not read the presence of %d topics from Redis: %s", len(topics), exc)
             return
-        stale = []
-        for replica_bytes, body in parts.items():
-            replica = replica_bytes.decode()
-            if replica in unknown and not alive:
-                stale.append(replica)  # its heartbeat key expired: a node that died before cleanup
-                continue
-            try:
-                self._install(topic, body)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("ignoring a malformed presence entry of %r on %r: %s", replica, topic, exc)
+        stale: list[tuple[str, str]] = []
+        for topic, parts in zip(topics, found, strict=True):
+            for replica_bytes, body in parts.items():
+                replica = replica_bytes.decode()
+                if not alive.get(replica, 1):
+                    stale.append((topic, replica))  # its heartbeat key expired: it died before cleanup
+                    continue
+                try:
+                    self._install(topic, body)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("ignoring a malformed presence entry of %r on %r: %s", replica, topic, exc)
         if stale:
             try:
-                await redis.hdel(self._presence_key(topic), *stale)
+                pipe = redis.pipeline(transaction=False)
+                for topic, replica in stale:
+                    pipe.hdel(self._presence_key(topic), replica)
+                await pipe.execute()
             except Exception:  # noqa: BLE001 - best effort; the next reader checks again
                 pass
 
