@@ -21,4 +21,7 @@ async def test_watch_shows_every_node_and_one_that_went_away(start_node):
             async with start_node("b") as b, await joined(b.url, TokenSigner(SECRET).mint(7), "room:42"):
                 await until(pilot, lambda: "node a" in header_text(app) and "node b 1 conns" in header_text(app),
                             "both nodes in the header, b with its connection")
-            await until(pilot, lambda: "node b down" in header_text(app), "b shown down once it stopped")
+                # The totals: watch's own socket on a and user 7's on b.
+                await until(pilot, lambda: "cluster 2 nodes 2 conns" in header_text(app), "the cluster's totals")
+            await until(pilot, lambda: "node b down" in header_text(app) and "cluster 1 nodes" in header_text(app),
+                        "b shown down once it stopped, and out of the totals")

@@ -16,7 +16,8 @@ __all__ = ["ConnectionState", "StatsHeader"]
 
 class StatsHeader(Static):
     """Node, uptime, connections, topics and subscriptions of the watched server (the rates are
-    plotted below it), then, in a cluster, one field per node with its connections and in/out
+    plotted below it), then, in a cluster, the cluster's totals (``stats.cluster``: nodes that
+    answered, connections, in/out rates) and one field per node with its connections and in/out
     rates, or ``down``.
 
     Fields are packed into as many lines as the width needs, never cut: at 80 columns they take
@@ -45,6 +46,8 @@ class StatsHeader(Static):
                 Text(f"topics {stats.get('topics', 0)}"),
                 Text(f"subscriptions {stats.get('subscriptions', 0)}"),
             ]
+            if isinstance(cluster := stats.get("cluster"), dict):
+                fields.append(_cluster_field(cluster))
             fields += [_node_field(node) for node in stats.get("nodes") or () if isinstance(node, dict)]
         return fields
 
@@ -53,6 +56,13 @@ class StatsHeader(Static):
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return len(_pack(self.fields(), width))
+
+
+def _cluster_field(cluster: dict[str, Any]) -> Text:
+    """The whole cluster (``stats.cluster``, summed over the nodes that answered): what an operator
+    of several nodes reads first."""
+    rates = f"{cluster.get('messages_in_per_s', 0):g}/{cluster.get('messages_out_per_s', 0):g}/s"
+    return Text("cluster", style="bold") + Text(f" {cluster.get('nodes', 0)} nodes {cluster.get('connections', 0)} conns {rates}")
 
 
 def _node_field(node: dict[str, Any]) -> Text:
