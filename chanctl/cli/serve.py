@@ -84,10 +84,11 @@ def _with_cluster(loaded: LoadedConfig, redis: str | None, node: str | None) -> 
 
 
 def _not_a_bare_connection_line(record: logging.LogRecord) -> bool:
-    """Drops websockets' bare "connection open"/"connection closed": chanctl logs each connection's
-    open and close with who, from where and how it ended. A filter, not a level, so websockets'
-    other records (its debug lines, with tokens redacted) are untouched."""
-    return record.getMessage() not in ("connection open", "connection closed")
+    """Drops websockets' bare "connection open"/"connection closed", and its "HTTP response sent
+    (403 Forbidden)" after a refused handshake: chanctl logs each connection's open, close and
+    refusal with who, from where and how it ended (every 403 is one of its refusals). A filter, not a
+    level, so websockets' other records (its debug lines, with tokens redacted) are untouched."""
+    return record.getMessage() not in ("connection open", "connection closed", "HTTP response sent (403 Forbidden)")
 
 
 def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:

@@ -5,8 +5,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
 from tests.conftest import CHAT
-from tests.support import TIMEOUT
+from tests.support import SECRET, TIMEOUT
 
 
 def test_banner_names_url_topics_and_auth(serve_process):
@@ -73,3 +77,25 @@ def test_sigterm_stops_even_when_stderr_is_gone():
         assert proc.wait(TIMEOUT) == 0
     finally:
         proc.kill()
+
+
+def test_a_refused_handshake_is_one_log_line_chanctls(tmp_path):
+    """chanctl logs the refusal with who and why; websockets' bare "HTTP response sent (403
+    Forbidden)" after it said the same with neither, so it is left to --log-level debug."""
+    proc = subprocess.Popen([sys.executable, "-m", "chanctl", "serve", str(CHAT), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "CHANCTL_SECRET": SECRET})
+    assert proc.stderr is not None
+    try:
+        line = ""
+        while " at ws://" not in line:
+            line = proc.stderr.readline()
+            assert line, "chanctl serve exited"
+        url = line.split(" at ", 1)[1].split()[0]
+        with pytest.raises(InvalidStatus):
+            connect(url + "?token=forged.token.here&vsn=2.0.0", open_timeout=TIMEOUT)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    assert "connection refused: from 127.0.0.1:" in rest
+    assert "HTTP response sent (403" not in rest
