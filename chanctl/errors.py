@@ -176,12 +176,14 @@ class TokenExpired(TokenError):
 
 
 class ProtocolViolation(ChanctlError):
-    """A frame that breaks the wire contract; the connection is closed with ``code``."""
+    """A frame that breaks the wire contract; the connection is closed with ``code``. ``limit``
+    names the limit it passed, when that is why (counted by that name in /metrics)."""
 
-    def __init__(self, reason: str, code: int = 1007):
+    def __init__(self, reason: str, code: int = 1007, limit: str | None = None):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+        self.limit = limit
 
     def __str__(self) -> str:
         return self.reason

@@ -78,7 +78,7 @@ class RateLimitConfig(_Model):
     """Client messages one connection may send: a token bucket. Heartbeats and leaves never count."""
 
     per_second: float = Field(100.0, gt=0)
-    """Average messages a second; beyond it a message gets ``{"reason": "rate limited", "retry_after_ms": N}``."""
+    """Average messages a second; beyond it a message gets ``{"reason": "rate limited", "limit": "server.rate_limit", "retry_after_ms": N}``."""
     burst: int = Field(200, ge=1)
     """Messages that may arrive at once; a client refused more than twice this in a row is closed (1008)."""
 

@@ -103,7 +103,7 @@ def _ref(value: Any, name: str) -> Ref:
 
 
 def _ref_too_long(name: str, size: int) -> ProtocolViolation:
-    return ProtocolViolation(f"{name} is {size} bytes; a ref may have at most {MAX_REF_BYTES} (MAX_REF_BYTES)", 1007)
+    return ProtocolViolation(f"{name} is {size} bytes; a ref may have at most {MAX_REF_BYTES} (MAX_REF_BYTES)", 1007, "MAX_REF_BYTES")
 
 
 def _name(value: Any, name: str) -> str:

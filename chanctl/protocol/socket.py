@@ -224,9 +224,9 @@ class SocketProtocol:
         self.stats.rate_limited += 1
         self._refused_in_a_row += 1
         if self._refused_in_a_row > 2 * self.rate_limit.burst:
-            raise ProtocolViolation("flood: rate limit exceeded; slow down and reconnect", 1008)
+            raise ProtocolViolation("flood: rate limit exceeded (server.rate_limit); slow down and reconnect", 1008)
         join_ref = channel.join_ref if channel is not None else msg.join_ref
-        response = {"reason": "rate limited", "retry_after_ms": max(1, round(wait * 1000))}
+        response = {"reason": "rate limited", "limit": "server.rate_limit", "retry_after_ms": max(1, round(wait * 1000))}
         self._queue(Reply(join_ref, msg.ref, msg.topic, "error", response))
         return True
 

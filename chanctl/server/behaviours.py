@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,9 +38,11 @@ _STAMPED = frozenset({"broadcast", "broadcast_from", "push_to"})
 _BINARY = error({"errors": {"payload": ["must be JSON, not binary"]}})
 
 
-def _too_large(exc: RuleInputTooLarge) -> Outcome:
-    """The refusal of a message whose rule would read more client input than the CEL library may."""
+def _too_large(exc: RuleInputTooLarge, counted: Counter[str]) -> Outcome:
+    """The refusal of a message whose rule would read more client input than the CEL library may,
+    counted in ``counted`` (the topic's :attr:`CompiledTopic.limit_refusals`) by the limit's name."""
     log.info("refused: %s", exc)
+    counted["MAX_LIBRARY_INPUT"] += 1
     return error(limit_reply(f"{exc.root} too large for this topic's rule", "MAX_LIBRARY_INPUT", exc.limit))
 
 
@@ -237,6 +240,10 @@ class CompiledTopic:
     the topic goes out in Supabase's ``broadcast`` envelope."""
     channel_class: type[DeclarativeChannel] | None = None
     """The declarative channel this topic runs (with ``realtime``, the Supabase adapter); None: plain."""
+    limit_refusals: Counter[str] = field(default_factory=Counter, compare=False, repr=False)
+    """Joins and messages of this topic refused by a limit of its rules, by the limit's name: the
+    server's /metrics adds them to ``chanctl_limit_refusals_total`` (the decisions run here, not
+    in the socket, so they are counted here)."""
 
     @property
     def presence_fields(self) -> frozenset[str]:
@@ -264,7 +271,7 @@ class CompiledTopic:
         try:
             return None if rule.allows(self.variables(user, topic, captures, params)) else _UNAUTHORIZED
         except RuleInputTooLarge as exc:
-            return _too_large(exc)
+            return _too_large(exc, self.limit_refusals)
 
     def check_event(self, event: str, payload: Any, variables: Callable[[], dict[str, Any]]) -> EventCheck:
         """Whether a client event may go on to its ``do``, in ``handle_in``'s order: declared, then
@@ -280,7 +287,7 @@ class CompiledTopic:
             try:
                 allowed = spec.allow.allows(variables())
             except RuleInputTooLarge as exc:
-                return EventCheck(_too_large(exc), "allow", spec)
+                return EventCheck(_too_large(exc, self.limit_refusals), "allow", spec)
             if not allowed:
                 return EventCheck(_UNAUTHORIZED, "allow", spec)
         return spec.passed

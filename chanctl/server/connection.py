@@ -132,7 +132,9 @@ class Connection:
             self._slow_consumer()
 
     def _slow_consumer(self) -> None:
-        self.server.stats.slow_consumers += 1
+        stats = self.server.stats
+        stats.slow_consumers += 1
+        stats.over_limit["server.outbound_buffer"] += 1
         log.warning("closing slow consumer %s: more than %d bytes unread", peer_address(self.transport.remote_address), self._max_buffered)
         self._drop_pending()
         self.close(1013, "slow consumer")
@@ -237,6 +239,8 @@ class Connection:
                 except ProtocolViolation as exc:
                     log.info("closing %s: %s", peer_address(self.transport.remote_address), shown(exc.reason))
                     stats.protocol_violations += 1
+                    if exc.limit is not None:
+                        stats.over_limit[exc.limit] += 1
                     self._queue_output()
                     # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
                     self.close(exc.code, exc.reason.encode()[:123].decode(errors="ignore"))

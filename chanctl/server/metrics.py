@@ -104,6 +104,9 @@ class ServerCollector:
         limited.add_metric(["presence_updates"], stats.presence.limited)
         yield limited
         refused = stats.protocol.refused + stats.over_limit
+        refused["server.rate_limit"] += stats.protocol.rate_limited
+        for topic in server.compiled.topics.values():
+            refused.update(topic.limit_refusals)
         yield _labelled("chanctl_limit_refusals", "Joins, messages and connections refused by a size or count limit, "
                         "by setting.", "limit", refused)
         yield CounterMetricFamily("chanctl_disconnects", "Connections closed by server.disconnect (1001).",

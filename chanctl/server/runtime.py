@@ -230,7 +230,8 @@ class ServerStats:
     closes: Counter[int | None] = field(default_factory=Counter)
     """Ended connections by close code (None: no close frame)."""
     over_limit: Counter[str] = field(default_factory=Counter)
-    """Connections closed at once by a connection limit, by the limit's config name."""
+    """Connections closed by a limit (connections, frame size, outbound buffer, ref size), by the
+    limit's name as the close reason or the config says it."""
     pipelined_dropped: int = 0
     """HTTP connections whose client sent more after a request answered without an upgrade
     (a pipelined second request): dropped, as websockets answers one request per connection."""
@@ -613,6 +614,8 @@ class ChannelServer:
         ended.set()
         code, reason, by = connection.ending()
         self.stats.closes[code] += 1
+        if code == 1009 and by == "server":  # websockets (or LongPoll) refused a frame over max_frame_size
+            self.stats.over_limit["server.max_frame_size"] += 1
         if log.isEnabledFor(logging.INFO):
             log.info("connection closed: %s after %.1fs: %s%s (%s)", _who(connection), time.time() - connection.connected_at, code,
                      f" '{escape(reason)}'" if reason else "", "dropped, no close frame" if by == "dropped" else f"closed by the {by}")

@@ -245,7 +245,7 @@ def test_rate_limit_replies_with_retry_after_and_spares_heartbeats():
     assert feed(proto, ["1", "2", "room:lobby", "ping", {}])  # the second
     assert feed(proto, ["1", "3", "room:lobby", "ping", {}]) == []
     assert sent(proto) == [["1", "3", "room:lobby", "phx_reply",
-                            {"status": "error", "response": {"reason": "rate limited", "retry_after_ms": 100}}]]
+                            {"status": "error", "response": {"reason": "rate limited", "limit": "server.rate_limit", "retry_after_ms": 100}}]]
     assert feed(proto, [None, "4", "phoenix", "heartbeat", {}]) == []  # never limited
     assert sent(proto) == [[None, "4", "phoenix", "phx_reply", OK]]
     assert proto.stats.rate_limited == 1

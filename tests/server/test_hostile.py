@@ -107,6 +107,35 @@ async def test_connections_past_a_limit_are_closed_at_once_with_the_setting_name
         await first[1].close()
 
 
+async def test_a_ref_past_its_limit_is_counted_by_name(make_server, mint):
+    """A ref over MAX_REF_BYTES closed the connection (1007, the limit named) but /metrics counted it
+    only as a protocol violation: every limit refusal is in chanctl_limit_refusals_total."""
+    async with make_server(config()) as srv:
+        a = await RawClient.connect(srv.url, mint(1))
+        await a.send(["1", "r" * 300, "room:1", "phx_join", {}])
+        close = await closed_with(a)
+        assert close.code == 1007 and "MAX_REF_BYTES" in close.reason
+        assert 'chanctl_limit_refusals_total{limit="MAX_REF_BYTES"} 1.0' in refusals(srv)
+
+
+async def test_a_frame_past_max_frame_size_is_counted_by_name(make_server, mint):
+    """websockets closes a frame over max_frame_size with 1009 itself: counted under the setting."""
+    async with make_server(config(max_frame_size="1KiB")) as srv:
+        a = await RawClient.connect(srv.url, mint(1))
+        await a.send(["1", "1", "room:1", "phx_join", {"pad": "x" * 2000}])
+        assert (await closed_with(a)).code == 1009
+        await asyncio.wait_for(srv.until_connections(0), TIMEOUT)  # counted as its handler ends
+        assert 'chanctl_limit_refusals_total{limit="server.max_frame_size"} 1.0' in refusals(srv)
+
+
+async def test_a_message_past_the_rate_limit_names_it_and_is_counted(make_server, mint):
+    async with make_server(config(rate_limit="{per_second: 1, burst: 1}")) as srv, await RawClient.connect(srv.url, mint(1)) as a:
+        await a.call(["1", "1", "room:1", "phx_join", {}])  # the bucket's one message
+        reply = await a.call(["1", "2", "room:1", "shout", {}])
+        assert reply[4]["response"]["limit"] == "server.rate_limit"
+        assert 'chanctl_limit_refusals_total{limit="server.rate_limit"} 1.0' in refusals(srv)
+
+
 # -- nothing of a closed connection stays reachable ------------------------------------------------
 
 HANDLED = """
@@ -338,6 +367,8 @@ async def test_a_library_rule_refuses_a_huge_payload_without_evaluating_it(make_
             "status": "error", "response": {**refused["response"], "reason": "params too large for this topic's rule"}}
         assert (await a.call(["1", "5", "room:1", "order", {"items": [{"n": 99}]}]))[4] == {
             "status": "error", "response": {"reason": "unauthorized"}}
+        # Both refusals counted by the limit's name (the join rule's and the event rule's).
+        assert 'chanctl_limit_refusals_total{limit="MAX_LIBRARY_INPUT"} 2.0' in refusals(srv)
 
 
 # -- the front door: unauthenticated HTTP ---------------------------------------------------------

@@ -47,6 +47,7 @@ async def test_slow_reader_is_closed_at_the_bound_and_fast_readers_lose_nothing(
         await asyncio.wait_for(reader, TIMEOUT)
         assert got == list(range(total))
         assert server.stats.slow_consumers == 1
+        assert server.stats.over_limit == {"server.outbound_buffer": 1}  # in chanctl_limit_refusals_total
         assert peak <= BOUND
         await asyncio.wait_for(slow_conn.transport.ws.wait_closed(), TIMEOUT)  # aborted after its grace second
         assert slow_conn.transport.ws.protocol.close_sent.code == 1013
