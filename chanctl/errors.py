@@ -121,12 +121,12 @@ class RuleError(ChanctlError, ValueError):
 
 class RuleInputTooLarge(ChanctlError):
     """A rule that only the ``cel`` library can evaluate was handed client input (``payload``,
-    ``params``) larger than :data:`~chanctl.rules.prune.MAX_LIBRARY_INPUT`: it is not evaluated, as
+    ``params``) larger than ``server.max_library_input`` values: it is not evaluated, as
     the library converts every value it reads on each evaluation (a 1 MiB payload cost 0.4 s of the
     event loop). Callers answer with an error reply that names the limit."""
 
     def __init__(self, root: str, limit: int):
-        super().__init__(f"{root} is larger than the {limit} values a rule evaluated by the CEL library may read (MAX_LIBRARY_INPUT)")
+        super().__init__(f"{root} is larger than the {limit} values a rule evaluated by the CEL library may read (server.max_library_input)")
         self.root = root
         self.limit = limit
 

@@ -118,6 +118,16 @@ class ServerConfig(_Model):
     max_join_payload: ByteSize = 64 * 1024
     """Bytes of a ``phx_join`` frame (its params, in practice); a larger one gets
     ``{"reason": "join payload too large"}``. Join params may be kept for the channel's life."""
+    max_ref_bytes: int = Field(255, ge=20, le=255)
+    """Bytes of a client's ``ref`` or ``join_ref`` (any JSON value; a string's UTF-8, an array's or
+    object's JSON text), echoed in its replies; a longer one closes the connection (1007) with a
+    reason naming this setting. At most 255, what a binary frame can carry; at least 20 (a 64-bit
+    integer's digits)."""
+    max_library_input: int = Field(2048, ge=1)
+    """Values of client input (``payload``, ``params``: one per value, map entry or list item, one
+    per KiB of a string) a rule only the CEL library can evaluate may read; past it the message is
+    refused with ``{"reason": "payload too large for this topic's rule"}`` without evaluating,
+    which bounds its CPU (about 2-4 µs a value)."""
     max_connections: int | None = Field(10_000, ge=1)
     """Open connections in all; past it a new one is closed at once (1013) with a reason naming
     this setting. ``null``: no limit."""

@@ -8,6 +8,7 @@ bytes, and a broadcast encoded once can be written to every subscriber unchanged
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Protocol
 
@@ -79,31 +80,32 @@ def _too_deep(value: Any) -> bool:
 
 
 MAX_REF_BYTES = 255
-"""The most a ``ref`` or ``join_ref`` may take: UTF-8 bytes of a string, JSON text of an array or
-object (a number, boolean or null is always shorter). A client chooses its refs, and each comes back
-in a reply (a join_ref in every frame of its channel, kept for the channel's life); 255 is also what
-a binary frame carries in a field (§2.3), so a string ref accepted here fits a binary reply too."""
-_REF_CHARS = MAX_REF_BYTES // 4
-"""A string of at most this many characters is within :data:`MAX_REF_BYTES` whatever they are."""
+"""The default of ``server.max_ref_bytes``, and its most: the most a ``ref`` or ``join_ref`` may
+take: UTF-8 bytes of a string, JSON text of an array or object (a number, boolean or null is always
+shorter). A client chooses its refs, and each comes back in a reply (a join_ref in every frame of
+its channel, kept for the channel's life); 255 is also what a binary frame carries in a field
+(§2.3), so a string ref accepted here fits a binary reply too."""
+REF_LIMIT = "server.max_ref_bytes"
+"""The setting a too-long ref's close reason names."""
 
 
-def _ref(value: Any, name: str) -> Ref:
+def _ref(value: Any, name: str, limit: int) -> Ref:
     """A ref as Phoenix takes it: any JSON value, echoed unchanged (PROTOCOL.md §2); only its size
-    is checked (:data:`MAX_REF_BYTES`)."""
+    is checked (at most ``limit`` bytes, ``server.max_ref_bytes``)."""
     kind = value.__class__
     if kind is str:
         # A character is at most 4 bytes of UTF-8: only a long string is encoded to be measured.
-        if len(value) > _REF_CHARS and len(value.encode()) > MAX_REF_BYTES:
-            raise _ref_too_long(name, len(value.encode()))
+        if len(value) > limit // 4 and len(value.encode()) > limit:
+            raise _ref_too_long(name, len(value.encode()), limit)
     elif kind is dict or kind is list:
         size = len(orjson.dumps(value))
-        if size > MAX_REF_BYTES:
-            raise _ref_too_long(name, size)
+        if size > limit:
+            raise _ref_too_long(name, size, limit)
     return value
 
 
-def _ref_too_long(name: str, size: int) -> ProtocolViolation:
-    return ProtocolViolation(f"{name} is {size} bytes; a ref may have at most {MAX_REF_BYTES} (MAX_REF_BYTES)", 1007, "MAX_REF_BYTES")
+def _ref_too_long(name: str, size: int, limit: int) -> ProtocolViolation:
+    return ProtocolViolation(f"{name} is {size} bytes; a ref may have at most {limit} ({REF_LIMIT})", 1007, REF_LIMIT)
 
 
 def _name(value: Any, name: str) -> str:
@@ -177,6 +179,12 @@ class V2Json:
 
     vsn = "2.0.0"
 
+    def __init__(self, max_ref_bytes: int = MAX_REF_BYTES):
+        self.max_ref_bytes = max_ref_bytes
+        """Bytes a client's ref or join_ref may have (``server.max_ref_bytes``)."""
+        self._ref_chars = max_ref_bytes // 4
+        """A string of at most this many characters is within the bound whatever they are."""
+
     def decode(self, data: str | bytes) -> Message:
         if not isinstance(data, str):  # the binary opcode: §2.3 layout, never JSON (as in Phoenix)
             return self._decode_binary(bytes(data))
@@ -185,10 +193,10 @@ class V2Json:
             raise ProtocolViolation("frame must be a JSON array [join_ref, ref, topic, event, payload]", 1007)
         join_ref, ref = frame[0], frame[1]
         # Short strings (phoenix.js's refs) need no look; anything else is measured (_ref).
-        if join_ref is not None and (join_ref.__class__ is not str or len(join_ref) > _REF_CHARS):
-            join_ref = _ref(join_ref, "join_ref")
-        if ref is not None and (ref.__class__ is not str or len(ref) > _REF_CHARS):
-            ref = _ref(ref, "ref")
+        if join_ref is not None and (join_ref.__class__ is not str or len(join_ref) > self._ref_chars):
+            join_ref = _ref(join_ref, "join_ref", self.max_ref_bytes)
+        if ref is not None and (ref.__class__ is not str or len(ref) > self._ref_chars):
+            ref = _ref(ref, "ref", self.max_ref_bytes)
         return Message(join_ref, ref, _name(frame[2], "topic"), _name(frame[3], "event"), frame[4])
 
     @staticmethod
@@ -255,6 +263,10 @@ class V1Json:
 
     vsn = "1.0.0"
 
+    def __init__(self, max_ref_bytes: int = MAX_REF_BYTES):
+        self.max_ref_bytes = max_ref_bytes
+        """Bytes a client's ref or join_ref may have (``server.max_ref_bytes``)."""
+
     def decode(self, data: str | bytes) -> Message:
         frame = _loads(data)
         if not isinstance(frame, dict):
@@ -263,8 +275,8 @@ class V1Json:
         if missing:
             raise ProtocolViolation(f"frame is missing {', '.join(missing)}", 1007)
         return Message(
-            _ref(frame.get("join_ref"), "join_ref"),
-            _ref(frame["ref"], "ref"),
+            _ref(frame.get("join_ref"), "join_ref", self.max_ref_bytes),
+            _ref(frame["ref"], "ref", self.max_ref_bytes),
             _name(frame["topic"], "topic"),
             _name(frame["event"], "event"),
             frame["payload"],
@@ -329,14 +341,24 @@ _V2 = V2Json()
 _REALTIME_V2 = RealtimeV2Json()
 
 
-def negotiate(vsn: Any, realtime: bool = False) -> Serializer | None:
+@functools.cache
+def _serializers(max_ref_bytes: int) -> tuple[V1Json, V2Json, RealtimeV2Json]:
+    """One serializer of each kind per ref bound: a server's connections share them, and a
+    broadcast is encoded once per serializer (the pubsub's fastlane key)."""
+    if max_ref_bytes == MAX_REF_BYTES:
+        return _V1, _V2, _REALTIME_V2
+    return V1Json(max_ref_bytes), V2Json(max_ref_bytes), RealtimeV2Json(max_ref_bytes)
+
+
+def negotiate(vsn: Any, realtime: bool = False, max_ref_bytes: int = MAX_REF_BYTES) -> Serializer | None:
     """The serializer for a client's ``vsn`` query value: ``~> 1.0.0`` or ``~> 2.0.0``; None refuses.
 
     A missing vsn means 1.0.0, as in Phoenix. ``realtime`` (the server has a ``realtime: true``
-    topic) makes 2.0.x :class:`RealtimeV2Json`.
+    topic) makes 2.0.x :class:`RealtimeV2Json`. ``max_ref_bytes`` is ``server.max_ref_bytes``.
     """
+    v1, v2, realtime_v2 = _serializers(max_ref_bytes)
     if vsn is None:
-        return _V1
+        return v1
     if not isinstance(vsn, str):
         return None
     match = _VSN.match(vsn)
@@ -344,7 +366,7 @@ def negotiate(vsn: Any, realtime: bool = False) -> Serializer | None:
         return None
     major, minor = int(match.group(1)), int(match.group(2))
     if (major, minor) == (2, 0):
-        return _REALTIME_V2 if realtime else _V2
+        return realtime_v2 if realtime else v2
     if (major, minor) == (1, 0):
-        return _V1
+        return v1
     return None

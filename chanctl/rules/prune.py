@@ -227,7 +227,7 @@ def _key_getter(source: str, node: syntax.Node) -> Any:
 
 
 MAX_LIBRARY_INPUT = 2048
-"""The most client input a rule evaluated by the ``cel`` library may read, in values: one per
+"""The default of ``server.max_library_input``: the most client input a rule evaluated by the ``cel`` library may read, in values: one per
 number, boolean, null, map entry or list item, and one per started KiB of a string (the library
 converts a KiB of string about as fast as one map entry, some 2-4 µs). Past it the rule is not
 evaluated (:class:`~chanctl.errors.RuleInputTooLarge`): so one message costs at most a few ms of
@@ -238,19 +238,20 @@ CLIENT_INPUTS = frozenset({"payload", "params"})
 token, ``topic`` has a name limit, ``data`` is the operator's)."""
 
 
-def bound_library_input(variables: dict[str, Any], flats: Sequence[tuple[str, str, tuple[str, ...]]] = ()) -> None:
+def bound_library_input(variables: dict[str, Any], flats: Sequence[tuple[str, str, tuple[str, ...]]] = (),
+                        limit: int = MAX_LIBRARY_INPUT) -> None:
     """Raise :class:`~chanctl.errors.RuleInputTooLarge` when the client inputs among ``variables``
     (as handed to the library: ``flats`` name the flattened variables and their roots) are larger
-    than :data:`MAX_LIBRARY_INPUT`. The walk stops once the budget is spent, so it costs at most
+    than ``limit`` values (``server.max_library_input``). The walk stops once the budget is spent, so it costs at most
     that many steps whatever the input."""
     roots = {name: root for name, root, _ in flats} if flats else None
-    left = MAX_LIBRARY_INPUT
+    left = limit
     for name, value in variables.items():
         root = roots.get(name, name) if roots else name
         if root in CLIENT_INPUTS:
             left = _count(value, left)
             if left < 0:
-                raise RuleInputTooLarge(root, MAX_LIBRARY_INPUT)
+                raise RuleInputTooLarge(root, limit)
 
 
 def _count(value: Any, left: int) -> int:

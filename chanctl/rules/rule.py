@@ -15,7 +15,7 @@ from typing import Any
 
 from chanctl.errors import RuleError, RuleInputTooLarge
 from chanctl.rules import compiled, syntax
-from chanctl.rules.prune import Pruner, bound_library_input, flatten
+from chanctl.rules.prune import MAX_LIBRARY_INPUT, Pruner, bound_library_input, flatten
 from chanctl.escape import shown
 
 __all__ = ["EVENT_VARIABLES", "JOIN_VARIABLES", "RULE_VARIABLES", "Expression", "Rule", "RuleError", "compile_expression", "compile_rule"]
@@ -40,6 +40,8 @@ class Expression:
     """Cuts the variables down to what the expression reads (see :class:`~chanctl.rules.prune.Pruner`); None: all."""
     fast: compiled.Compiled | None = None
     """The expression as a Python function, when it is within the compiled subset of CEL."""
+    max_input: int = MAX_LIBRARY_INPUT
+    """Values of client input the library may read (``server.max_library_input``)."""
 
     def evaluate(self, variables: dict[str, Any]) -> Any:
         """The value; raises whatever the CEL runtime raises (KeyError, TypeError, RuntimeError...).
@@ -49,7 +51,7 @@ class Expression:
 
         Raises:
             RuleInputTooLarge: the library would read more client input than
-                :data:`~chanctl.rules.prune.MAX_LIBRARY_INPUT` (it is not run).
+                :attr:`max_input` values (it is not run).
         """
         if self.fast is not None:
             try:
@@ -58,10 +60,10 @@ class Expression:
                 pass
         if self.prune is None:
             handed = variables
-            bound_library_input(handed)
+            bound_library_input(handed, (), self.max_input)
         else:
             handed = self.prune(variables)
-            bound_library_input(handed, self.prune.flats)
+            bound_library_input(handed, self.prune.flats, self.max_input)
         try:
             return self.program.execute(handed)
         except RuntimeError as exc:  # "Undefined variable": name the path as the rule writes it
@@ -142,12 +144,14 @@ def compile_rule(
     rule: bool | list[Any] | str,
     allowed: frozenset[str] = RULE_VARIABLES,
     captures: frozenset[str] | None = None,
+    max_input: int = MAX_LIBRARY_INPUT,
 ) -> Rule:
     """Compile a rule as written in the config: true, false, a list of user ids, or CEL.
 
     Args:
         allowed: the variables the rule may read.
         captures: the topic pattern's capture names; when given, ``topic.<other>`` is an error.
+        max_input: values of client input the CEL library may read (``server.max_library_input``).
 
     Raises:
         RuleError: the expression does not parse, names an unknown variable or capture, or cannot
@@ -157,7 +161,7 @@ def compile_rule(
         return Rule(str(rule).lower(), constant=rule)
     if isinstance(rule, list):
         return Rule(repr(rule), user_ids=frozenset(str(uid) for uid in rule))
-    return Rule(rule, expression=compile_expression(rule, allowed, captures, "bool"))
+    return Rule(rule, expression=compile_expression(rule, allowed, captures, "bool", max_input))
 
 
 def compile_expression(
@@ -165,6 +169,7 @@ def compile_expression(
     allowed: frozenset[str] = RULE_VARIABLES,
     captures: frozenset[str] | None = None,
     kind: str = "bool",
+    max_input: int = MAX_LIBRARY_INPUT,
 ) -> Expression:
     """Compile a CEL expression that must be able to yield ``kind`` (``bool`` or ``string``).
 
@@ -180,7 +185,7 @@ def compile_expression(
         unknown = sorted(set(program.variables()) - allowed)
         if unknown:
             raise RuleError(_unknown_variable(unknown[0], allowed), _column_of(source, unknown[0]))
-        return Expression(source, program, None)
+        return Expression(source, program, None, max_input=max_input)
     for ident in syntax.free_variables(tree):
         if ident.value not in allowed:
             raise RuleError(_unknown_variable(str(ident.value), allowed), ident.start + 1)
@@ -200,7 +205,7 @@ def compile_expression(
         run_source, run_tree, flats = source, tree, []
     run_program = syntax.cel_compile(run_source) if flats else program
     fast = compiled.compile_tree(source, tree)
-    return Expression(source, run_program, tree, Pruner(run_source, run_tree, tree, flats), fast)
+    return Expression(source, run_program, tree, Pruner(run_source, run_tree, tree, flats), fast, max_input)
 
 
 def _unknown_variable(name: str, allowed: frozenset[str]) -> str:

@@ -35,6 +35,8 @@ log = logging.getLogger("chanctl.behaviours")
 _UNAUTHORIZED = error({"reason": "unauthorized"})
 _STAMPED = frozenset({"broadcast", "broadcast_from", "push_to"})
 """The behaviours that send the payload on, stamped with its sender."""
+LIBRARY_INPUT_LIMIT = "server.max_library_input"
+"""The setting a refusal by :class:`~chanctl.errors.RuleInputTooLarge` names."""
 _BINARY = error({"errors": {"payload": ["must be JSON, not binary"]}})
 
 
@@ -42,8 +44,8 @@ def _too_large(exc: RuleInputTooLarge, counted: Counter[str]) -> Outcome:
     """The refusal of a message whose rule would read more client input than the CEL library may,
     counted in ``counted`` (the topic's :attr:`CompiledTopic.limit_refusals`) by the limit's name."""
     log.info("refused: %s", exc)
-    counted["MAX_LIBRARY_INPUT"] += 1
-    return error(limit_reply(f"{exc.root} too large for this topic's rule", "MAX_LIBRARY_INPUT", exc.limit))
+    counted[LIBRARY_INPUT_LIMIT] += 1
+    return error(limit_reply(f"{exc.root} too large for this topic's rule", LIBRARY_INPUT_LIMIT, exc.limit))
 
 
 _ids = itertools.count(1)

@@ -128,6 +128,8 @@ class _Compiler:
     def __init__(self, loaded: LoadedConfig):
         self.loaded = loaded
         self.problems: list[Problem] = []
+        self.max_input = loaded.config.server.max_library_input
+        """``server.max_library_input``: what every rule of the config may hand the CEL library."""
 
     def problem(self, loc: Loc, message: str, column: int | None = None) -> None:
         self.problems.append(self.loaded.locate(loc, message, column=column))
@@ -138,7 +140,7 @@ class _Compiler:
         join_rule = None
         if config.join is not None:
             try:
-                join_rule = compile_rule(config.join, JOIN_VARIABLES, captures)
+                join_rule = compile_rule(config.join, JOIN_VARIABLES, captures, self.max_input)
             except RuleError as exc:
                 self.problem(loc + ("join",), f"bad join rule: {exc.message}", exc.column)
         events = {}
@@ -174,12 +176,12 @@ class _Compiler:
                 validator = jsonschema.Draft202012Validator(schema)
         allow = to = None
         try:
-            allow = compile_rule(config.allow, EVENT_VARIABLES, captures)
+            allow = compile_rule(config.allow, EVENT_VARIABLES, captures, self.max_input)
         except RuleError as exc:
             self.problem(loc + ("allow",), f"bad allow rule: {exc.message}", exc.column)
         if config.to is not None:
             try:
-                to = compile_expression(config.to, EVENT_VARIABLES, captures, "string")
+                to = compile_expression(config.to, EVENT_VARIABLES, captures, "string", self.max_input)
             except RuleError as exc:
                 self.problem(loc + ("to",), f"bad push_to expression: {exc.message}", exc.column)
         if len(self.problems) > problems or allow is None:

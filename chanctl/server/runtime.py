@@ -502,7 +502,7 @@ class ChannelServer:
         try:
             if self.origins is not None and not self.origins.allows(origin):
                 raise HandshakeRefused(f"origin {origin!r} is not allowed")
-            serializer = negotiate(vsn, realtime=self.config.realtime)
+            serializer = negotiate(vsn, realtime=self.config.realtime, max_ref_bytes=self.config.server.max_ref_bytes)
             if serializer is None:
                 raise HandshakeRefused(f"unsupported vsn {vsn!r}; this server speaks 1.0.x and 2.0.x")
             try:

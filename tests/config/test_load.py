@@ -170,3 +170,11 @@ def test_history_and_expiry_settings_are_checked_where_they_are_written():
     assert "every socket would be warned as soon as it connects" in warning.message
     assert load_config_text(GOOD.replace("  secret: ${CHANCTL_SECRET}", "  secret: ${CHANCTL_SECRET}\n  expiry_warning: 0"), "app.yaml", ENV).warnings == []
 
+
+
+def test_the_ref_and_rule_input_limits_are_checked_where_they_are_written():
+    found = problems(GOOD + "server:\n  max_ref_bytes: 1000\n  max_library_input: 0\n")
+    assert [(p.path, p.line) for p in found] == [("server.max_ref_bytes", 7), ("server.max_library_input", 8)]
+    assert "less than or equal to 255" in found[0].message and "greater than or equal to 1" in found[1].message
+    server = load_config_text(GOOD, "app.yaml", ENV).config.server
+    assert (server.max_ref_bytes, server.max_library_input) == (255, 2048)

@@ -5,7 +5,7 @@ starter. What they must not be able to do, and what stops them:
 
 - grow server memory without bound: names, join payloads and connections have named, finite
   limits; nothing of a closed connection stays reachable; rule caches are bounded in size and key;
-- hold the event loop: a rule the CEL library evaluates reads at most MAX_LIBRARY_INPUT values;
+- hold the event loop: a rule the CEL library evaluates reads at most server.max_library_input values;
 - silence the admin plane: every string it carries is shortened, its snapshot is capped;
 - forge what an operator reads: every client string is escaped before a log line;
 - make the server log tracebacks without a token: the front door answers one HTTP request per
@@ -27,7 +27,6 @@ import pytest
 import websockets
 
 from chanctl.channel import Channel, ok
-from chanctl.rules.prune import MAX_LIBRARY_INPUT
 from chanctl.server.metrics import render_metrics
 from tests.support import TIMEOUT, RawClient, closed_with
 
@@ -108,14 +107,30 @@ async def test_connections_past_a_limit_are_closed_at_once_with_the_setting_name
 
 
 async def test_a_ref_past_its_limit_is_counted_by_name(make_server, mint):
-    """A ref over MAX_REF_BYTES closed the connection (1007, the limit named) but /metrics counted it
+    """A ref over its bound closed the connection (1007, the limit named) but /metrics counted it
     only as a protocol violation: every limit refusal is in chanctl_limit_refusals_total."""
     async with make_server(config()) as srv:
         a = await RawClient.connect(srv.url, mint(1))
         await a.send(["1", "r" * 300, "room:1", "phx_join", {}])
         close = await closed_with(a)
-        assert close.code == 1007 and "MAX_REF_BYTES" in close.reason
-        assert 'chanctl_limit_refusals_total{limit="MAX_REF_BYTES"} 1.0' in refusals(srv)
+        assert close.code == 1007 and "(server.max_ref_bytes)" in close.reason
+        assert 'chanctl_limit_refusals_total{limit="server.max_ref_bytes"} 1.0' in refusals(srv)
+
+
+async def test_the_ref_bound_is_a_setting(make_server, mint):
+    """server.max_ref_bytes (was the constant MAX_REF_BYTES): a lower bound closes a ref the
+    default accepts, naming the setting, on V2 and V1 alike."""
+    async with make_server(config(max_ref_bytes=32)) as srv:
+        async with await RawClient.connect(srv.url, mint(1)) as a:
+            assert (await a.call([None, "r" * 32, "phoenix", "heartbeat", {}]))[4]["status"] == "ok"
+            await a.send([None, "r" * 33, "phoenix", "heartbeat", {}])
+            close = await closed_with(a)
+        assert (close.code, close.reason) == (1007, "ref is 33 bytes; a ref may have at most 32 (server.max_ref_bytes)")
+        async with await RawClient.connect(srv.url, mint(2), vsn="1.0.0") as v1:
+            await v1.send({"topic": "room:1", "event": "phx_join", "payload": {}, "ref": ["r" * 40]})
+            close = await closed_with(v1)
+        assert close.code == 1007 and "(server.max_ref_bytes)" in close.reason
+        assert 'chanctl_limit_refusals_total{limit="server.max_ref_bytes"} 2.0' in refusals(srv)
 
 
 async def test_a_frame_past_max_frame_size_is_counted_by_name(make_server, mint):
@@ -350,7 +365,7 @@ topics:
 
 async def test_a_library_rule_refuses_a_huge_payload_without_evaluating_it(make_server, mint, caplog):
     """A rule the CEL library evaluates over a 1 MiB payload of small objects cost 0.3-0.4 s of the
-    event loop per message (every other client waited). Past MAX_LIBRARY_INPUT values it is not
+    event loop per message (every other client waited). Past server.max_library_input values it is not
     evaluated: the sender gets an error naming the limit; small inputs are evaluated as before."""
     caplog.set_level(logging.INFO, logger="chanctl")
     async with make_server(LIBRARY_RULE) as srv, await RawClient.connect(srv.url, mint(1), max_size=None) as a:
@@ -359,16 +374,28 @@ async def test_a_library_rule_refuses_a_huge_payload_without_evaluating_it(make_
             "1", "2", "room:1", "phx_reply", {"status": "ok", "response": {"items": [{"n": 1}] * 10}}]
         huge = {"items": [{"n": 1}] * 120_000}  # 960 KB
         refused = {"status": "error", "response": {
-            "reason": "payload too large for this topic's rule", "limit": "MAX_LIBRARY_INPUT", "max": MAX_LIBRARY_INPUT}}
+            "reason": "payload too large for this topic's rule", "limit": "server.max_library_input", "max": 2048}}
         assert (await a.call(["1", "3", "room:1", "order", huge]))[4] == refused
         # A join rule over params: the same bound (params are capped by max_join_payload too).
-        tags = {"tags": ["x"] * (MAX_LIBRARY_INPUT + 1)}
+        tags = {"tags": ["x"] * 2049}
         assert (await a.call(["4", "4", "room:2", "phx_join", tags]))[4] == {
             "status": "error", "response": {**refused["response"], "reason": "params too large for this topic's rule"}}
         assert (await a.call(["1", "5", "room:1", "order", {"items": [{"n": 99}]}]))[4] == {
             "status": "error", "response": {"reason": "unauthorized"}}
         # Both refusals counted by the limit's name (the join rule's and the event rule's).
-        assert 'chanctl_limit_refusals_total{limit="MAX_LIBRARY_INPUT"} 2.0' in refusals(srv)
+        assert 'chanctl_limit_refusals_total{limit="server.max_library_input"} 2.0' in refusals(srv)
+
+
+async def test_the_rule_input_bound_is_a_setting(make_server, mint):
+    """server.max_library_input (was the constant MAX_LIBRARY_INPUT): a lower bound refuses what the
+    default evaluates, and the reply names the setting."""
+    async with make_server(LIBRARY_RULE.replace("server: {max_frame_size: 2MiB}", "server: {max_library_input: 50}")) as srv, \
+            await RawClient.connect(srv.url, mint(1)) as a:
+        assert (await a.call(["1", "1", "room:1", "phx_join", {"tags": ["a"] * 40}]))[4]["status"] == "ok"
+        assert (await a.call(["1", "2", "room:1", "order", {"items": [{"n": 1}] * 10}]))[4]["status"] == "ok"  # 32 values
+        assert (await a.call(["1", "3", "room:1", "order", {"items": [{"n": 1}] * 30}]))[4] == {"status": "error", "response": {
+            "reason": "payload too large for this topic's rule", "limit": "server.max_library_input", "max": 50}}
+        assert 'chanctl_limit_refusals_total{limit="server.max_library_input"} 1.0' in refusals(srv)
 
 
 # -- the front door: unauthenticated HTTP ---------------------------------------------------------
