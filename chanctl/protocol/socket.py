@@ -61,7 +61,12 @@ class ChannelState:
 
     topic: str
     join_ref: Ref
-    """The join's ``join_ref`` (or its ``ref`` when the client sent none), as the client sent it."""
+    """The join's ``join_ref`` as the client sent it (None for a join without one, as V1 clients
+    send): what a later frame's join_ref is compared with, and what phx_close and phx_error carry,
+    as Phoenix keeps it in its socket's channel table."""
+    reply_join_ref: Ref
+    """The join_ref on this channel's replies and pushes: the join's join_ref, or its ref when it
+    had none (Phoenix's ``socket.join_ref`` inside the channel, ``join_ref || ref``)."""
     route: Route[Any]
     handler: Any = None
     """Whatever the runtime runs for this channel; the core never looks inside."""
@@ -74,11 +79,17 @@ class Join:
 
     topic: str
     join_ref: Ref
+    """As the client sent it: None for a join without one (its reply carries null, as Phoenix's)."""
     ref: Ref
     payload: Any
     route: Route[Any]
     replaced: ChannelState | None = None
     """The channel this join replaces (duplicate join): already stopped, closed after the reply."""
+
+    @property
+    def channel_join_ref(self) -> Ref:
+        """The join_ref the channel sees and puts on its replies and pushes: ``join_ref || ref``."""
+        return self.join_ref if self.join_ref is not None else self.ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +213,7 @@ class SocketProtocol:
             if event == PHX_LEAVE:
                 return [self._leave(channel, msg.ref)]
             if event == ACCESS_TOKEN:
-                return [Refresh(channel.join_ref, msg.ref, topic, msg.payload)]
+                return [Refresh(channel.reply_join_ref, msg.ref, topic, msg.payload)]
             return [Deliver(channel, msg.ref, event, msg.payload)]
         if topic == PHOENIX_TOPIC and event == ACCESS_TOKEN:
             return [Refresh(None, msg.ref, topic, msg.payload)]
@@ -225,7 +236,7 @@ class SocketProtocol:
         self._refused_in_a_row += 1
         if self._refused_in_a_row > 2 * self.rate_limit.burst:
             raise ProtocolViolation("flood: rate limit exceeded (server.rate_limit); slow down and reconnect", 1008)
-        join_ref = channel.join_ref if channel is not None else msg.join_ref
+        join_ref = channel.reply_join_ref if channel is not None else msg.join_ref
         response = {"reason": "rate limited", "limit": "server.rate_limit", "retry_after_ms": max(1, round(wait * 1000))}
         self._queue(Reply(join_ref, msg.ref, msg.topic, "error", response))
         return True
@@ -235,8 +246,7 @@ class SocketProtocol:
         if route is None:
             self._unmatched(msg)
             return []
-        join_ref = msg.join_ref if msg.join_ref is not None else msg.ref
-        if join_ref is None:
+        if msg.join_ref is None and msg.ref is None:
             self._queue(Reply(None, msg.ref, msg.topic, "error", {"reason": "join requires a ref"}))
             return []
         if size > self.max_join_payload:
@@ -251,12 +261,13 @@ class SocketProtocol:
         elif len(self.channels) >= self.max_channels:
             self._refuse(msg, msg.join_ref, limit_reply("too many channels joined", "server.max_channels", self.max_channels))
             return []
-        actions.append(Join(msg.topic, join_ref, msg.ref, msg.payload, route, replaced=replacing))
+        actions.append(Join(msg.topic, msg.join_ref, msg.ref, msg.payload, route, replaced=replacing))
         return actions
 
     def _leave(self, channel: ChannelState, ref: Ref) -> Leave:
         self._remove(channel)
-        self._queue(Reply(channel.join_ref, ref, channel.topic, "ok", {}))
+        # Phoenix: the channel answers (its join_ref), then the socket closes it (the table's).
+        self._queue(Reply(channel.reply_join_ref, ref, channel.topic, "ok", {}))
         self._queue(Message(channel.join_ref, channel.join_ref, channel.topic, PHX_CLOSE, {}))
         return Leave(channel, LeaveReason.LEFT)
 
@@ -274,7 +285,7 @@ class SocketProtocol:
         """Record the channel and queue the ok reply (then the replaced channel's phx_close)."""
         # Encode first: a response the serializer refuses raises before anything is recorded.
         self._queue(Reply(join.join_ref, join.ref, join.topic, "ok", {} if response is None else response))
-        channel = ChannelState(join.topic, join.join_ref, join.route, handler)
+        channel = ChannelState(join.topic, join.join_ref, join.channel_join_ref, join.route, handler)
         self.channels[join.topic] = channel
         self._close_replaced(join)
         return channel
@@ -295,12 +306,12 @@ class SocketProtocol:
     def reply(self, channel: ChannelState, ref: Ref, status: str, response: Any) -> None:
         """Answer a client message of ``channel``; dropped if the channel has stopped since."""
         if not channel.closed:
-            self._queue(Reply(channel.join_ref, ref, channel.topic, status, response))
+            self._queue(Reply(channel.reply_join_ref, ref, channel.topic, status, response))
 
     def push(self, channel: ChannelState, event: str, payload: Any) -> None:
         """Send ``event`` to this channel's client only: ``[J, null, topic, event, payload]``."""
         if not channel.closed:
-            self._queue(Message(channel.join_ref, None, channel.topic, event, payload))
+            self._queue(Message(channel.reply_join_ref, None, channel.topic, event, payload))
 
     def notify(self, event: str, payload: Any) -> None:
         """Send ``event`` to the socket itself, on topic ``phoenix`` (no channel): ``[null, null,

@@ -330,7 +330,7 @@ class AdminTap:
     def local_subscribers(self, topic: str) -> list[dict[str, Any]]:
         """This node's subscribers of ``topic`` (``inspect`` gathers every node's)."""
         subscribers = (
-            {**_connection(connection), "join_ref": _short(channel.join_ref), "node": self.server.node}
+            {**_connection(connection), "join_ref": _short(channel.reply_join_ref), "node": self.server.node}
             for connection in self.server.connections
             if (channel := connection.proto.channels.get(topic)) is not None
         )

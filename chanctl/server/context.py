@@ -35,7 +35,7 @@ class ChannelContext:
     def __init__(self, connection: Connection, join: Join):
         self.topic = join.topic
         self.captures = join.route.captures
-        self.join_ref: Ref = join.join_ref
+        self.join_ref: Ref = join.channel_join_ref
         self.user = connection.user
         self.assigns = connection.assigns
         self.socket_id = connection.socket_id

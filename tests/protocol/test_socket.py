@@ -225,11 +225,12 @@ def test_35_binary_push_is_delivered_with_bytes_and_replied_in_binary():
     ]
 
 
-def test_36_37_v1_join_uses_the_ref_as_join_ref_and_replies_without_it():
+def test_36_37_v1_join_uses_the_ref_as_the_channels_join_ref_and_replies_without_it():
     proto = make(serializer=V1Json())
     (join,) = feed(proto, '{"topic":"room:lobby","event":"phx_join","payload":{},"ref":"1"}')
-    assert join.join_ref == "1"
-    proto.join_succeeded(join)
+    assert (join.join_ref, join.channel_join_ref) == (None, "1")  # as Phoenix: null kept, ref for the channel
+    channel = proto.join_succeeded(join)
+    assert (channel.join_ref, channel.reply_join_ref) == (None, "1")
     feed(proto, '{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"2"}')
     assert sent(proto) == [
         {"topic": "room:lobby", "event": "phx_reply", "payload": OK, "ref": "1"},
@@ -399,3 +400,30 @@ def test_a_binary_push_to_a_channel_joined_with_an_integer_ref_carries_its_text(
     sent(proto)
     proto.push(channel, "blob", b"\x05")
     assert proto.data_to_send() == [bytes([0, 1, 10, 4]) + b"7" + b"room:lobby" + b"blob" + b"\x05"]
+
+
+def test_a_v2_join_without_a_join_ref_keeps_null_where_phoenix_does():
+    """Phoenix's socket table keeps the join's null join_ref (stale check, phx_close, phx_error);
+    the channel's replies and pushes carry ``join_ref || ref``."""
+    proto = make()
+    (join,) = feed(proto, [None, "1", "room:lobby", "phx_join", {}])
+    channel = proto.join_succeeded(join)
+    proto.push(channel, "hello", {})
+    (deliver,) = feed(proto, [None, "2", "room:lobby", "ping", {}])
+    proto.reply(channel, deliver.ref, "ok", {})
+    assert feed(proto, ["1", "3", "room:lobby", "ping", {}]) == []  # stale: the table holds null
+    assert feed(proto, ["1", "4", "room:lobby", "phx_leave", {}]) == []
+    proto.crash(channel)
+    (join,) = feed(proto, [None, "5", "room:lobby", "phx_join", {}])
+    channel = proto.join_succeeded(join)
+    (leave,) = feed(proto, [None, "6", "room:lobby", "phx_leave", {}])
+    assert sent(proto) == [
+        [None, "1", "room:lobby", "phx_reply", OK],
+        ["1", None, "room:lobby", "hello", {}],
+        ["1", "2", "room:lobby", "phx_reply", OK],
+        [None, None, "room:lobby", "phx_error", {"reason": "channel_crash"}],
+        [None, "5", "room:lobby", "phx_reply", OK],
+        ["5", "6", "room:lobby", "phx_reply", OK],
+        [None, None, "room:lobby", "phx_close", {}],
+    ]
+    assert proto.stats.stale_dropped == 2

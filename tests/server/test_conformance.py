@@ -426,9 +426,60 @@ async def test_integer_refs_v1_join_push_leave_heartbeat_over_a_real_socket(serv
         assert await c.recv() == frame("room:lobby", "phx_reply", 5, OK)
         await c.send(frame("room:lobby", "phx_leave", 6))
         assert await c.recv() == frame("room:lobby", "phx_reply", 6, OK)
-        assert await c.recv() == frame("room:lobby", "phx_close", 5)
+        assert await c.recv() == frame("room:lobby", "phx_close", None)  # its join had no join_ref
         await c.send(frame("room:lobby", "ping", 7))
         assert await c.recv() == frame("room:lobby", "phx_reply", 7, UNMATCHED)
+
+
+# -- a join without a join_ref (V1-era clients): Phoenix keeps null in its socket's table ----------
+# Phoenix 1.8 (lib/phoenix/socket.ex, channel/server.ex): the socket records the join's join_ref as
+# sent (nil), and compares later frames, and closes and errors the channel, with it; the channel
+# process gets ``join_ref || ref`` as its socket.join_ref, on its replies and pushes.
+
+
+async def test_a_v2_join_without_a_join_ref_is_answered_frame_by_frame_as_phoenix_does(server, mint):
+    async with await RawClient.connect(server.url, mint(1)) as c:
+        await c.send([None, "1", "room:lobby", "phx_join", {"push": True}])
+        assert await c.recv() == [None, "1", "room:lobby", "phx_reply", OK]  # the join's own join_ref: null
+        assert await c.recv() == ["1", None, "room:lobby", "joined", {"status": "connected"}]  # the channel's: the ref
+        assert await c.call([None, "2", "room:lobby", "ping", {"a": 1}]) == [
+            "1", "2", "room:lobby", "phx_reply", {"status": "ok", "response": {"a": 1}}]
+        await c.send(["1", "3", "room:lobby", "ping", {}])  # not null, so not the table's null: stale
+        await c.send(["1", "4", "room:lobby", "phx_leave", {}])  # stale too: ignored, no reply
+        await c.nothing()
+        await c.send([None, "5", "room:lobby", "boom", {}])
+        assert await c.recv() == [None, None, "room:lobby", "phx_error", {"reason": "channel_crash"}]
+        assert await c.call([None, "6", "room:lobby", "phx_join", {}]) == [None, "6", "room:lobby", "phx_reply", OK]
+        await c.send([None, "7", "room:lobby", "phx_join", {}])  # duplicate join: the old one closed with null
+        assert await c.recv() == [None, "7", "room:lobby", "phx_reply", OK]
+        assert await c.recv() == [None, None, "room:lobby", "phx_close", {}]
+        await c.send([None, "8", "room:lobby", "phx_leave", {}])
+        assert await c.recv() == ["7", "8", "room:lobby", "phx_reply", OK]  # the channel answers the leave
+        assert await c.recv() == [None, None, "room:lobby", "phx_close", {}]  # the socket closes it
+    assert server.stats.protocol.stale_dropped == 2
+
+
+async def test_a_v1_join_without_a_join_ref_is_answered_frame_by_frame_as_phoenix_does(server, mint):
+    async with await RawClient.connect(server.url, mint(1), vsn="1.0.0") as c:
+        def frame(event, ref, payload=None, **extra):
+            return {"topic": "room:lobby", "event": event, "payload": {} if payload is None else payload, "ref": ref, **extra}
+
+        await c.send(frame("phx_join", "1"))
+        assert await c.recv() == frame("phx_reply", "1", OK)
+        await c.send(frame("ping", "2", join_ref="1"))  # the table holds null: any join_ref is stale
+        await c.nothing()
+        await c.send(frame("ping", "3", {"a": 1}))
+        assert await c.recv() == frame("phx_reply", "3", {"status": "ok", "response": {"a": 1}})
+        await c.send(frame("boom", "4"))
+        assert await c.recv() == frame("phx_error", None, {"reason": "channel_crash"})
+        await c.send(frame("phx_join", "5"))
+        assert await c.recv() == frame("phx_reply", "5", OK)
+        await c.send(frame("phx_leave", "6", join_ref="5"))  # stale: ignored, no reply
+        await c.nothing()
+        await c.send(frame("phx_leave", "7"))
+        assert await c.recv() == frame("phx_reply", "7", OK)
+        assert await c.recv() == frame("phx_close", None)
+    assert server.stats.protocol.stale_dropped == 2
 
 
 @pytest.mark.parametrize("ref", [{"id": 1, "at": [2, 3]}, [1, "a"], 2.5, True, ""])
