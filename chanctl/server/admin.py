@@ -329,12 +329,16 @@ class AdminTap:
 
     def local_subscribers(self, topic: str) -> list[dict[str, Any]]:
         """This node's subscribers of ``topic`` (``inspect`` gathers every node's)."""
+        return self._local_subscribers(topic)[0]
+
+    def _local_subscribers(self, topic: str) -> tuple[list[Any], int]:
+        """This node's subscribers of ``topic`` up to :data:`LIST_BYTES`, and how many there are."""
         subscribers = (
             {**_connection(connection), "join_ref": _short(channel.reply_join_ref), "node": self.server.node}
             for connection in self.server.connections
             if (channel := connection.proto.channels.get(topic)) is not None
         )
-        return _listed(subscribers, LIST_BYTES)[0]
+        return _listed(subscribers, LIST_BYTES)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a dashboard shows first: the node, its topics and its connections."""
@@ -358,11 +362,14 @@ class AdminTap:
 
     async def inspect(self, topic: str) -> dict[str, Any]:
         """One topic's subscribers (on every node of a cluster, each with its ``node``) and full presence."""
-        subscribers = self.local_subscribers(topic)
+        # This node's count is whole (its list was cut to LIST_BYTES already); a peer answers with
+        # its cut list, so its part of the total is what it sent.
+        subscribers, total = self._local_subscribers(topic)
         if self.server.cluster is not None:
             for answer in (await self.server.cluster.ask("inspect", {"topic": topic})).values():
                 subscribers.extend(answer)
-        shown, total = _listed(subscribers, LIST_BYTES)
+                total += len(answer)
+        shown, _ = _listed(subscribers, LIST_BYTES)
         presences = self.server.presence.list(topic)
         presence, _, cut = _presence_side(presences, INSPECT_PRESENCE_BYTES, 25 * PRESENCE_KEYS)
         answer = {"topic": _short(topic), "subscribers": shown, "subscribers_total": total, "presence": presence}

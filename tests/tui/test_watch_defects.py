@@ -155,3 +155,33 @@ def test_an_opened_line_keeps_every_field_name_apart_from_its_value():
     rows = entry_text(line).plain.splitlines()
     assert "recipients 3" in rows
     assert len({row.index(row.split()[1]) for row in rows[:6]}) == 1  # the values line up
+
+
+async def test_a_presence_list_the_server_cut_says_so_at_80_columns(chat_server, mint, watch_app, monkeypatch):
+    """The admin plane caps ``inspect`` (issue 16): past its budget a presence list comes as its
+    first keys, each with ``metas_cut`` and no metas, plus ``presence_cut``; subscribers past theirs
+    as a part with ``subscribers_total``. The dashboard showed such keys as members with 0 metas and
+    the part as the whole list. The budgets are lowered here so that 27 members pass them."""
+    from chanctl.server import admin
+
+    monkeypatch.setattr(admin, "INSPECT_PRESENCE_BYTES", 100)
+    monkeypatch.setattr(admin, "PRESENCE_KEYS", 1)  # inspect keeps 25 keys
+    monkeypatch.setattr(admin, "LIST_BYTES", 1000)
+    members = [await joined(chat_server.url, mint(100 + n), "room:lobby") for n in range(27)]
+    try:
+        async with watch_app.run_test(size=(80, 24)) as pilot:
+            app = watch_app
+            await select(pilot, app, "room:lobby")
+            presence, subscribers = app.screen.query_one(PresenceList), app.screen.query_one(SubscriberTable)
+            await until(pilot, lambda: presence.row_count == 25 and subscribers.row_count, "the cut lists")
+            assert presence.border_subtitle == "… 2 more not shown, metas cut"
+            metas, online, meta = [str(cell) for cell in presence.get_row(sorted(presence.rows)[0].value)][1:]
+            assert (metas, online, meta) == ("1", "-", "metas cut")  # its count, not 0
+            more = 27 - subscribers.row_count
+            assert more > 0 and subscribers.border_subtitle == f"… {more} more not shown"
+            await pilot.pause()
+            for table in (presence, subscribers):  # the whole note fits on the panel's bottom border
+                assert len(str(table.border_subtitle)) + 4 <= table.outer_size.width, (table.id, table.outer_size)
+    finally:
+        for member in members:
+            await member.close()

@@ -280,8 +280,8 @@ class DashboardScreen(Screen[None]):
         if payload.get("topic") != self.selected:
             return  # an answer about a topic the user has moved away from
         presence, subscribers = payload.get("presence"), payload.get("subscribers")
-        self.query_one(PresenceList).show(presence if isinstance(presence, dict) else {})
-        self.query_one(SubscriberTable).show(subscribers if isinstance(subscribers, list) else [])
+        self.query_one(PresenceList).show(presence if isinstance(presence, dict) else {}, payload.get("presence_cut"))
+        self.query_one(SubscriberTable).show(subscribers if isinstance(subscribers, list) else [], payload.get("subscribers_total"))
 
     def on_disconnected(self, message: Disconnected) -> None:
         self.app.notify(escape(f"closed {message.closed} socket(s) of {message.socket_id}"), markup=False)

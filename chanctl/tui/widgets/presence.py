@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
@@ -31,20 +32,31 @@ class PresenceList(DataTable[Any]):
         self.add_column("online", key="online")
         self.add_column("meta", key="meta")
 
-    def show(self, presence: dict[str, Any]) -> None:
-        """Replace the rows with ``presence`` (Phoenix's ``{key: {metas: [...]}}``); the cursor stays on its key."""
+    def show(self, presence: dict[str, Any], cut: Any = None) -> None:
+        """Replace the rows with ``presence`` (Phoenix's ``{key: {metas: [...]}}``); the cursor stays on its key.
+
+        ``cut`` is an ``inspect`` reply's ``presence_cut`` (``{bytes, keys}``): the server sent only
+        some keys, each with ``metas_cut`` (its number of metas) instead of its metas. Such a key
+        shows its count and "cut", and the border says how many keys were not sent, so a capped
+        list never reads as members without metas, or as everyone.
+        """
         keys = sorted(presence)
         current = _cursor_value(self, [key.value for key in self.rows])
         self.clear()
         for key in keys:
-            metas = presence[key].get("metas", []) if isinstance(presence[key], dict) else []
-            metas = [meta for meta in metas if isinstance(meta, dict)]
+            entry = presence[key] if isinstance(presence[key], dict) else {}
+            metas = [meta for meta in entry.get("metas", []) if isinstance(meta, dict)] if isinstance(entry.get("metas"), list) else []
+            metas_cut = entry.get("metas_cut")
+            if isinstance(metas_cut, int) and not metas:
+                self.add_row(plain(key), metas_cut, "-", Text("metas cut", "dim"), key=key)
+                continue
             newest = {k: v for k, v in (metas[-1] if metas else {}).items() if k not in _HIDDEN_META}
             since = min((m["online_at"] for m in metas if isinstance(m.get("online_at"), (int, float))), default=None)
             self.add_row(plain(key), len(metas), clock(since, millis=False),
                          plain(orjson.dumps(newest, option=orjson.OPT_NON_STR_KEYS).decode()), key=key)
         if current in keys:
             self.move_cursor(row=keys.index(current))
+        self.border_subtitle = _cut_note(len(keys), cut.get("keys") if isinstance(cut, dict) else None, cut is not None)
 
 
 class SubscriberTable(DataTable[Any]):
@@ -73,10 +85,12 @@ class SubscriberTable(DataTable[Any]):
         self.add_column("remote", key="remote")
         self.add_column("expires", key="expires")
 
-    def show(self, subscribers: list[dict[str, Any]]) -> None:
+    def show(self, subscribers: list[dict[str, Any]], total: Any = None) -> None:
         """Replace the rows with the ``subscribers`` of an ``inspect`` reply.
 
         The cursor stays on its socket, so that a refresh never moves ``d`` to someone else.
+        ``total`` (the reply's ``subscribers_total``) past the rows shown is said on the border:
+        the server caps the list.
         """
         current = _cursor_value(self, self._ids)
         self.clear()
@@ -90,6 +104,7 @@ class SubscriberTable(DataTable[Any]):
         self._ids = [s.get("socket_id") for s in subscribers]
         if current is not None and current in self._ids:
             self.move_cursor(row=self._ids.index(current))
+        self.border_subtitle = _cut_note(len(subscribers), total, False)
 
     def tick(self) -> None:
         """Count the time to expiry down (the dashboard calls it with each ``stats``, once a second)."""
@@ -104,6 +119,17 @@ class SubscriberTable(DataTable[Any]):
             self.post_message(self.DisconnectRequested(socket_id))
         else:
             self.notify("no socket selected (anonymous sockets have no id)", severity="warning")
+
+
+def _cut_note(shown: int, total: Any, metas_cut: bool) -> str:
+    """A table's border subtitle when the server sent only part of a list: how many more there are
+    (``total`` past ``shown``), and whether metas were cut; empty when the list is whole. Short, to
+    fit a panel at 80 columns."""
+    more = total - shown if isinstance(total, int) and not isinstance(total, bool) and total > shown else 0
+    parts = [f"… {more:,} more not shown"] if more else []
+    if metas_cut:
+        parts.append("metas cut")
+    return ", ".join(parts)
 
 
 def _cursor_value(table: DataTable[Any], values: list[Any]) -> Any:

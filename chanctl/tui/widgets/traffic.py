@@ -263,4 +263,5 @@ def _presence_text(diff: dict[str, Any]) -> Text:
     return Text.assemble(
         (clock(diff.get("t")), "dim"), " ", ("pre", "green"), " ", plain(diff.get("topic"), "bold"), " ",
         ("presence_diff", "yellow"), " ", plain(keys.describe()),
+        *((" (metas cut)", "dim"),) if diff.get("cut_bytes") else (),
     )
