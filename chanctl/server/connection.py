@@ -88,7 +88,9 @@ class Connection:
             max_name_length=limits.max_name_length, max_join_payload=limits.max_join_payload,
             rate_limit=None if rate is None else TokenBucket(rate.per_second, rate.burst, last=asyncio.get_running_loop().time()),
         )
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] | tuple[()] = ()
+        """This tick's frames; an empty tuple, not an empty list, between ticks (an idle server holds
+        one per client)."""
         self._pending_bytes = 0
         self._max_buffered = limits.outbound_buffer
         self._closing = False
@@ -109,16 +111,19 @@ class Connection:
         """Queue one complete WebSocket frame for this client; never blocks, never awaits."""
         if self._closing:
             return
-        if not self._pending:
+        pending = self._pending
+        if pending:
+            pending.append(frame)  # type: ignore[union-attr]  # a list once it holds a frame
+        else:
             self.server.flusher.mark(self._write_pending)
-        self._pending.append(frame)
+            self._pending = [frame]
         self._pending_bytes += len(frame)
         if self._pending_bytes > self._max_buffered:
             self._slow_consumer()
 
     def _write_pending(self) -> None:
         """Write this tick's frames with one ``transport.write`` (called by the Flusher)."""
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, ()
         size, self._pending_bytes = self._pending_bytes, 0
         if self._closing or not pending:
             return
@@ -153,7 +158,7 @@ class Connection:
         return self._pending_bytes + self.transport.unsent()
 
     def _drop_pending(self) -> None:
-        self._pending = []
+        self._pending = ()
         self._pending_bytes = 0
 
     def _queue_output(self) -> None:
@@ -207,12 +212,13 @@ class Connection:
 
     def _arm_idle(self, loop: asyncio.AbstractEventLoop, idle: float) -> None:
         self._last_seen = loop.time()
-        self._idle_timer = loop.call_at(self._last_seen + idle, self._check_idle, loop, idle)
+        self._idle_timer = loop.call_at(self._last_seen + idle, self._check_idle)  # no args tuple held
 
-    def _check_idle(self, loop: asyncio.AbstractEventLoop, idle: float) -> None:
+    def _check_idle(self) -> None:
+        loop, idle = asyncio.get_running_loop(), self.server.config.server.idle_timeout
         due = self._last_seen + idle
         if due > loop.time():
-            self._idle_timer = loop.call_at(due, self._check_idle, loop, idle)
+            self._idle_timer = loop.call_at(due, self._check_idle)
         else:
             self._idle_timer = None
             self.close(1001, f"idle timeout: no frame for {idle:g}s")
