@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from chanctl.throttle import LogThrottle
 from chanctl.errors import RuleError, RuleInputTooLarge
 from chanctl.rules import compiled, syntax
 from chanctl.rules.prune import MAX_LIBRARY_INPUT, Pruner, bound_library_input, flatten
@@ -21,6 +22,7 @@ from chanctl.escape import shown
 __all__ = ["EVENT_VARIABLES", "JOIN_VARIABLES", "RULE_VARIABLES", "Expression", "Rule", "RuleError", "compile_expression", "compile_rule"]
 
 log = logging.getLogger("chanctl.rules")
+log.addFilter(LogThrottle())  # lines a client's messages cause: bounded per kind (chanctl.throttle)
 
 RULE_VARIABLES = frozenset({"user", "topic", "params", "payload", "data"})
 JOIN_VARIABLES = frozenset({"user", "topic", "params", "data"})
@@ -136,7 +138,7 @@ class Rule:
                     self._decisions[key] = result
                 return result, ""
             why = f"it gave {result!r}, not true or false"
-        log.info("rule %r denied: %s", self.source, shown(why))
+        log.info("rule %r denied: %s", self.source, shown(why), extra={"throttle": self.source})
         return False, why
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import jsonschema
 
+from chanctl.throttle import LogThrottle
 from chanctl.channel import Channel, Outcome, error, ok
 from chanctl.config.model import EventConfig
 from chanctl.errors import RuleInputTooLarge
@@ -31,6 +32,7 @@ from chanctl.escape import shown
 __all__ = ["CompiledEvent", "CompiledTopic", "DeclarativeChannel", "EventCheck", "schema_errors", "stamp"]
 
 log = logging.getLogger("chanctl.behaviours")
+log.addFilter(LogThrottle())  # lines a client's messages cause: bounded per kind (chanctl.throttle)
 
 _UNAUTHORIZED = error({"reason": "unauthorized"})
 _STAMPED = frozenset({"broadcast", "broadcast_from", "push_to"})
@@ -183,10 +185,11 @@ class DeclarativeChannel(Channel):
             try:
                 target = spec.to.evaluate(variables)
             except Exception as exc:  # the CEL runtime raises KeyError, TypeError, RuntimeError...
-                log.info("push_to %r failed on %s: %s: %s", spec.to.source, shown(self.topic), type(exc).__name__, shown(exc))
+                log.info("push_to %r failed on %s: %s: %s", spec.to.source, shown(self.topic), type(exc).__name__, shown(exc),
+                         extra={"throttle": spec.to.source})
                 return error({"reason": "no destination topic", "detail": str(exc)})
             if not isinstance(target, str):
-                log.info("push_to %r gave %s, not a topic", spec.to.source, shown(repr(target)))
+                log.info("push_to %r gave %s, not a topic", spec.to.source, shown(repr(target)), extra={"throttle": spec.to.source})
                 return error({"reason": "no destination topic", "detail": f"got {target!r}, not a string"})
             self.publish(target, event, stamp(self.user, payload))
         elif do == "presence":

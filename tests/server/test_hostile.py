@@ -8,6 +8,7 @@ starter. What they must not be able to do, and what stops them:
 - hold the event loop: a rule the CEL library evaluates reads at most server.max_library_input values;
 - silence the admin plane: every string it carries is shortened, its snapshot is capped;
 - forge what an operator reads: every client string is escaped before a log line;
+- fill the server's log: a kind of line a client's messages cause is written at most 10 times a minute;
 - make the server log tracebacks without a token: the front door answers one HTTP request per
   connection and drops (and counts) what is pipelined behind it.
 
@@ -454,6 +455,29 @@ async def test_client_strings_reach_the_server_log_escaped(make_server, mint, ca
         await a.recv_until(lambda f: f[3] == "phx_error")
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("channel crashed")]
     assert line == "channel crashed on plain:1\\x0aERROR \\x1b[31mFAKE\\u202e handling boom\\x1b[2J"
+
+
+FAILING_RULE = """
+auth: {secret: "${CHANCTL_SECRET}"}
+topics:
+  "room:{id}":
+    join: true
+    events:
+      new_msg: {allow: "payload.level >= 2", do: broadcast}
+"""
+
+
+async def test_a_client_cannot_fill_the_log_with_one_line_per_message(make_server, mint, caplog):
+    """A rule failing at run time (a field the client leaves out) logged one INFO line per message:
+    the client decided how much the server wrote. Every message still gets its reply."""
+    caplog.set_level(logging.INFO, logger="chanctl")
+    async with make_server(FAILING_RULE) as srv, await RawClient.connect(srv.url, mint(1)) as a:
+        assert (await a.call(["1", "1", "room:1", "phx_join", {}]))[4]["status"] == "ok"
+        for ref in range(2, 202):
+            reply = await a.call(["1", str(ref), "room:1", "new_msg", {}])
+            assert reply[4] == {"status": "error", "response": {"reason": "unauthorized"}}
+    denials = [r.getMessage() for r in caplog.records if "denied" in r.getMessage()]
+    assert 1 <= len(denials) <= 10, len(denials)
 
 
 async def test_tokens_are_redacted_from_debug_logs(make_server, mint, caplog):
