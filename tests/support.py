@@ -118,6 +118,17 @@ async def closed_with(client: RawClient) -> websockets.frames.Close:
     return info.value.rcvd
 
 
+async def until_subscribed(pubsub: Any, topic: str, scenario: asyncio.Task[Any]) -> None:
+    """Wait until ``topic`` has a subscriber joined by a Node ``scenario`` (no event says a JS
+    client joined, so the subscription is watched); a scenario that ended first fails the test with
+    its own error instead of a count that reads 0 later."""
+    async with asyncio.timeout(2 * TIMEOUT):
+        while pubsub.subscriber_count(topic) == 0:
+            if scenario.done():
+                raise AssertionError(f"the scenario ended before it joined {topic}: {await scenario!r}")
+            await asyncio.sleep(0.01)
+
+
 async def run_js(script: str, timeout: float = 4 * TIMEOUT, **env: str) -> list[dict[str, Any]]:
     """Run a phoenix.js scenario (see tests/js/harness.mjs); returns its emitted JSON lines.
 

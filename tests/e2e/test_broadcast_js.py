@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.cli.run import chanctl, user_args
-from tests.support import TIMEOUT, run_js
+from tests.support import run_js, until_subscribed
 
 pytestmark = pytest.mark.node
 
@@ -25,9 +25,7 @@ socket.disconnect();
 
 async def test_a_broadcast_from_the_cli_reaches_phoenix_js(chat_server, mint):
     scenario = asyncio.create_task(run_js(SCENARIO, URL=chat_server.url.removesuffix("/websocket"), TOKEN=mint(7)))
-    async with asyncio.timeout(2 * TIMEOUT):  # no event says "phoenix.js joined"; watch the subscription
-        while chat_server.pubsub.subscriber_count("room:lobby") == 0 and not scenario.done():
-            await asyncio.sleep(0.01)
+    await until_subscribed(chat_server.pubsub, "room:lobby", scenario)
     result = await chanctl("send", "room:lobby", "announce", '{"text":"maintenance at 5"}', "--broadcast",
                            *user_args(chat_server.url, "1"))
     assert (result.code, result.out) == (0, 'ok {"subscribers":1}\n'), result.err

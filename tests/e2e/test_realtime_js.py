@@ -14,7 +14,7 @@ import pytest
 
 from chanctl.config.load import load_config
 from chanctl.server.runtime import ChannelServer, build_server
-from tests.support import ROOT, SECRET, TIMEOUT, run_js
+from tests.support import ROOT, SECRET, run_js, until_subscribed
 
 pytestmark = pytest.mark.node
 
@@ -163,9 +163,7 @@ await subscribe(room);
 emit({ got: await received(got, 1) });
 await a.disconnect();
 """, A=mint(42)))
-    async with asyncio.timeout(2 * TIMEOUT):  # no event says "realtime-js joined"; watch the subscription
-        while server.pubsub.subscriber_count("realtime:room:42") == 0 and not task.done():
-            await asyncio.sleep(0.01)
+    await until_subscribed(server.pubsub, "realtime:room:42", task)
     assert server.publish("realtime:room:42", "announce", {"text": "maintenance at 5"}) == 1  # as `chanctl send --broadcast`
     assert await task == [{"got": [{"type": "broadcast", "event": "announce", "payload": {"text": "maintenance at 5"}}]}]
 
