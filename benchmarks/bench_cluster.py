@@ -38,15 +38,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.run import ROOT, SECRET, free_port, pinned  # noqa: E402
+from benchmarks.run import ROOT, SECRET, cpu_seconds, free_port, pinned  # noqa: E402
 
 BENCH = ROOT / "benchmarks" / "bench.yaml"
 BENCH_HISTORY = ROOT / "benchmarks" / "bench_history.yaml"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:

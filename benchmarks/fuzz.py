@@ -58,6 +58,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.run import rss_kib  # noqa: E402
 from chanctl.tokens import TokenSigner  # noqa: E402
 
 SECRET = "fuzz-secret-0123456789abcdef0123456789abcdef"
@@ -429,10 +430,7 @@ class ServerUnderTest:
         return total
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        return rss_kib(self.proc.pid)
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
