@@ -211,7 +211,7 @@ class DeclarativeChannel(Channel):
         topic's ``presence.meta`` declares, so that a client cannot grow what every joiner downloads."""
         if not isinstance(payload, dict):
             return error({"errors": {"payload": ["must be of type object"]}})
-        unknown = sorted(set(payload) - self._spec.presence_fields)
+        unknown = sorted(name for name in payload if name not in self._spec.presence_meta)
         if unknown:
             return error({"errors": {name: ["is not a presence field of this topic"] for name in unknown}})
         return None
@@ -249,10 +249,6 @@ class CompiledTopic:
     """Joins and messages of this topic refused by a limit of its rules, by the limit's name: the
     server's /metrics adds them to ``chanctl_limit_refusals_total`` (the decisions run here, not
     in the socket, so they are counted here)."""
-
-    @property
-    def presence_fields(self) -> frozenset[str]:
-        return frozenset(self.presence_meta)
 
     def __call__(self) -> Channel:
         if self.handler is None:
