@@ -83,12 +83,19 @@ def _with_cluster(loaded: LoadedConfig, redis: str | None, node: str | None) -> 
     return dataclasses.replace(loaded, config=loaded.config.model_copy(update={"cluster": cluster}))
 
 
+_BARE_LINES = frozenset({
+    "connection open", "connection closed", "HTTP response sent (403 Forbidden)", "HTTP response sent (200 OK)",
+})
+
+
 def _not_a_bare_connection_line(record: logging.LogRecord) -> bool:
-    """Drops websockets' bare "connection open"/"connection closed", and its "HTTP response sent
-    (403 Forbidden)" after a refused handshake: chanctl logs each connection's open, close and
+    """Drops websockets' bare "connection open"/"connection closed", its "HTTP response sent
+    (403 Forbidden)" after a refused handshake, and its "HTTP response sent (200 OK)" after each
+    ``/healthz`` probe and ``/metrics`` scrape (a line every few seconds from a load balancer or
+    Prometheus, naming neither path nor peer): chanctl logs each connection's open, close and
     refusal with who, from where and how it ended (every 403 is one of its refusals). A filter, not a
     level, so websockets' other records (its debug lines, with tokens redacted) are untouched."""
-    return record.getMessage() not in ("connection open", "connection closed", "HTTP response sent (403 Forbidden)")
+    return record.getMessage() not in _BARE_LINES
 
 
 def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:

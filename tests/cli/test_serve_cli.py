@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -99,3 +100,27 @@ def test_a_refused_handshake_is_one_log_line_chanctls(tmp_path):
         proc.kill()
     assert "connection refused: from 127.0.0.1:" in rest
     assert "HTTP response sent (403" not in rest
+
+
+def test_health_probes_and_metrics_scrapes_log_nothing_at_info(tmp_path):
+    """A load balancer probing /healthz and Prometheus scraping /metrics every few seconds would
+    each add an INFO line naming neither path nor peer; --log-level debug still shows them."""
+    for level, expected in (("info", 0), ("debug", 2)):
+        proc = subprocess.Popen([sys.executable, "-m", "chanctl", "serve", str(CHAT), "--port", "0", "--log-level", level],
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "CHANCTL_SECRET": SECRET})
+        assert proc.stderr is not None
+        try:
+            line = ""
+            while " at ws://" not in line:
+                line = proc.stderr.readline()
+                assert line, "chanctl serve exited"
+            base = "http" + line.split(" at ws", 1)[1].split("/socket", 1)[0]
+            for path in ("/healthz", "/metrics"):
+                with urllib.request.urlopen(base + path, timeout=TIMEOUT) as response:
+                    assert response.status == 200
+            proc.send_signal(signal.SIGTERM)
+            _, rest = proc.communicate(timeout=TIMEOUT)
+        finally:
+            proc.kill()
+        assert rest.count("HTTP response sent (200 OK)") == expected, rest
+
