@@ -206,8 +206,10 @@ class V2Json:
             kind = data[0] if data else "(empty)"
             raise ProtocolViolation(f"binary frame of kind {kind}; clients only send kind 0 (push)", 1007)
         (join_ref, ref, topic, event), payload = _unpack(data, ("join_ref", "ref", "topic", "event"), "push")
-        # The JS client writes a null join_ref/ref as the empty string.
-        return Message(join_ref or None, ref or None, topic, event, payload)
+        # Kept as read: phoenix.js writes a null join_ref/ref as the empty string, and Phoenix's
+        # serializer hands the channel that "" (not nil), so an empty join_ref is not the wildcard
+        # a JSON null is: against a channel joined with "1" it is stale, as in Phoenix.
+        return Message(join_ref, ref, topic, event, payload)
 
     def decode_from_server(self, data: str | bytes) -> Message:
         """A frame as a client reads it, as phoenix.js decodes: a text frame as :meth:`decode` does;

@@ -348,6 +348,21 @@ def test_a_join_ref_is_only_the_same_ref_with_the_same_json_type(stale):
     assert feed(proto, [1, 4, "room:lobby", "ping", {}]) == [Deliver(channel, 4, "ping", {})]
 
 
+def test_a_binary_push_with_an_empty_join_ref_is_stale_as_in_phoenix():
+    """phoenix.js writes a null join_ref of a binary push as 0 bytes and Phoenix reads that as "",
+    which is not a JSON null's wildcard: a channel joined with "1" drops it; one joined with ""
+    (a binary join without refs) takes it, and the reply echoes the empty ref."""
+    proto = make()
+    joined(proto, "1")
+    empty = bytes([0, 0, 1, 10, 4]) + b"2" + b"room:lobby" + b"ping" + b"\x01"
+    assert feed(proto, empty) == [] and proto.stats.stale_dropped == 1
+    (join,) = feed(proto, bytes([0, 0, 0, 8, 8]) + b"room:bin" + b"phx_join" + b"{}")
+    channel = proto.join_succeeded(join)
+    assert sent(proto) == [["", "", "room:bin", "phx_reply", OK]]  # Phoenix: "" in both, not null
+    (deliver,) = feed(proto, bytes([0, 0, 0, 8, 4]) + b"room:bin" + b"ping" + b"\x01")
+    assert deliver == Deliver(channel, "", "ping", b"\x01")
+
+
 def test_a_string_join_ref_is_not_its_integer():
     proto = make()
     joined(proto, "1")
