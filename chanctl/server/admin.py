@@ -327,9 +327,11 @@ class AdminTap:
             row[f"{name}_per_s"] = round(rate, 1)
         return row
 
-    def local_subscribers(self, topic: str) -> list[dict[str, Any]]:
-        """This node's subscribers of ``topic`` (``inspect`` gathers every node's)."""
-        return self._local_subscribers(topic)[0]
+    def local_subscribers(self, topic: str) -> dict[str, Any]:
+        """This node's subscribers of ``topic``, cut to :data:`LIST_BYTES`, and how many there are
+        (``inspect`` on another node gathers every node's)."""
+        subscribers, total = self._local_subscribers(topic)
+        return {"subscribers": subscribers, "total": total}
 
     def _local_subscribers(self, topic: str) -> tuple[list[Any], int]:
         """This node's subscribers of ``topic`` up to :data:`LIST_BYTES`, and how many there are."""
@@ -362,13 +364,14 @@ class AdminTap:
 
     async def inspect(self, topic: str) -> dict[str, Any]:
         """One topic's subscribers (on every node of a cluster, each with its ``node``) and full presence."""
-        # This node's count is whole (its list was cut to LIST_BYTES already); a peer answers with
-        # its cut list, so its part of the total is what it sent.
+        # Each node's count is whole, though its list was cut to LIST_BYTES.
         subscribers, total = self._local_subscribers(topic)
         if self.server.cluster is not None:
             for answer in (await self.server.cluster.ask("inspect", {"topic": topic})).values():
-                subscribers.extend(answer)
-                total += len(answer)
+                if isinstance(answer, list):  # a node of a version before the total (a rolling upgrade)
+                    answer = {"subscribers": answer, "total": len(answer)}
+                subscribers.extend(answer["subscribers"])
+                total += answer["total"]
         shown, _ = _listed(subscribers, LIST_BYTES)
         presences = self.server.presence.list(topic)
         presence, _, cut = _presence_side(presences, INSPECT_PRESENCE_BYTES, 25 * PRESENCE_KEYS)

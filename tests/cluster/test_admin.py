@@ -8,6 +8,7 @@ import pytest
 import websockets
 
 from chanctl.client import Client
+from chanctl.server import admin as admin_module
 from chanctl.server.admin import ADMIN_TOPIC
 from tests.cluster.test_broadcast import joined
 from tests.server.test_admin import next_event
@@ -56,6 +57,23 @@ async def test_admin_commands_and_stats_span_the_cluster(two_nodes, mint):
         closed = await watch.push("disconnect", {"socket_id": "user_socket:8"}, TIMEOUT)
         assert closed.response == {"closed": 1}
         await asyncio.wait_for(member_b.ws.wait_closed(), TIMEOUT)
+
+
+async def test_inspect_counts_every_subscriber_of_a_peer_whose_list_was_cut(two_nodes, mint, monkeypatch):
+    """A peer lists its subscribers up to LIST_BYTES, as this node does, but says how many it has:
+    the total is the cluster's, not the length of what could be shown."""
+    a, b = two_nodes
+    await peers(a, b)
+    members = [await joined(a, mint, 7)] + [await joined(b, mint, user) for user in (8, 9, 10)]
+    monkeypatch.setattr(admin_module, "LIST_BYTES", 300)  # about one subscriber's entry
+    async with Client(a.url, token=mint(1, admin=True), reconnect=False) as admin:
+        watch = admin.channel(ADMIN_TOPIC)
+        await watch.join(TIMEOUT)
+        inspected = (await watch.push("inspect", {"topic": "room:1"}, TIMEOUT)).response
+    assert inspected["subscribers_total"] == 4
+    assert 0 < len(inspected["subscribers"]) < 4
+    for member in members:
+        await member.close()
 
 
 async def test_stats_list_a_node_that_went_away(start_node, mint):
