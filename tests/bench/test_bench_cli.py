@@ -16,7 +16,7 @@ import pytest
 
 from tests.cli.run import chanctl
 from tests.conftest import CHAT
-from tests.support import QUIET, ROOT
+from tests.support import QUIET, ROOT, TIMEOUT
 
 BENCH_YAML = """
 server: {rate_limit: null}
@@ -30,7 +30,10 @@ topics:
 
 
 async def bench(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None, str]:
-    result = await chanctl("bench", *args, "--json", "--quiet", "--timeout", "5", "--time-limit", "8s", env=env)
+    # Waited on past the bench's own 8 s limit: its worker processes start (imports) before it
+    # counts, which on a loaded machine took the whole of the suite's 10 s.
+    result = await chanctl("bench", *args, "--json", "--quiet", "--timeout", "5", "--time-limit", "8s", env=env,
+                           timeout=8 + 2 * TIMEOUT)
     report = orjson.loads(result.out) if result.out.strip() else None
     return result.code, report, result.err
 

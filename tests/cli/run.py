@@ -36,10 +36,11 @@ async def start_chanctl(*args: str, env: dict[str, str] | None = None, cwd: Path
     )
 
 
-async def chanctl(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Result:
-    """``chanctl ARGS`` to completion; the test fails if it outlives the suite's timeout."""
+async def chanctl(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, cwd: Path = ROOT,
+                  timeout: float = 2 * TIMEOUT) -> Result:
+    """``chanctl ARGS`` to completion; the test fails if it outlives ``timeout`` (the suite's, by default)."""
     proc = await start_chanctl(*args, env=env, cwd=cwd)
-    out, err = await asyncio.wait_for(proc.communicate(None if stdin is None else stdin.encode()), 2 * TIMEOUT)
+    out, err = await asyncio.wait_for(proc.communicate(None if stdin is None else stdin.encode()), timeout)
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
 
