@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -80,10 +81,9 @@ def test_sigterm_stops_even_when_stderr_is_gone():
         proc.kill()
 
 
-def test_a_refused_handshake_is_one_log_line_chanctls(tmp_path):
-    """chanctl logs the refusal with who and why; websockets' bare "HTTP response sent (403
-    Forbidden)" after it said the same with neither, so it is left to --log-level debug."""
-    proc = subprocess.Popen([sys.executable, "-m", "chanctl", "serve", str(CHAT), "--port", "0"],
+def serve_log(act: Callable[[str], None], *args: str) -> str:
+    """``chanctl serve`` the chat sample with ``args``; ``act`` on its socket URL; SIGTERM; the log after the URL line."""
+    proc = subprocess.Popen([sys.executable, "-m", "chanctl", "serve", str(CHAT), "--port", "0", *args],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "CHANCTL_SECRET": SECRET})
     assert proc.stderr is not None
     try:
@@ -91,36 +91,34 @@ def test_a_refused_handshake_is_one_log_line_chanctls(tmp_path):
         while " at ws://" not in line:
             line = proc.stderr.readline()
             assert line, "chanctl serve exited"
-        url = line.split(" at ", 1)[1].split()[0]
-        with pytest.raises(InvalidStatus):
-            connect(url + "?token=forged.token.here&vsn=2.0.0", open_timeout=TIMEOUT)
+        act(line.split(" at ", 1)[1].split()[0])
         proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=TIMEOUT)
+        return proc.communicate(timeout=TIMEOUT)[1]
     finally:
         proc.kill()
+
+
+def test_a_refused_handshake_is_one_log_line_chanctls():
+    """chanctl logs the refusal with who and why; websockets' bare "HTTP response sent (403
+    Forbidden)" after it said the same with neither, so it is left to --log-level debug."""
+    def forged(url: str) -> None:
+        with pytest.raises(InvalidStatus):
+            connect(url + "?token=forged.token.here&vsn=2.0.0", open_timeout=TIMEOUT)
+
+    rest = serve_log(forged)
     assert "connection refused: from 127.0.0.1:" in rest
     assert "HTTP response sent (403" not in rest
 
 
-def test_health_probes_and_metrics_scrapes_log_nothing_at_info(tmp_path):
+def test_health_probes_and_metrics_scrapes_log_nothing_at_info():
     """A load balancer probing /healthz and Prometheus scraping /metrics every few seconds would
     each add an INFO line naming neither path nor peer; --log-level debug still shows them."""
-    for level, expected in (("info", 0), ("debug", 2)):
-        proc = subprocess.Popen([sys.executable, "-m", "chanctl", "serve", str(CHAT), "--port", "0", "--log-level", level],
-                                stderr=subprocess.PIPE, text=True, env={**os.environ, "CHANCTL_SECRET": SECRET})
-        assert proc.stderr is not None
-        try:
-            line = ""
-            while " at ws://" not in line:
-                line = proc.stderr.readline()
-                assert line, "chanctl serve exited"
-            base = "http" + line.split(" at ws", 1)[1].split("/socket", 1)[0]
-            for path in ("/healthz", "/metrics"):
-                with urllib.request.urlopen(base + path, timeout=TIMEOUT) as response:
-                    assert response.status == 200
-            proc.send_signal(signal.SIGTERM)
-            _, rest = proc.communicate(timeout=TIMEOUT)
-        finally:
-            proc.kill()
-        assert rest.count("HTTP response sent (200 OK)") == expected, rest
+    def probe(url: str) -> None:
+        base = "http" + url.removeprefix("ws").split("/socket", 1)[0]
+        for path in ("/healthz", "/metrics"):
+            with urllib.request.urlopen(base + path, timeout=TIMEOUT) as response:
+                assert response.status == 200
 
+    for level, expected in (("info", 0), ("debug", 2)):
+        rest = serve_log(probe, "--log-level", level)
+        assert rest.count("HTTP response sent (200 OK)") == expected, rest
