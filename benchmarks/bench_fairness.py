@@ -9,6 +9,11 @@ flood and the probe (benchmarks/fairness_load.mjs, two Node processes) on core 1
 
     python benchmarks/bench_fairness.py                    # 50,000 pushes, 3 runs
     python benchmarks/bench_fairness.py --pushes 100000 --repeat 5
+    python benchmarks/bench_fairness.py --baseline /tmp/before   # also chanctl from another checkout
+
+``--baseline DIR`` measures that checkout's chanctl (a ``git archive`` of the commit before a
+change) as "before", its runs alternating with this checkout's (before, after, after, before, ...),
+so that a shared machine's load falls on both alike.
 """
 
 from __future__ import annotations
@@ -66,8 +71,8 @@ def probe_while(url: str, seconds: float | None, flood: subprocess.Popen[str] | 
     return rtts
 
 
-def one_run(config: Path, pushes: int) -> dict[str, float]:
-    server = run.Server("chanctl", config)
+def one_run(config: Path, pushes: int, root: Path = run.ROOT) -> dict[str, float]:
+    server = run.Server("chanctl", config, root)
     try:
         base = probe_while(server.url, 2)
         flood = node("flood", server.url, pushes=pushes)
@@ -89,16 +94,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pushes", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another checkout's chanctl, measured as 'before'")
     args = parser.parse_args()
+    roots = {"before": args.baseline, "after": run.ROOT} if args.baseline else {"chanctl": run.ROOT}
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in roots}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "fairness.yaml"
         config.write_text(CONFIG)
-        runs = [one_run(config, args.pushes) for _ in range(args.repeat)]
-    for result in runs:
-        print(json.dumps(result), file=sys.stderr)
-    print(f"fairness: {args.pushes:,} pushes from one socket, heartbeat probe every 5 ms, median of {len(runs)} runs")
-    for key in runs[0]:
-        print(f"  {key:<20} {statistics.median(r[key] for r in runs):10.2f}")
+        for i in range(args.repeat):
+            for kind in list(roots) if i % 2 == 0 else list(roots)[::-1]:
+                result = one_run(config, args.pushes, roots[kind])
+                runs[kind].append(result)
+                print(f"# run {i + 1} {kind}: {json.dumps(result)}", file=sys.stderr, flush=True)
+    print(f"fairness: {args.pushes:,} pushes from one socket, heartbeat probe every 5 ms, median of {args.repeat} runs")
+    print(f"  {'':<20} " + " ".join(f"{kind:>10}" for kind in runs))
+    for key in runs["after" if args.baseline else "chanctl"][0]:
+        print(f"  {key:<20} " + " ".join(f"{statistics.median(r[key] for r in kind_runs):10.2f}" for kind_runs in runs.values()))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 
     python benchmarks/run.py            # about six minutes on 2 cores
     python benchmarks/run.py --full     # the issue's sizes (2,000 messages at 5,000 subscribers too)
+    python benchmarks/run.py --only fan-out --baseline /tmp/before   # also chanctl from another checkout
 
 Each server runs pinned to core 0 (``taskset -c 0``), the Node load generator (loadgen.mjs, the
 ``ws`` package from tests/js/node_modules) on core 1. Runs are interleaved (plain, chanctl,
 chanctl, plain, ...) and each figure is the median of ``--runs`` runs; every server starts fresh
 for every scenario. The generator reports its own CPU: a share near 1.0 means it saturated its
-core and the server figure is a lower bound.
+core and the server figure is a lower bound. ``--baseline DIR`` adds that checkout's chanctl (a
+``git archive`` of the commit before a change) to the rotation as "before", and a second table of
+chanctl against it.
 """
 
 from __future__ import annotations
@@ -159,8 +162,8 @@ def scenarios(full: bool) -> list[tuple[str, str, dict]]:
     ]
 
 
-def measure(kind: str, mode: str, opts: dict) -> dict:
-    server = Server(kind)
+def measure(kind: str, mode: str, opts: dict, baseline: Path | None = None) -> dict:
+    server = Server("chanctl", root=baseline) if kind == "before" and baseline else Server(kind)
     try:
         if mode == "idle":
             return idle_rss(server, opts["n"])
@@ -174,21 +177,26 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--full", action="store_true", help="the issue's sizes everywhere (slower)")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--baseline", type=Path, help="another checkout's chanctl, measured as 'before'")
     args = parser.parse_args()
+    kinds = ("plain", "chanctl", "before") if args.baseline else ("plain", "chanctl")
     if shutil.which("node") is None or not (NODE_MODULES / "ws").is_dir():
         raise SystemExit("needs Node and tests/js/node_modules: run `npm ci --prefix tests/js`")
     results: dict[str, dict[str, list[dict]]] = {}
     for name, mode, opts in scenarios(args.full):
         if args.only and args.only not in name:
             continue
-        results[name] = {"plain": [], "chanctl": []}
+        results[name] = {kind: [] for kind in kinds}
         for run in range(args.runs):
-            order = ("plain", "chanctl") if run % 2 == 0 else ("chanctl", "plain")
+            order = kinds if run % 2 == 0 else kinds[::-1]
             for kind in order:
-                result = measure(kind, mode, opts)
+                result = measure(kind, mode, opts, args.baseline)
                 results[name][kind].append(result)
                 print(f"# {name} run {run + 1} {kind}: {json.dumps(result)}", file=sys.stderr, flush=True)
     print(table(results))
+    if args.baseline:
+        print()
+        print(table(results, ("before", "chanctl")))
 
 
 def med(runs: list[dict], key: str) -> float | None:
@@ -196,8 +204,11 @@ def med(runs: list[dict], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def table(results: dict[str, dict[str, list[dict]]]) -> str:
-    rows = ["| scenario | metric | plain websockets | chanctl | chanctl / plain | generator CPU (plain / chanctl) |",
+def table(results: dict[str, dict[str, list[dict]]], kinds: tuple[str, str] = ("plain", "chanctl")) -> str:
+    """One row per scenario and metric: the two ``kinds`` side by side, the second's ratio to the first."""
+    base, other = kinds
+    title = {"plain": "plain websockets", "before": "chanctl before", "chanctl": "chanctl"}
+    rows = [f"| scenario | metric | {title[base]} | {title[other]} | {other} / {base} | generator CPU ({base} / {other}) |",
             "|---|---|---|---|---|---|"]
     metrics = {
         "fanout": [("deliveries/s", "per_s", "{:,.0f}"), ("p50 latency ms", "p50_ms", "{:.1f}"), ("p99 latency ms", "p99_ms", "{:.1f}"),
@@ -208,16 +219,16 @@ def table(results: dict[str, dict[str, list[dict]]]) -> str:
     }
     for name, by_kind in results.items():
         mode = "fanout" if "fan-out" in name else "chat" if "chat" in name else "connect" if "connect" in name else "idle"
-        cpu = " / ".join(f"{med(by_kind[k], 'gen_cpu'):.2f}" if med(by_kind[k], "gen_cpu") is not None else "-" for k in ("plain", "chanctl"))
+        cpu = " / ".join(f"{med(by_kind[k], 'gen_cpu'):.2f}" if med(by_kind[k], "gen_cpu") is not None else "-" for k in kinds)
         for label, key, fmt in metrics[mode]:
             if label.startswith("server CPU"):
-                values = [statistics.median(r["server_cpu_s"] * 1e6 / r["deliveries"] for r in by_kind[k]) for k in ("plain", "chanctl")]
+                values = [statistics.median(r["server_cpu_s"] * 1e6 / r["deliveries"] for r in by_kind[k]) for k in kinds]
             elif label == "delivered/expected":
-                cells = [f"{sum(r['delivered'] for r in by_kind[k])}/{sum(r['expected'] for r in by_kind[k])}" for k in ("plain", "chanctl")]
+                cells = [f"{sum(r['delivered'] for r in by_kind[k])}/{sum(r['expected'] for r in by_kind[k])}" for k in kinds]
                 rows.append(f"| {name} | {label} | {cells[0]} | {cells[1]} | | {cpu} |")
                 continue
             else:
-                values = [med(by_kind[k], key) for k in ("plain", "chanctl")]
+                values = [med(by_kind[k], key) for k in kinds]
             ratio = f"{values[1] / values[0]:.2f}x" if values[0] and values[1] is not None else "-"
             rows.append(f"| {name} | {label} | {fmt.format(values[0])} | {fmt.format(values[1])} | {ratio} | {cpu} |")
     return "\n".join(rows)

@@ -42,6 +42,7 @@ from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
 from chanctl.server.compile import CompiledConfig, compile_config
 from chanctl.server.cluster import Cluster, replica_id
 from chanctl.server.connection import Connection, peer_address
+from chanctl.server.fairread import FairReadConnection
 from chanctl.origins import OriginPolicy
 from chanctl.server.longpoll import LongPollEndpoint
 from chanctl.server import realtime
@@ -83,9 +84,9 @@ _PASSED = _FrontDoor()
 """The door of every connection whose first request was answered: its reads go to websockets."""
 
 
-class _WebSocket(ServerConnection):
+class _WebSocket(FairReadConnection):
     """A websockets connection that carries what the handshake verified, and the front door of
-    the port.
+    the port (its reads of the open WebSocket are sliced by :class:`FairReadConnection`).
 
     A request for ``<path>/longpoll`` is handed to the LongPoll endpoint before websockets parses
     it (websockets answers only bodiless GETs, and LongPoll POSTs a body). The hand-off sniffs the
