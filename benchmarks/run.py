@@ -10,7 +10,9 @@ chanctl, plain, ...) and each figure is the median of ``--runs`` runs; every ser
 for every scenario. The generator reports its own CPU: a share near 1.0 means it saturated its
 core and the server figure is a lower bound. ``--baseline DIR`` adds that checkout's chanctl (a
 ``git archive`` of the commit before a change) to the rotation as "before", and a second table of
-chanctl against it.
+chanctl against it. ``--fifo`` runs servers and generator under SCHED_FIFO, so that other work on
+a shared machine does not decide the latencies (the chat scenario's p99; benchmarks/README.md,
+"Latency at low load").
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Callable
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,8 +42,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+FIFO: list[str] = []
+"""``chrt -f 10`` when ``--fifo`` is given: the servers and the generator run under SCHED_FIFO."""
+
+
 def pinned(core: int, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+    argv = ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+    return [*FIFO, *argv]
 
 
 def rss_kib(pid: int) -> int:
@@ -55,6 +63,13 @@ def cpu_seconds(pid: int) -> float:
     """A process's user + system CPU so far, from /proc (the figure a shared machine disturbs least)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor took from this (virtual) machine so far, over all its CPUs, from
+    /proc/stat: a stall no scheduling class can prevent, so a latency run with much of it is noise."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 class Server:
@@ -104,14 +119,40 @@ class Server:
 
 
 def loadgen(server: Server, mode: str, **opts: object) -> dict:
-    argv = pinned(1, ["node", str(ROOT / "benchmarks" / "loadgen.mjs"), json.dumps({"mode": mode, "url": server.url, **opts})])
-    env = dict(os.environ)
+    """Run one loadgen.mjs scenario against ``server``; its JSON result, plus the server's CPU
+    seconds over the whole run (``server_cpu_s``) and, for a scenario that marks its measured
+    window (chat), over that window alone (``window_cpu_s``), with the machine's steal time in it
+    (``window_steal_s``)."""
+    # Under SCHED_FIFO, V8's helper threads share the generator's core at its priority, and its
+    # main thread spun waiting for them (0.95 of the core instead of 0.2, p99 3-10x): one thread.
+    node = ["node", "--single-threaded"] if FIFO else ["node"]
+    argv = pinned(1, [*node, str(ROOT / "benchmarks" / "loadgen.mjs"), json.dumps({"mode": mode, "url": server.url, **opts})])
     cpu0 = server.cpu_seconds()
-    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
-    if out.returncode != 0:
-        raise SystemExit(f"loadgen {mode} against {server.kind} failed:\n{out.stdout}\n{out.stderr}")
-    result = json.loads(out.stdout.splitlines()[-1])
+    marks: dict[str, float] = {}
+    steal: dict[str, float] = {}
+    lines: list[str] = []
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(600, proc.kill)
+    watchdog.start()
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        for line in proc.stdout:
+            if line.startswith('{"mark"'):
+                marks[json.loads(line)["mark"]] = server.cpu_seconds()
+                steal[json.loads(line)["mark"]] = steal_seconds()
+            else:
+                lines.append(line)
+        err = proc.stderr.read()
+        proc.wait()
+    finally:
+        watchdog.cancel()
+    if proc.returncode != 0:
+        raise SystemExit(f"loadgen {mode} against {server.kind} failed:\n{''.join(lines)}\n{err}")
+    result = json.loads(lines[-1])
     result["server_cpu_s"] = server.cpu_seconds() - cpu0
+    if "measure" in marks and "end" in marks:
+        result["window_cpu_s"] = marks["end"] - marks["measure"]
+        result["window_steal_s"] = steal["end"] - steal["measure"]
     return result
 
 
@@ -155,7 +196,7 @@ def scenarios(full: bool) -> list[tuple[str, str, dict]]:
     return [
         ("fan-out 1,000 subs", "fanout", {"subs": 1000, "messages": 2000, "window": 20}),
         ("fan-out 5,000 subs", "fanout", {"subs": 5000, "messages": 2000 if full else 200, "window": 20}),
-        ("chat 500 rooms x 2", "chat", {"rooms": 500, "rate": 2, "seconds": 10 if full else 5}),
+        ("chat 500 rooms x 2", "chat", {"rooms": 500, "rate": 2, "seconds": 10 if full else 5, "warmup": 2}),
         ("connect+join", "connect", {"n": 2000, "concurrency": 50}),
         ("idle RSS 5,000", "idle", {"n": 5000}),
         ("idle RSS 10,000", "idle", {"n": 10000}),
@@ -178,7 +219,12 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the issue's sizes everywhere (slower)")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
     parser.add_argument("--baseline", type=Path, help="another checkout's chanctl, measured as 'before'")
+    parser.add_argument("--fifo", action="store_true",
+                        help="run the servers and the generator under SCHED_FIFO (chrt -f 10; root or CAP_SYS_NICE): "
+                             "the rest of a shared machine cannot delay them, so latencies are the servers' own")
     args = parser.parse_args()
+    if args.fifo:
+        FIFO[:] = ["chrt", "-f", "10"]
     kinds = ("plain", "chanctl", "before") if args.baseline else ("plain", "chanctl")
     if shutil.which("node") is None or not (NODE_MODULES / "ws").is_dir():
         raise SystemExit("needs Node and tests/js/node_modules: run `npm ci --prefix tests/js`")
@@ -213,7 +259,8 @@ def table(results: dict[str, dict[str, list[dict]]], kinds: tuple[str, str] = ("
     metrics = {
         "fanout": [("deliveries/s", "per_s", "{:,.0f}"), ("p50 latency ms", "p50_ms", "{:.1f}"), ("p99 latency ms", "p99_ms", "{:.1f}"),
                    ("server CPU µs/delivery", None, "{:.2f}")],
-        "chat": [("p50 latency ms", "p50_ms", "{:.2f}"), ("p99 latency ms", "p99_ms", "{:.2f}"), ("delivered/expected", None, "{}")],
+        "chat": [("p50 latency ms", "p50_ms", "{:.2f}"), ("p99 latency ms", "p99_ms", "{:.2f}"),
+                 ("server CPU µs/message", None, "{:.1f}"), ("delivered/expected", None, "{}")],
         "connect": [("connections+joins/s", "per_s", "{:,.0f}")],
         "idle": [("KiB RSS per joined connection", "kib_per_conn", "{:.1f}")],
     }
@@ -221,8 +268,10 @@ def table(results: dict[str, dict[str, list[dict]]], kinds: tuple[str, str] = ("
         mode = "fanout" if "fan-out" in name else "chat" if "chat" in name else "connect" if "connect" in name else "idle"
         cpu = " / ".join(f"{med(by_kind[k], 'gen_cpu'):.2f}" if med(by_kind[k], "gen_cpu") is not None else "-" for k in kinds)
         for label, key, fmt in metrics[mode]:
-            if label.startswith("server CPU"):
+            if label == "server CPU µs/delivery":
                 values = [statistics.median(r["server_cpu_s"] * 1e6 / r["deliveries"] for r in by_kind[k]) for k in kinds]
+            elif label == "server CPU µs/message":  # the measured window's CPU per message sent (2 deliveries + a reply)
+                values = [statistics.median(r["window_cpu_s"] * 1e6 / r["sent"] for r in by_kind[k]) for k in kinds]
             elif label == "delivered/expected":
                 cells = [f"{sum(r['delivered'] for r in by_kind[k])}/{sum(r['expected'] for r in by_kind[k])}" for k in kinds]
                 rows.append(f"| {name} | {label} | {cells[0]} | {cells[1]} | | {cpu} |")

@@ -1,0 +1,173 @@
+"""Server CPU per chat message on chanctl's own path, two checkouts compared in one run.
+
+    python benchmarks/bench_chat_path.py --before /tmp/before [--reps 7] [--n 20000]   # time, interleaved
+    PYTHONHASHSEED=0 python benchmarks/bench_chat_path.py --before /tmp/before --n 2000 --instructions  # callgrind
+    python benchmarks/bench_chat_path.py --one [--root CHECKOUT]                      # one checkout, JSON
+
+The chat scenario's path (benchmarks/README.md, "Latency at low load") without the socket library
+and the kernel: a real server on benchmarks/bench.yaml (``do: broadcast``, a real connection,
+rule, schema, stamp, pubsub, reply), two connections joined to one room through
+``ChannelServer.accept`` with an in-memory transport, and a client message at a time, as at low
+load: each is read, handled, and its frames (the broadcast to both members, the reply) written by
+the server's Flusher in the next loop tick before the next message comes. The transport hands the
+connection its next frame after one loop tick, as a socket read does; it writes nowhere.
+
+Each checkout runs in its own process (its own ``chanctl`` on sys.path); the processes alternate
+(before, after, after, before, ...) and each figure is the median of ``--reps`` runs. Reported:
+µs of CPU per message (2 deliveries and a reply), or instructions per message under callgrind (the
+difference between runs of 2n and n messages, so start-up and joins cancel out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure(n: int) -> float:
+    """CPU µs per chat message in this process (``chanctl`` from sys.path)."""
+    import asyncio
+    import os
+
+    import orjson
+
+    os.environ.setdefault("CHANCTL_SECRET", "s" * 64)
+    from chanctl.protocol.serializers import negotiate
+    from chanctl.server.compile import compile_text
+    from chanctl.server.runtime import build_server
+    from chanctl.server.wire import FrameEncoder
+
+    class Link:
+        """An in-memory transport: frames to read, one loop tick per read; writes counted."""
+
+        remote_address = ("bench", 0)
+        needs_idle_timeout = True
+        closed_here = False
+        close_code = None
+        close_reason = ""
+
+        def __init__(self) -> None:
+            self.incoming: list[str] = []
+            self.ready: asyncio.Future[None] | None = None
+            self.written = 0
+
+        def encoder(self, serializer: object) -> FrameEncoder:
+            return FrameEncoder.of(serializer)  # type: ignore[arg-type]
+
+        def __aiter__(self) -> Link:
+            return self
+
+        async def __anext__(self) -> str:
+            while not self.incoming:
+                self.ready = asyncio.get_running_loop().create_future()
+                await self.ready
+            return self.incoming.pop(0)
+
+        def feed(self, frame: str) -> None:
+            self.incoming.append(frame)
+            if self.ready is not None and not self.ready.done():
+                self.ready.set_result(None)
+
+        def write(self, frames: list[bytes]) -> bool:
+            self.written += len(frames)
+            return True
+
+        def unsent(self) -> int:
+            return 0
+
+        async def close(self, code: int = 1000, reason: str = "") -> None:
+            pass
+
+        def abort(self) -> None:
+            pass
+
+    async def run() -> float:
+        server = build_server(compile_text((ROOT / "benchmarks" / "bench.yaml").read_text(), "bench.yaml"))
+        a, b = Link(), Link()
+        serializer = negotiate("2.0.0")  # what a phoenix.js handshake gets: one shared instance
+        tasks = [asyncio.create_task(server.accept(link, {"id": 1}, serializer)) for link in (a, b)]
+        for link in (a, b):
+            link.feed(orjson.dumps(["1", "1", "bench:room1", "phx_join", {}]).decode())
+        while a.written < 1 or b.written < 1:
+            await asyncio.sleep(0)
+        frames = [orjson.dumps(["1", str(i), "bench:room1", "msg", {"t": 1234.5678}]).decode() for i in range(2, n + 2)]
+
+        async def send(count: int) -> None:
+            for frame in frames[:count]:
+                goal = b.written + 1
+                a.feed(frame)
+                while b.written < goal:  # read, handled, flushed: the next message comes after
+                    await asyncio.sleep(0)
+
+        await send(min(n, 1000))  # warm
+        started = time.process_time()
+        await send(n)
+        spent = time.process_time() - started
+        for task in tasks:
+            task.cancel()
+        return spent / n * 1e6
+
+    return asyncio.run(run())
+
+
+def _code(root: Path, n: int) -> str:
+    return (f"import sys, json; sys.path.insert(0, {str(root)!r}); sys.path.insert(1, {str(ROOT / 'benchmarks')!r}); "
+            f"import bench_chat_path; print(json.dumps(bench_chat_path.measure({n})))")
+
+
+def one(root: Path, n: int) -> float:
+    out = subprocess.run([sys.executable, "-c", _code(root, n)], check=True, capture_output=True, text=True, cwd="/")
+    return json.loads(out.stdout)
+
+
+def instructions(root: Path, n: int) -> float:
+    """Instructions per message under callgrind: runs of 2n and n messages, subtracted."""
+    counts = []
+    for size in (n, 2 * n):
+        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c",
+                              _code(root, size)], capture_output=True, text=True, cwd="/", check=True)
+        counts.append(int(next(line for line in out.stderr.splitlines() if "Collected :" in line).split()[-1]))
+    return (counts[1] - counts[0]) / (n + min(2 * n, 1000) - min(n, 1000))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", type=Path, help="the checkout to compare against (e.g. a git archive of main)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout measured (default: this one)")
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--n", type=int, default=20000, help="messages per run")
+    parser.add_argument("--one", action="store_true", help="measure --root once and print JSON")
+    parser.add_argument("--instructions", action="store_true", help="instructions per message under callgrind instead of time")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.n)))
+        return
+    if args.instructions:
+        before = instructions(args.before, args.n) if args.before else None
+        after = instructions(args.root, args.n)
+        ratio = f", after/before {after / before:.3f}" if before else ""
+        print(f"instructions per chat message: before {before or 0:,.0f}, after {after:,.0f}{ratio}")
+        return
+    runs: dict[str, list[float]] = {"before": [], "after": []}
+    roots = {"before": args.before, "after": args.root}
+    for rep in range(args.reps):
+        for which in (("before", "after") if rep % 2 == 0 else ("after", "before")):
+            if roots[which] is not None:
+                runs[which].append(one(roots[which], args.n))
+    after = statistics.median(runs["after"])
+    if args.before is None:
+        print(f"CPU per chat message: {after:.2f} µs (median of {args.reps})")
+        return
+    before = statistics.median(runs["before"])
+    print(f"CPU per chat message, median of {args.reps}: before {before:.2f} µs, after {after:.2f} µs, after/before {after / before:.3f}")
+
+
+if __name__ == "__main__":
+    main()
