@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -136,12 +137,36 @@ class EventCheck:
     event: CompiledEvent | None = None
 
 
+class _InsertedAt:
+    """``inserted_at`` for now: ISO 8601 in UTC with microseconds and ``Z``, the text of
+    ``datetime.now(UTC).isoformat(timespec="microseconds")`` with ``Z`` for ``+00:00``.
+
+    The date and time of day are formatted once a second and only the microseconds per message:
+    datetime's formatting was 1.8 µs of a stamp's 2.6 (every ``do: broadcast`` message)."""
+
+    __slots__ = ("second", "text")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.text = ""
+
+    def __call__(self) -> str:
+        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+        if second != self.second:
+            self.text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            self.second = second
+        return f"{self.text}{micro:06d}Z"
+
+
+_inserted_at = _InsertedAt()
+
+
 def stamp(user: dict[str, Any], payload: Any) -> dict[str, Any]:
     """A broadcast body: the payload plus the sender's ``user_id``, an ``id`` and ``inserted_at``."""
     body = dict(payload) if isinstance(payload, dict) else {"payload": payload}
     body["user_id"] = user.get("id")
     body["id"] = _message_id()
-    body["inserted_at"] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    body["inserted_at"] = _inserted_at()
     return body
 
 

@@ -133,3 +133,17 @@ a.disconnect(); b.disconnect();
         {"unknown": {"reason": "unknown event", "event": "nope"}},
         {"seen": {"a": [["shout", "7!"]], "b": [["cursor", 9], ["shout", "7!"]]}},
     ]
+
+
+
+def test_inserted_at_is_datetimes_iso_text_in_utc_with_z(monkeypatch):
+    # stamp() formats the date and time of day once a second: the text must stay what
+    # datetime's isoformat(timespec="microseconds") writes in UTC, with Z, as the second changes.
+    from datetime import UTC, datetime
+
+    from chanctl.server import behaviours
+
+    for micros in (1_764_645_599_999_998, 1_764_645_599_999_999, 1_764_645_600_000_000, 1_764_645_600_000_001, 86_400_000_007):
+        monkeypatch.setattr(behaviours.time, "time_ns", lambda: micros * 1000 + 999)
+        expected = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+        assert behaviours.stamp({"id": 1}, {})["inserted_at"] == expected.isoformat(timespec="microseconds").replace("+00:00", "Z")
