@@ -251,8 +251,10 @@ class V2Json:
                     _REPLY, (message.join_ref, "join_ref"), (message.ref, "ref"), (message.topic, "topic"),
                     (message.status, "status"), payload=message.response,
                 )
-            message = message.to_message()
-        elif isinstance(message.payload, bytes):
+            # to_message()'s array, without building the Message (every client message's reply).
+            return orjson.dumps([message.join_ref, message.ref, message.topic, PHX_REPLY,
+                                 {"status": message.status, "response": message.response}])
+        if isinstance(message.payload, bytes):
             # A server push carries no ref in the binary layout.
             return _binary(
                 _PUSH, (message.join_ref, "join_ref"), (message.topic, "topic"), (message.event, "event"), payload=message.payload
@@ -300,8 +302,9 @@ class V1Json:
             raise ProtocolViolation("a vsn 1.0.0 socket cannot carry a binary payload (V1 has no binary frames)", 1011)
         if isinstance(message, Broadcast):
             return orjson.dumps({"topic": message.topic, "event": message.event, "payload": message.payload, "ref": None})
-        if isinstance(message, Reply):
-            message = message.to_message()
+        if isinstance(message, Reply):  # to_message()'s object, without building the Message
+            return orjson.dumps({"topic": message.topic, "event": PHX_REPLY, "payload": {"status": message.status, "response": message.response},
+                                 "ref": message.ref})
         return orjson.dumps(
             {"topic": message.topic, "event": message.event, "payload": message.payload, "ref": message.ref}
         )
