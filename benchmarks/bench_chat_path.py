@@ -10,12 +10,16 @@ rule, schema, stamp, pubsub, reply), two connections joined to one room through
 ``ChannelServer.accept`` with an in-memory transport, and a client message at a time, as at low
 load: each is read, handled, and its frames (the broadcast to both members, the reply) written by
 the server's Flusher in the next loop tick before the next message comes. The transport hands the
-connection its next frame after one loop tick, as a socket read does; it writes nowhere.
+connection its next frame after one loop tick, as a socket read does; it writes nowhere, and
+notes when it last wrote: the wall time from a message's arrival to the write of its broadcast to
+the other member is the server's share of the chat latency (median; alone, and with a message in
+each of 8 rooms at once, as after a stall).
 
 Each checkout runs in its own process (its own ``chanctl`` on sys.path); the processes alternate
 (before, after, after, before, ...) and each figure is the median of ``--reps`` runs. Reported:
-µs of CPU per message (2 deliveries and a reply), or instructions per message under callgrind (the
-difference between runs of 2n and n messages, so start-up and joins cancel out).
+µs of CPU per message (2 deliveries and a reply) and the two latencies, or instructions per
+message under callgrind (the difference between runs of 2n and n messages, so start-up and joins
+cancel out).
 """
 
 from __future__ import annotations
@@ -31,8 +35,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(n: int) -> float:
-    """CPU µs per chat message in this process (``chanctl`` from sys.path)."""
+BURST = 8
+"""Rooms that get a message at the same moment in the burst case."""
+
+
+def measure(n: int) -> dict[str, float]:
+    """CPU µs per chat message, and µs from a message's arrival to its broadcast's write to the
+    other member (alone, and in a burst of BURST rooms), in this process (``chanctl`` from sys.path)."""
     import asyncio
     import os
 
@@ -57,6 +66,7 @@ def measure(n: int) -> float:
             self.incoming: list[str] = []
             self.ready: asyncio.Future[None] | None = None
             self.written = 0
+            self.written_at = 0.0
 
         def encoder(self, serializer: object) -> FrameEncoder:
             return FrameEncoder.of(serializer)  # type: ignore[arg-type]
@@ -77,6 +87,7 @@ def measure(n: int) -> float:
 
         def write(self, frames: list[bytes]) -> bool:
             self.written += len(frames)
+            self.written_at = time.perf_counter()
             return True
 
         def unsent(self) -> int:
@@ -88,31 +99,48 @@ def measure(n: int) -> float:
         def abort(self) -> None:
             pass
 
-    async def run() -> float:
+    async def run() -> dict[str, float]:
         server = build_server(compile_text((ROOT / "benchmarks" / "bench.yaml").read_text(), "bench.yaml"))
-        a, b = Link(), Link()
         serializer = negotiate("2.0.0")  # what a phoenix.js handshake gets: one shared instance
-        tasks = [asyncio.create_task(server.accept(link, {"id": 1}, serializer)) for link in (a, b)]
-        for link in (a, b):
-            link.feed(orjson.dumps(["1", "1", "bench:room1", "phx_join", {}]).decode())
-        while a.written < 1 or b.written < 1:
+        rooms = [(Link(), Link()) for _ in range(BURST)]
+        links = [link for room in rooms for link in room]
+        tasks = [asyncio.create_task(server.accept(link, {"id": 1}, serializer)) for link in links]
+        for number, room in enumerate(rooms):
+            for link in room:
+                link.feed(orjson.dumps(["1", "1", f"bench:room{number}", "phx_join", {}]).decode())
+        while any(link.written < 1 for link in links):
             await asyncio.sleep(0)
-        frames = [orjson.dumps(["1", str(i), "bench:room1", "msg", {"t": 1234.5678}]).decode() for i in range(2, n + 2)]
+        frames = [[orjson.dumps(["1", str(i), f"bench:room{number}", "msg", {"t": 1234.5678}]).decode() for i in range(2, n + 2)]
+                  for number in range(BURST)]
+        (a, b), latencies = rooms[0], []
 
         async def send(count: int) -> None:
-            for frame in frames[:count]:
+            for frame in frames[0][:count]:
                 goal = b.written + 1
+                fed = time.perf_counter()
                 a.feed(frame)
                 while b.written < goal:  # read, handled, flushed: the next message comes after
                     await asyncio.sleep(0)
+                latencies.append(b.written_at - fed)
 
         await send(min(n, 1000))  # warm
+        latencies.clear()
         started = time.process_time()
         await send(n)
         spent = time.process_time() - started
+        bursts = []
+        for i in range(min(n, 1000)):  # a message in each room at once, as after a stall
+            goals = [b.written + 1 for _, b in rooms]
+            fed = time.perf_counter()
+            for number, (a, _) in enumerate(rooms):
+                a.feed(frames[number][i])
+            while any(b.written < goal for (_, b), goal in zip(rooms, goals)):
+                await asyncio.sleep(0)
+            bursts.append(statistics.mean(b.written_at - fed for _, b in rooms))
         for task in tasks:
             task.cancel()
-        return spent / n * 1e6
+        return {"cpu_us": spent / n * 1e6, "latency_us": statistics.median(latencies) * 1e6,
+                "burst_latency_us": statistics.median(bursts) * 1e6}
 
     return asyncio.run(run())
 
@@ -122,7 +150,7 @@ def _code(root: Path, n: int) -> str:
             f"import bench_chat_path; print(json.dumps(bench_chat_path.measure({n})))")
 
 
-def one(root: Path, n: int) -> float:
+def one(root: Path, n: int) -> dict[str, float]:
     out = subprocess.run([sys.executable, "-c", _code(root, n)], check=True, capture_output=True, text=True, cwd="/")
     return json.loads(out.stdout)
 
@@ -134,7 +162,7 @@ def instructions(root: Path, n: int) -> float:
         out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c",
                               _code(root, size)], capture_output=True, text=True, cwd="/", check=True)
         counts.append(int(next(line for line in out.stderr.splitlines() if "Collected :" in line).split()[-1]))
-    return (counts[1] - counts[0]) / (n + min(2 * n, 1000) - min(n, 1000))
+    return (counts[1] - counts[0]) / n  # the warm-up and the bursts are the same in both runs
 
 
 def main() -> None:
@@ -142,7 +170,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="the checkout to compare against (e.g. a git archive of main)")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout measured (default: this one)")
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--n", type=int, default=20000, help="messages per run")
+    parser.add_argument("--n", type=int, default=20000, help="messages per run (at least 1000)")
     parser.add_argument("--one", action="store_true", help="measure --root once and print JSON")
     parser.add_argument("--instructions", action="store_true", help="instructions per message under callgrind instead of time")
     args = parser.parse_args()
@@ -155,19 +183,18 @@ def main() -> None:
         ratio = f", after/before {after / before:.3f}" if before else ""
         print(f"instructions per chat message: before {before or 0:,.0f}, after {after:,.0f}{ratio}")
         return
-    runs: dict[str, list[float]] = {"before": [], "after": []}
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     roots = {"before": args.before, "after": args.root}
     for rep in range(args.reps):
         for which in (("before", "after") if rep % 2 == 0 else ("after", "before")):
             if roots[which] is not None:
                 runs[which].append(one(roots[which], args.n))
-    after = statistics.median(runs["after"])
-    if args.before is None:
-        print(f"CPU per chat message: {after:.2f} µs (median of {args.reps})")
-        return
-    before = statistics.median(runs["before"])
-    print(f"CPU per chat message, median of {args.reps}: before {before:.2f} µs, after {after:.2f} µs, after/before {after / before:.3f}")
-
+    print(f"| median of {args.reps} | before | after | after/before |\n|---|---|---|---|")
+    for key, label in (("cpu_us", "CPU µs per message"), ("latency_us", "µs to the other member's write"),
+                       ("burst_latency_us", f"the same, {BURST} rooms at once")):
+        after = statistics.median(r[key] for r in runs["after"])
+        before = statistics.median(r[key] for r in runs["before"]) if args.before else None
+        print(f"| {label} | {before or 0:.2f} | {after:.2f} | {after / before if before else 0:.3f} |")
 
 if __name__ == "__main__":
     main()
