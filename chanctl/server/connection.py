@@ -229,7 +229,7 @@ class Connection:
         loop = asyncio.get_running_loop()
         if self.transport.needs_idle_timeout:
             self._arm_idle(loop, self.server.config.server.idle_timeout)
-        proto, stats = self.proto, self.server.stats
+        proto, stats, dispatch = self.proto, self.server.stats, self._dispatch
         burst = 0
         try:
             async for data in self.transport:
@@ -251,10 +251,17 @@ class Connection:
                     # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
                     self.close(exc.code, exc.reason.encode()[:123].decode(errors="ignore"))
                     continue
-                async with self._dispatch:
+                # acquire/release, not ``async with``: one coroutine per message instead of three.
+                await dispatch.acquire()
+                try:
                     for action in actions:
-                        await self._apply(action)
+                        if action.__class__ is Deliver:  # a client event: no _apply coroutine around it
+                            await self._handle_in(action)
+                        else:
+                            await self._apply(action)
                     self._queue_output()
+                finally:
+                    dispatch.release()
                 # Else the last action (a Leave: the channel, its handler, its join params) would
                 # stay reachable from this frame until the client's next message, maybe never.
                 actions = action = None  # type: ignore[assignment]
