@@ -1,22 +1,37 @@
 // Load generator for benchmarks/bench_presence.py: N raw WebSocket sessions join one topic at once.
 //
-// Usage: node presence_load.mjs URL TOKENS_FILE TOPIC TIMEOUT_MS [LOCAL_ADDRESSES]
+// Usage: node presence_load.mjs URL TOKENS_FILE TOPIC TIMEOUT_MS MEMBERS [LOCAL_ADDRESSES]
+// MEMBERS: how many keys a complete list holds (the tokens of every generator process: a run may
+// spread its sessions over several processes, each under the open-file limit).
 // LOCAL_ADDRESSES (comma-separated, e.g. 127.0.0.1,127.0.0.2): sockets spread over them, for more
 // sockets than one source address has ephemeral ports (about 28,000 on Linux).
-// Opens one socket per token (not timed), then sends every phx_join in one burst and waits until
-// every session's presence list holds all N keys (or the timeout). Each session keeps its list the
+// Opens one socket per token (not timed), prints "ready", waits for a "go" line on stdin (so that
+// several processes burst together), then sends every phx_join in one burst and waits until
+// every session's presence list holds all MEMBERS keys (or the timeout). Each session keeps its list the
 // way phoenix.js Presence does: diffs that arrive before its presence_state are buffered, then
 // applied; joins add metas by phx_ref, leaves remove them. (Only refs are kept: cloning every meta
 // as Presence.syncDiff does would make this generator, not the server, the bottleneck, and 25
 // million metas do not fit in Node's heap.)
-// Prints one JSON line: frames and bytes received by kind, time to complete, sessions complete.
+// Prints one JSON line: frames and bytes received by kind, time to complete, sessions complete,
+// and this process's CPU from the burst to completion.
+//
+// Why a WebSocket client of its own (RFC 6455, the client side of text frames only): a 10,000
+// list run delivers 7 GB (N clients each learning N presences, about 70 bytes each). Through the
+// `ws` package every frame becomes a freshly allocated Buffer (concatenated from its reads) and the
+// generator spent about 4 times the server's CPU, most of it allocating and collecting. Here every
+// socket reads into one shared, reused buffer (net's `onread`), and a presence payload is never
+// copied: it is compared, piece by piece as it arrives, with the payloads already parsed (a diff is
+// one broadcast, and a window's joiners share one presence_state encoding: the same bytes for
+// thousands of sessions); only a payload not seen before is gathered and parsed.
 import { readFileSync } from "node:fs";
-import WebSocket from "../tests/js/node_modules/ws/index.js";
+import net from "node:net";
+import { randomBytes } from "node:crypto";
 
-const [url, tokensFile, topic, timeoutMs, localAddresses] = process.argv.slice(2);
+const [url, tokensFile, topic, timeoutMs, members, localAddresses] = process.argv.slice(2);
 const sources = localAddresses ? localAddresses.split(",") : [undefined];
 const tokens = readFileSync(tokensFile, "utf8").trim().split("\n");
-const N = tokens.length;
+const N = Number(members);
+const target = new URL(url);
 
 const counts = { frames: 0, bytes: 0, presence_diff: 0, presence_state: 0, presence_count: 0, phx_reply: 0, other: 0 };
 let complete = 0;
@@ -26,7 +41,7 @@ let resolveDone;
 const allDone = new Promise((ok) => (resolveDone = ok));
 
 // Refs and keys are numbered once for all sessions; each session keeps one byte per ref (present?)
-// and one counter per key (metas present), so 5,000 lists of 5,000 stay small.
+// and one counter per key (metas present), so 10,000 lists of 10,000 stay small.
 const refIndex = new Map();
 const keyIndex = new Map();
 const index = (map, value) => {
@@ -36,38 +51,44 @@ const index = (map, value) => {
 };
 const CAPACITY = 4 * N + 64;
 
-// Many sessions get the same presence bytes (a diff is one broadcast; a window's joiners share one
-// presence_state encoding, behind their own join_ref): each distinct payload is parsed and resolved
-// to ref and key numbers once, and each session applies the numbers. Parsing a 10,000-member list
-// for each of 10,000 sessions (7 GB of JSON) would make this generator the bottleneck.
+// Payloads parsed so far, by length: [[bytes, resolved], ...] (a few at a time).
 const seen = new Map();
-function resolved(event, text, start) {
-  const body = text.slice(start, -1);
-  let found = seen.get(body);
-  if (found === undefined) {
-    const payload = JSON.parse(body);
-    const pairs = (side) => {
-      const out = [];
-      for (const [key, { metas }] of Object.entries(side)) {
-        const k = index(keyIndex, key);
-        for (const m of metas) out.push(k, index(refIndex, m.phx_ref));
-      }
-      if (refIndex.size >= CAPACITY || keyIndex.size >= CAPACITY) throw new Error("more refs than this generator holds");
-      return Int32Array.from(out);
-    };
-    found = event === "presence_count" ? { count: payload.count }
-      : event === "presence_state" ? { joins: pairs(payload), leaves: new Int32Array(0) }
-      : { joins: pairs(payload.joins), leaves: pairs(payload.leaves) };
-    if (seen.size > 64) seen.clear();
-    if (body.length > 256) seen.set(body, found);
+let seenCount = 0;
+
+function resolve(event, body) {
+  const same = seen.get(body.length);
+  if (same !== undefined) {
+    for (const [bytes, found] of same) if (bytes.equals(body)) return found;
+  }
+  const payload = JSON.parse(body.toString());
+  const pairs = (side) => {
+    const out = [];
+    for (const [key, { metas }] of Object.entries(side)) {
+      const k = index(keyIndex, key);
+      for (const m of metas) out.push(k, index(refIndex, m.phx_ref));
+    }
+    if (refIndex.size >= CAPACITY || keyIndex.size >= CAPACITY) throw new Error("more refs than this generator holds");
+    return Int32Array.from(out);
+  };
+  const found = event === "presence_count" ? { count: payload.count }
+    : event === "presence_state" ? { joins: pairs(payload), leaves: new Int32Array(0) }
+    : { joins: pairs(payload.joins), leaves: pairs(payload.leaves) };
+  if (body.length > 256) {
+    if (seenCount > 64) { seen.clear(); seenCount = 0; }
+    const entry = [body, found];
+    if (seen.has(body.length)) seen.get(body.length).push(entry); else seen.set(body.length, [entry]);
+    seenCount += 1;
   }
   return found;
 }
 
+// Bytes of a frame read before deciding what it is: enough for ["join_ref",null,"topic","presence_state",
+const HEAD = 192;
+const MARK = Buffer.from(',"presence_');
+
 function session(token, source) {
   // A list's arrays only once a list comes (count mode never needs them: 50,000 sessions).
-  const s = { ws: null, present: null, metas: null, keys: 0,
-              synced: false, pending: [], done: false, count: 0 };
+  const s = { sock: null, present: null, metas: null, keys: 0, synced: false, pending: [], done: false, count: 0 };
   const apply = (diff) => {
     const { joins, leaves } = diff;
     if (s.present === null) {
@@ -93,64 +114,198 @@ function session(token, source) {
       s.done = true;
       complete += 1;
       if (firstDoneAt === null) firstDoneAt = performance.now();
-      if (complete === N) resolveDone();
+      if (complete === tokens.length) resolveDone();
     }
   };
-  s.onMessage = (data) => {
-    counts.frames += 1;
-    counts.bytes += data.length;
-    const at = data.indexOf(',"presence_');
-    const event = at < 0 ? null : data.slice(at + 2, data.indexOf('"', at + 2));
-    if (event === null || !(event in counts)) {
-      const [, , , other] = JSON.parse(data);
-      counts[other in counts ? other : "other"] += 1;
-      return;
-    }
+  const received = (event, found) => {
     counts[event] += 1;
-    const diff = resolved(event, data, at + event.length + 4);
     if (event === "presence_state") {
       if (s.present !== null) {
         s.present.fill(0);
         s.metas.fill(0);
       }
       s.keys = 0;
-      apply(diff);
+      apply(found);
       s.synced = true;
       s.pending.forEach(apply);
       s.pending = [];
     } else if (event === "presence_diff") {
-      if (s.synced) apply(diff); else s.pending.push(diff);
+      if (s.synced) apply(found); else s.pending.push(found);
     } else {
       s.synced = true;
-      s.count = diff.count;
+      s.count = found.count;
     }
     check();
   };
+
+  // The reader: HTTP response head, then frames (header, HEAD bytes, then the payload's rest).
+  let http = "";
+  let onOpen = null;
+  const hdr = Buffer.alloc(14);
+  let hdrLen = 0;
+  let opcode = 0, length = 0, got = 0; // the frame being read: payload bytes so far
+  const head = Buffer.alloc(HEAD);
+  let event = null, start = 0;         // a presence frame: its event, where its payload starts
+  let cand = null, acc = null;         // the seen payload it matches so far, or the bytes gathered
+
+  const headerSize = () => {
+    if (hdrLen < 2) return 0;
+    const len7 = hdr[1] & 0x7f;
+    return len7 === 126 ? 4 : len7 === 127 ? 10 : 2;
+  };
+  const beginPayload = () => {
+    const len7 = hdr[1] & 0x7f;
+    opcode = hdr[0] & 0x0f;
+    length = len7 === 126 ? hdr.readUInt16BE(2) : len7 === 127 ? Number(hdr.readBigUInt64BE(2)) : len7;
+    got = 0;
+    event = null;
+    cand = acc = null;
+  };
+  // Body bytes [from, from + n) of the presence payload (the bytes between the event and the final "]").
+  const body = (buf, off, n, from) => {
+    if (n <= 0) return;
+    if (cand !== null) {
+      if (buf.compare(cand[0], from, from + n, off, off + n) === 0) return;
+      acc = Buffer.allocUnsafe(cand[0].length); // another payload of the same length: gather it
+      cand[0].copy(acc, 0, 0, from);
+      cand = null;
+    }
+    buf.copy(acc, from, off, off + n);
+  };
+  const headDone = () => {
+    // The frame's first min(length, HEAD) bytes are in head.
+    const h = Math.min(length, HEAD);
+    const at = head.subarray(0, h).indexOf(MARK);
+    if (at >= 0) {
+      const quote = head.indexOf(34, at + 2);
+      event = head.toString("latin1", at + 2, quote);
+      start = quote + 2;
+      if (!(event in counts)) event = null;
+    }
+    if (event === null) {
+      let name = "other";
+      if (length <= HEAD && opcode === 1) {
+        const [, , , e] = JSON.parse(head.toString("utf8", 0, length));
+        if (e in counts) name = e;
+      }
+      counts[name] += 1;
+      return;
+    }
+    const size = length - 1 - start;
+    const same = seen.get(size);
+    if (same !== undefined) cand = same[0]; else acc = Buffer.allocUnsafe(size);
+    body(head, start, Math.min(h, length - 1) - start, 0);
+  };
+  const frameDone = () => {
+    if (opcode === 8) { s.sock.end(); return; }
+    if (event === null) return;
+    received(event, cand !== null ? cand[1] : resolve(event, acc));
+  };
+
+  const onread = (nread, buf) => {
+    let off = 0;
+    if (onOpen !== null) {
+      http += buf.toString("latin1", 0, nread);
+      const end = http.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      if (!http.startsWith("HTTP/1.1 101")) throw new Error(`handshake refused: ${http.split("\r\n")[0]}`);
+      off = end + 4 - (http.length - nread); // latin1: a character is a byte
+      http = "";
+      onOpen();
+      onOpen = null;
+    }
+    while (off < nread) {
+      if (hdrLen < 2 || hdrLen < headerSize()) {
+        hdr[hdrLen++] = buf[off++];
+        if (hdrLen >= 2 && hdrLen === headerSize()) {
+          beginPayload();
+          if (length === 0) { counts.frames += 1; counts.other += 1; frameDone(); hdrLen = 0; }
+        }
+        continue;
+      }
+      const n = Math.min(nread - off, length - got);
+      if (got < HEAD) {
+        const h = Math.min(n, HEAD - got);
+        buf.copy(head, got, off, off + h);
+        if (got + h >= Math.min(length, HEAD)) {
+          got += h;
+          off += h;
+          headDone();
+          if (event !== null) body(buf, off, Math.min(n - h, length - 1 - got), got - start);
+          got += n - h;
+          off += n - h;
+        } else {
+          got += h;
+          off += h;
+          continue;
+        }
+      } else {
+        if (event !== null) body(buf, off, Math.min(n, length - 1 - got), got - start);
+        got += n;
+        off += n;
+      }
+      if (got === length) {
+        counts.frames += 1;
+        counts.bytes += length;
+        frameDone();
+        hdrLen = 0;
+      }
+    }
+  };
+
   s.open = () => new Promise((ok, fail) => {
-    s.ws = new WebSocket(`${url}?vsn=2.0.0&token=${token}`, { perMessageDeflate: false, localAddress: source });
-    s.ws.on("open", ok);
-    s.ws.on("error", fail);
-    s.ws.on("message", (data) => s.onMessage(data.toString()));
+    onOpen = ok;
+    const sock = s.sock = net.connect({
+      host: target.hostname, port: Number(target.port), localAddress: source,
+      onread: { buffer: READ, callback: (nread, buf) => { onread(nread, buf); } },
+    });
+    sock.setNoDelay(true);
+    sock.on("error", fail);
+    sock.on("connect", () => {
+      sock.write(
+        `GET ${target.pathname}?vsn=2.0.0&token=${token} HTTP/1.1\r\nHost: ${target.host}\r\n` +
+        `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n` +
+        `Sec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\n\r\n`,
+      );
+    });
   });
+  // A masked text frame (the mask is zeros: the payload goes as is; the server unmasks anyway).
+  s.send = (text) => {
+    const data = Buffer.from(text);
+    const header = data.length < 126 ? Buffer.from([0x81, 0x80 | data.length, 0, 0, 0, 0])
+      : Buffer.from([0x81, 0x80 | 126, data.length >> 8, data.length & 0xff, 0, 0, 0, 0]);
+    s.sock.write(Buffer.concat([header, data]));
+  };
   return s;
 }
 
-const sessions = tokens.map((token, i) => session(token, sources[i % sources.length]));
-for (let i = 0; i < N; i += 100) await Promise.all(sessions.slice(i, i + 100).map((s) => s.open()));
+// Every socket reads into this one buffer: a read is consumed before the next one starts.
+const READ = Buffer.alloc(256 * 1024);
 
+const sessions = tokens.map((token, i) => session(token, sources[i % sources.length]));
+for (let i = 0; i < N && i < sessions.length; i += 100) await Promise.all(sessions.slice(i, i + 100).map((s) => s.open()));
+
+// Every socket is open: bench_presence.py answers "go" once every generator process is ready (and
+// reads the server's CPU counter then).
+process.stdout.write("ready\n");
+await new Promise((ok) => process.stdin.once("data", ok));
+process.stdin.pause();
 t0 = performance.now();
-sessions.forEach((s, i) => s.ws.send(JSON.stringify([String(i + 1), String(i + 1), topic, "phx_join", {}])));
+const cpu0 = process.cpuUsage();
+sessions.forEach((s, i) => s.send(JSON.stringify([String(i + 1), String(i + 1), topic, "phx_join", {}])));
 const timedOut = await Promise.race([
   allDone.then(() => false),
   new Promise((ok) => setTimeout(() => ok(true), Number(timeoutMs))),
 ]);
 const elapsed = performance.now() - t0;
+const cpu = process.cpuUsage(cpu0);
 // Frames still in flight after completion (e.g. a last batched diff) are counted for a moment more.
 await new Promise((ok) => setTimeout(ok, 300));
 process.stdout.write(JSON.stringify({
-  sessions: N, complete, timed_out: timedOut,
+  sessions: tokens.length, complete, timed_out: timedOut,
   all_complete_ms: timedOut ? null : Math.round(elapsed), first_complete_ms: firstDoneAt && Math.round(firstDoneAt - t0),
+  generator_cpu_ms: Math.round((cpu.user + cpu.system) / 1000),
   ...counts,
 }) + "\n");
-for (const s of sessions) s.ws.terminate();
+for (const s of sessions) s.sock.destroy();
 process.exit(0);
