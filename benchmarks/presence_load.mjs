@@ -33,7 +33,8 @@ const tokens = readFileSync(tokensFile, "utf8").trim().split("\n");
 const N = Number(members);
 const target = new URL(url);
 
-const counts = { frames: 0, bytes: 0, presence_diff: 0, presence_state: 0, presence_count: 0, phx_reply: 0, other: 0 };
+const counts = { frames: 0, bytes: 0, presence_diff: 0, presence_state: 0, presence_count: 0, phx_reply: 0, other: 0,
+                 state_bytes: 0, diff_bytes: 0 };
 let complete = 0;
 let firstDoneAt = null;
 let t0 = 0;
@@ -51,16 +52,14 @@ const index = (map, value) => {
 };
 const CAPACITY = 4 * N + 64;
 
-// Payloads parsed so far, by length: [[bytes, resolved], ...] (a few at a time).
-const seen = new Map();
-let seenCount = 0;
+// Payloads parsed so far, by event, newest first: [{bytes, found}, ...] (bytes: the payload and the
+// message's closing "]").
+const seen = { presence_state: [], presence_diff: [], presence_count: [] };
+const KEEP = 16;
 
-function resolve(event, body) {
-  const same = seen.get(body.length);
-  if (same !== undefined) {
-    for (const [bytes, found] of same) if (bytes.equals(body)) return found;
-  }
-  const payload = JSON.parse(body.toString());
+function resolve(event, bytes) {
+  for (const entry of seen[event]) if (entry.bytes.equals(bytes)) return entry.found;
+  const payload = JSON.parse(bytes.toString("utf8", 0, bytes.length - 1));
   const pairs = (side) => {
     const out = [];
     for (const [key, { metas }] of Object.entries(side)) {
@@ -73,16 +72,14 @@ function resolve(event, body) {
   const found = event === "presence_count" ? { count: payload.count }
     : event === "presence_state" ? { joins: pairs(payload), leaves: new Int32Array(0) }
     : { joins: pairs(payload.joins), leaves: pairs(payload.leaves) };
-  if (body.length > 256) {
-    if (seenCount > 64) { seen.clear(); seenCount = 0; }
-    const entry = [body, found];
-    if (seen.has(body.length)) seen.get(body.length).push(entry); else seen.set(body.length, [entry]);
-    seenCount += 1;
+  if (bytes.length > 256) {
+    seen[event].unshift({ bytes, found });
+    if (seen[event].length > KEEP) seen[event].pop();
   }
   return found;
 }
 
-// Bytes of a frame read before deciding what it is: enough for ["join_ref",null,"topic","presence_state",
+// Bytes of a message read before deciding what it is: enough for ["join_ref",null,"topic","presence_state",
 const HEAD = 192;
 const MARK = Buffer.from(',"presence_');
 
@@ -138,68 +135,106 @@ function session(token, source) {
     check();
   };
 
-  // The reader: HTTP response head, then frames (header, HEAD bytes, then the payload's rest).
+  // The reader: HTTP response head, then frames. A message may come in fragments (the server
+  // sends a large one so): its payload is the frames' payloads one after the other.
   let http = "";
   let onOpen = null;
   const hdr = Buffer.alloc(14);
   let hdrLen = 0;
-  let opcode = 0, length = 0, got = 0; // the frame being read: payload bytes so far
+  let fin = true, length = 0, got = 0;  // the frame being read: its payload bytes so far
+  let control = false;                  // a control frame (close, ping): not part of a message
   const head = Buffer.alloc(HEAD);
-  let event = null, start = 0;         // a presence frame: its event, where its payload starts
-  let cand = null, acc = null;         // the seen payload it matches so far, or the bytes gathered
+  let size = 0;                         // the message being read: its payload bytes so far
+  let decided = false, event = null, start = 0;
+  // Its presence payload so far either matches a seen one up to pos (cand), or is gathered (chunks).
+  let cand = null, pos = 0, chunks = null;
 
   const headerSize = () => {
     if (hdrLen < 2) return 0;
     const len7 = hdr[1] & 0x7f;
     return len7 === 126 ? 4 : len7 === 127 ? 10 : 2;
   };
-  const beginPayload = () => {
-    const len7 = hdr[1] & 0x7f;
-    opcode = hdr[0] & 0x0f;
-    length = len7 === 126 ? hdr.readUInt16BE(2) : len7 === 127 ? Number(hdr.readBigUInt64BE(2)) : len7;
-    got = 0;
-    event = null;
-    cand = acc = null;
+  // The seen payload that matches the one read so far (pos bytes) and then buf[off, off + n).
+  const matching = (buf, off, n) => {
+    for (const entry of seen[event]) {
+      const bytes = entry.bytes;
+      if (bytes.length >= pos + n && (cand === null || entry === cand || bytes.compare(cand.bytes, 0, pos, 0, pos) === 0)
+          && buf.compare(bytes, pos, pos + n, off, off + n) === 0) {
+        return entry;
+      }
+    }
+    return null;
   };
-  // Body bytes [from, from + n) of the presence payload (the bytes between the event and the final "]").
-  const body = (buf, off, n, from) => {
+  const body = (buf, off, n) => {
     if (n <= 0) return;
-    if (cand !== null) {
-      if (buf.compare(cand[0], from, from + n, off, off + n) === 0) return;
-      acc = Buffer.allocUnsafe(cand[0].length); // another payload of the same length: gather it
-      cand[0].copy(acc, 0, 0, from);
+    if (chunks === null) {
+      const next = matching(buf, off, n);
+      if (next !== null) {
+        cand = next;
+        pos += n;
+        return;
+      }
+      chunks = pos > 0 ? [cand.bytes.subarray(0, pos)] : [];
       cand = null;
     }
-    buf.copy(acc, from, off, off + n);
+    chunks.push(Buffer.from(buf.subarray(off, off + n))); // a copy: buf is the shared read buffer
+    pos += n;
   };
-  const headDone = () => {
-    // The frame's first min(length, HEAD) bytes are in head.
-    const h = Math.min(length, HEAD);
+  const decide = (h) => {
+    decided = true;
     const at = head.subarray(0, h).indexOf(MARK);
     if (at >= 0) {
       const quote = head.indexOf(34, at + 2);
       event = head.toString("latin1", at + 2, quote);
       start = quote + 2;
-      if (!(event in counts)) event = null;
+      if (!(event in seen)) event = null;
     }
+    if (event !== null) {
+      cand = null;
+      pos = 0;
+      chunks = null;
+      body(head, start, h - start);
+    }
+  };
+  const feed = (buf, off, n) => {
+    if (!decided) {
+      const h = Math.min(n, HEAD - size);
+      buf.copy(head, size, off, off + h);
+      size += h;
+      if (size < HEAD) return;
+      decide(HEAD);
+      off += h;
+      n -= h;
+    }
+    if (event !== null) body(buf, off, n);
+    size += n;
+  };
+  const messageDone = () => {
+    if (!decided) decide(size);
+    counts.frames += 1;
+    counts.bytes += size;
     if (event === null) {
       let name = "other";
-      if (length <= HEAD && opcode === 1) {
-        const [, , , e] = JSON.parse(head.toString("utf8", 0, length));
+      if (size <= HEAD) {
+        const [, , , e] = JSON.parse(head.toString("utf8", 0, size));
         if (e in counts) name = e;
       }
       counts[name] += 1;
-      return;
+    } else {
+      if (event === "presence_state") counts.state_bytes += size;
+      else if (event === "presence_diff") counts.diff_bytes += size;
+      if (chunks === null && cand !== null && cand.bytes.length !== pos) {
+        // It matched a longer payload so far: one of its own length with the same bytes, if seen.
+        const same = cand;
+        cand = seen[event].find((e) => e.bytes.length === pos && e.bytes.compare(same.bytes, 0, pos, 0, pos) === 0) ?? null;
+        if (cand === null) chunks = [same.bytes.subarray(0, pos)];
+      }
+      received(event, chunks === null && cand !== null ? cand.found : resolve(event, Buffer.concat(chunks ?? [])));
     }
-    const size = length - 1 - start;
-    const same = seen.get(size);
-    if (same !== undefined) cand = same[0]; else acc = Buffer.allocUnsafe(size);
-    body(head, start, Math.min(h, length - 1) - start, 0);
-  };
-  const frameDone = () => {
-    if (opcode === 8) { s.sock.end(); return; }
-    if (event === null) return;
-    received(event, cand !== null ? cand[1] : resolve(event, acc));
+    size = 0;
+    decided = false;
+    event = null;
+    cand = chunks = null;
   };
 
   const onread = (nread, buf) => {
@@ -217,38 +252,25 @@ function session(token, source) {
     while (off < nread) {
       if (hdrLen < 2 || hdrLen < headerSize()) {
         hdr[hdrLen++] = buf[off++];
-        if (hdrLen >= 2 && hdrLen === headerSize()) {
-          beginPayload();
-          if (length === 0) { counts.frames += 1; counts.other += 1; frameDone(); hdrLen = 0; }
-        }
-        continue;
-      }
-      const n = Math.min(nread - off, length - got);
-      if (got < HEAD) {
-        const h = Math.min(n, HEAD - got);
-        buf.copy(head, got, off, off + h);
-        if (got + h >= Math.min(length, HEAD)) {
-          got += h;
-          off += h;
-          headDone();
-          if (event !== null) body(buf, off, Math.min(n - h, length - 1 - got), got - start);
-          got += n - h;
-          off += n - h;
-        } else {
-          got += h;
-          off += h;
-          continue;
-        }
+        if (hdrLen < 2 || hdrLen < headerSize()) continue;
+        const len7 = hdr[1] & 0x7f;
+        length = len7 === 126 ? hdr.readUInt16BE(2) : len7 === 127 ? Number(hdr.readBigUInt64BE(2)) : len7;
+        fin = (hdr[0] & 0x80) !== 0;
+        control = (hdr[0] & 0x08) !== 0;
+        got = 0;
       } else {
-        if (event !== null) body(buf, off, Math.min(n, length - 1 - got), got - start);
+        const n = Math.min(nread - off, length - got);
+        if (!control) feed(buf, off, n);
         got += n;
         off += n;
       }
-      if (got === length) {
-        counts.frames += 1;
-        counts.bytes += length;
-        frameDone();
+      if (hdrLen >= 2 && hdrLen === headerSize() && got === length) {
         hdrLen = 0;
+        if (control) {
+          if ((hdr[0] & 0x0f) === 8) s.sock.end(); // close (the server sends no pings)
+        } else if (fin) {
+          messageDone();
+        }
       }
     }
   };

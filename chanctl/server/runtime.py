@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -111,6 +111,15 @@ class _WebSocket(FairReadConnection):
     stats: ServerStats
     _door: _FrontDoor | None = None
     """The front door's state until the first request is answered, then :data:`_PASSED`."""
+    drained: Callable[[], None] | None = None
+    """Set by a :class:`~chanctl.server.transport.WebSocketTransport` holding frames back until
+    asyncio's write buffer is empty: called then (see its docstring)."""
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        drained = self.drained
+        if drained is not None:
+            drained()
 
     def data_received(self, data: bytes) -> None:
         door = self._door

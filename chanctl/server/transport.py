@@ -16,6 +16,7 @@ with the token claims and the serializer its handshake settled.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -26,7 +27,7 @@ from websockets.protocol import State
 
 from chanctl.protocol.messages import Broadcast
 from chanctl.protocol.serializers import Serializer
-from chanctl.server.wire import FrameEncoder
+from chanctl.server.wire import FRAGMENT, FrameEncoder, fragmented
 
 __all__ = ["Transport", "TransportEncoder", "WebSocketTransport"]
 
@@ -109,6 +110,10 @@ log = logging.getLogger("chanctl.transport")
 _OPEN = State.OPEN
 
 
+CHUNK = 2 * FRAGMENT
+"""At most this much of a large write is handed to asyncio at a time (see :class:`WebSocketTransport`)."""
+
+
 class WebSocketTransport:
     """A ``websockets`` server connection as a :class:`Transport`.
 
@@ -119,6 +124,17 @@ class WebSocketTransport:
     no record of the data frames it sent, so frames written this way and its own control frames
     (pong, close) interleave safely at frame boundaries. Like ``broadcast()``, there is no
     backpressure here: the connection bounds :meth:`unsent` itself.
+
+    **Large writes are not copied per connection.** asyncio's selector transport copies what the
+    kernel did not take into a buffer of its own (Python 3.11: a bytearray per transport), so a
+    700 KB presence diff fanned out to 10,000 members that read slower than the server writes
+    became gigabytes of copies of one shared frame (peak RSS 3 GB in benchmarks/bench_presence.py).
+    A write of more than :data:`CHUNK` bytes is kept as it is (the frames themselves, shared with
+    every other connection) and handed to asyncio at most :data:`CHUNK` bytes at a time, the next
+    piece once asyncio's buffer is empty again (its ``resume_writing``, with the write buffer's
+    high-water mark at 0 meanwhile). A large message is in fragments
+    (:func:`~chanctl.server.wire.ws_frame`), cut only between them, so websockets' control frames
+    still land between frames.
     """
 
     needs_idle_timeout = True
@@ -132,6 +148,12 @@ class WebSocketTransport:
         # some 600 bytes even empty, on every connection. Its own send path (the closing frame only,
         # here) appends, removes and iterates it: a list does all three and costs 56 bytes empty.
         ws.drain_waiters = []  # type: ignore[assignment]
+        self._backlog: deque[bytes] | None = None
+        """Frames written and not yet handed to asyncio (None when there are none: most of the time)."""
+        self._handed = 0
+        """Bytes of the backlog's first frame already handed to asyncio."""
+        self._waiting = 0
+        """Bytes in the backlog not yet handed to asyncio."""
 
     def encoder(self, serializer: Serializer) -> FrameEncoder:
         return FrameEncoder.of(serializer)
@@ -154,16 +176,90 @@ class WebSocketTransport:
             # chanctl never sends fragmented messages; if something did, say so, as broadcast() does.
             log.warning("skipped %d frames to %s: a fragmented message is being sent", len(frames), self.remote_address)
             return False
-        self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if self._backlog is None:
+            if len(frames) == 1:
+                data = frames[0]
+                if len(data) <= CHUNK:
+                    self._transport.write(data)
+                    return True
+            else:
+                size = sum(map(len, frames))
+                if size <= CHUNK:
+                    self._transport.write(b"".join(frames))
+                    return True
+            self._backlog = deque()
+        self._backlog.extend(frames)
+        self._waiting += sum(map(len, frames))
+        self._pump()
         return True
 
+    def _pump(self) -> None:
+        """Hand asyncio the backlog, :data:`CHUNK` bytes at a time, while its own buffer is empty."""
+        backlog, transport = self._backlog, self._transport
+        if backlog is None:
+            return
+        if self._protocol.state is not _OPEN:
+            self._drop_backlog()
+            return
+        while backlog:
+            if transport.get_write_buffer_size():
+                # The kernel took less than the last piece: go on when asyncio's buffer is empty.
+                transport.set_write_buffer_limits(0)  # pauses websockets' side now, resumes it at 0
+                self.ws.drained = self._pump  # type: ignore[attr-defined]  # _WebSocket.resume_writing
+                return
+            transport.write(self._piece(backlog))
+        self._drop_backlog()
+
+    def _piece(self, backlog: deque[bytes]) -> bytes | memoryview:
+        """The next piece of at most :data:`CHUNK` bytes: whole small frames, or a cut of a
+        fragmented message between two of its fragments."""
+        first = backlog[0]
+        if fragmented(first):
+            start = self._handed
+            end = start + CHUNK
+            if end < len(first):
+                self._handed = end
+                self._waiting -= CHUNK
+                return memoryview(first)[start:end]
+            backlog.popleft()
+            self._handed = 0
+            self._waiting -= len(first) - start
+            return memoryview(first)[start:] if start else first
+        pieces = [backlog.popleft()]
+        size = len(pieces[0])
+        while backlog and not fragmented(backlog[0]) and size + len(backlog[0]) <= CHUNK:
+            pieces.append(backlog.popleft())
+            size += len(pieces[-1])
+        self._waiting -= size
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _drop_backlog(self) -> None:
+        if self._backlog is not None:
+            self._backlog = None
+            self._handed = self._waiting = 0
+            ws = self.ws
+            if vars(ws).pop("drained", None) is not None:
+                self._transport.set_write_buffer_limits(ws.write_limit_high, ws.write_limit_low)
+
+    def _hand_over_backlog(self) -> None:
+        """Everything written goes to asyncio now (before a close frame: frames written go first)."""
+        backlog = self._backlog
+        if backlog is not None and backlog and self._protocol.state is _OPEN:
+            first = backlog.popleft()
+            self._transport.write(memoryview(first)[self._handed:])
+            for frame in backlog:
+                self._transport.write(frame)
+        self._drop_backlog()
+
     def unsent(self) -> int:
-        return self._transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size() + self._waiting
 
     async def close(self, code: int, reason: str) -> None:
+        self._hand_over_backlog()
         await self.ws.close(code, reason)
 
     def abort(self) -> None:
+        self._drop_backlog()
         self._transport.abort()
 
     @property

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from chanctl.protocol.messages import Broadcast, Message, Reply
 from chanctl.protocol.serializers import BinaryFrame, Serializer
 
-__all__ = ["FrameEncoder", "Flusher", "SharedEncoding", "shared_encoding", "ws_frame"]
+__all__ = ["FRAGMENT", "FrameEncoder", "Flusher", "SharedEncoding", "fragmented", "shared_encoding", "ws_frame"]
 
 log = logging.getLogger("chanctl.wire")
 
@@ -26,15 +26,41 @@ _FIN_TEXT = 0x81
 _FIN_BINARY = 0x82
 
 
+FRAGMENT = 16384
+"""Bytes of every fragment but the last of a message sent in fragments (a 4-byte header and
+``FRAGMENT - 4`` bytes of payload): a transport may cut such a message at any multiple of it."""
+_FRAGMENT_PAYLOAD = FRAGMENT - 4
+_FRAGMENT_LENGTH = bytes((126,)) + _FRAGMENT_PAYLOAD.to_bytes(2, "big")
+
+
 def ws_frame(data: bytes) -> bytes:
-    """``data`` as one unmasked, final WebSocket frame: binary for a :class:`BinaryFrame`, else text."""
+    """``data`` as one unmasked WebSocket message: binary for a :class:`BinaryFrame`, else text.
+
+    A message of more than ``FRAGMENT - 4`` bytes goes as fragments (RFC 6455 §5.4; every client
+    reassembles them, and the message is the same), so that a transport can hand a large message
+    to the kernel a fragment at a time, cut only between fragments, without copying it for each
+    connection (:class:`~chanctl.server.transport.WebSocketTransport`). Such bytes start with a
+    frame whose FIN bit is clear: :func:`fragmented` tells them apart.
+    """
     first = _FIN_BINARY if isinstance(data, BinaryFrame) else _FIN_TEXT
     size = len(data)
     if size < 126:
         return bytes((first, size)) + data
-    if size < 65536:
+    if size <= _FRAGMENT_PAYLOAD:
         return bytes((first, 126)) + size.to_bytes(2, "big") + data
-    return bytes((first, 127)) + size.to_bytes(8, "big") + data
+    view = memoryview(data)
+    last = (size - 1) // _FRAGMENT_PAYLOAD * _FRAGMENT_PAYLOAD
+    parts: list[bytes | memoryview] = [bytes((first & 0x0F,)), _FRAGMENT_LENGTH, view[:_FRAGMENT_PAYLOAD]]
+    for offset in range(_FRAGMENT_PAYLOAD, last, _FRAGMENT_PAYLOAD):
+        parts += (b"\x00", _FRAGMENT_LENGTH, view[offset:offset + _FRAGMENT_PAYLOAD])
+    tail = size - last
+    parts += (bytes((0x80, tail)) if tail < 126 else b"\x80\x7e" + tail.to_bytes(2, "big"), view[last:])
+    return b"".join(parts)
+
+
+def fragmented(frame: bytes) -> bool:
+    """Whether ``frame`` (from :func:`ws_frame`) is a message in fragments of :data:`FRAGMENT` bytes."""
+    return not frame[0] & 0x80
 
 
 class SharedEncoding:

@@ -120,6 +120,8 @@ class _FrameReader:
     def __init__(self, receive: Callable[[Message], None]):
         self._receive = receive
         self._reader = StreamReader()
+        self._message: list[Frame] = []
+        """The fragments of a message so far (the server sends a large message in fragments)."""
 
     def feed(self, data: bytes) -> None:
         self._reader.feed_data(data)
@@ -132,10 +134,15 @@ class _FrameReader:
             else:  # an incomplete frame: the Connection only ever writes whole ones
                 parser.close()
                 return
-            if frame.opcode is Opcode.TEXT:
-                self._receive(_SERIALIZER.decode(frame.data.decode()))
+            self._message.append(frame)
+            if not frame.fin:
+                continue
+            first, data = self._message[0], b"".join(f.data for f in self._message)
+            self._message = []
+            if first.opcode is Opcode.TEXT:
+                self._receive(_SERIALIZER.decode(data.decode()))
             else:
-                self._receive(_decode_binary(bytes(frame.data)))
+                self._receive(_decode_binary(data))
 
 
 
