@@ -48,6 +48,7 @@ import orjson
 
 from chanctl.errors import PresenceError
 from chanctl.presence.state import Diff, Meta, TopicPresence
+from chanctl.protocol.messages import Encoded
 from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.router import Router
 from chanctl.protocol.socket import ChannelState
@@ -148,7 +149,7 @@ class _Topic:
     timer: Timer | None = None
     """The next flush of ``pending``."""
     last_flush: float = float("-inf")
-    snapshot: orjson.Fragment | None = None
+    snapshot: Encoded | None = None
     """With batching: the encoded list as of the last flush, which ``pending`` completes; every
     joiner of a window shares it."""
 
@@ -423,13 +424,13 @@ class PresenceTracker:
         self.stats.diffs += 1
         return True
 
-    def _snapshot(self, topic: _Topic) -> orjson.Fragment:
+    def _snapshot(self, topic: _Topic) -> Encoded:
         """The encoded list, once per window: as of the last flush when nothing is pending (then
         kept for the window's other joiners), else the list as it is now (also completed by the
         window's diff, see the module docstring)."""
         if topic.snapshot is not None:
             return topic.snapshot
-        encoded = orjson.Fragment(orjson.dumps(topic.state.list()))
+        encoded = Encoded(orjson.dumps(topic.state.list()))
         if not topic.pending:
             topic.snapshot = encoded
         return encoded

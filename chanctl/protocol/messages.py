@@ -14,6 +14,7 @@ __all__ = [
     "ACCESS_TOKEN",
     "ADMIN_TOPIC",
     "Broadcast",
+    "Encoded",
     "HEARTBEAT",
     "Message",
     "PHOENIX_TOPIC",
@@ -55,6 +56,23 @@ def same_ref(a: Ref, b: Ref) -> bool:
     if a.__class__ is dict or a.__class__ is list:
         return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
     return a == b
+
+
+class Encoded:
+    """A payload already encoded as JSON, to be sent as it is to many sockets (presence: the list
+    that every joiner of a batching window gets).
+
+    Serializers embed ``fragment`` (orjson copies it into each frame). A WebSocket connection
+    whose serializer writes the payload last (vsn 2.0.0's arrays) sends ``data`` itself instead,
+    shared by every socket: its own frame is only the part before and after
+    (:meth:`chanctl.server.wire.FrameEncoder.around`).
+    """
+
+    __slots__ = ("data", "fragment")
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.fragment = orjson.Fragment(data)
 
 
 @dataclass(frozen=True, slots=True)

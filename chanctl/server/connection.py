@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from chanctl.channel import Channel, Outcome, error
 from chanctl.errors import PresenceError, ProtocolViolation
-from chanctl.protocol.messages import ACCESS_TOKEN, Broadcast, Ref
+from chanctl.protocol.messages import ACCESS_TOKEN, Broadcast, Encoded, Message, Ref
 from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, Refresh, SocketProtocol
@@ -168,6 +168,15 @@ class Connection:
             self.deliver(self.encoder.frame(frame))
 
     def push(self, channel: ChannelState, event: str, payload: Any) -> None:
+        if payload.__class__ is Encoded:
+            if not channel.closed:
+                parts = self.encoder.around(Message(channel.reply_join_ref, None, channel.topic, event, None), payload)
+                if parts is not None:
+                    self._queue_output()  # what was queued before goes first
+                    for part in parts:
+                        self.deliver(part)
+                    return
+            payload = payload.fragment
         self.proto.push(channel, event, payload)
         self._queue_output()
 

@@ -37,6 +37,7 @@ import h11
 import orjson
 
 from chanctl.errors import HandshakeRefused
+from chanctl.protocol.messages import Encoded, Message
 from chanctl.protocol.serializers import BinaryFrame, Serializer
 from chanctl.server.wire import FrameEncoder
 
@@ -71,6 +72,9 @@ class LongPollEncoder(FrameEncoder):
             # phoenix.js reads poll messages as text; Phoenix's LongPoll cannot carry binary either.
             return b""
         return orjson.dumps(data.decode())
+
+    def around(self, message: Message, payload: Encoded) -> list[bytes] | None:
+        return None  # a poll's message is one JSON string: the payload is encoded into it as usual
 
 
 class LongPollSession:

@@ -211,23 +211,18 @@ class WebSocketTransport:
         self._drop_backlog()
 
     def _piece(self, backlog: deque[bytes]) -> bytes | memoryview:
-        """The next piece of at most :data:`CHUNK` bytes: whole small frames, or a cut of a
-        fragmented message between two of its fragments."""
-        first = backlog[0]
-        if fragmented(first):
-            start = self._handed
-            end = start + CHUNK
-            if end < len(first):
-                self._handed = end
-                self._waiting -= CHUNK
-                return memoryview(first)[start:end]
-            backlog.popleft()
-            self._handed = 0
-            self._waiting -= len(first) - start
-            return memoryview(first)[start:] if start else first
-        pieces = [backlog.popleft()]
-        size = len(pieces[0])
-        while backlog and not fragmented(backlog[0]) and size + len(backlog[0]) <= CHUNK:
+        """The next piece of at most :data:`CHUNK` bytes: a cut of a large fragmented message
+        between two of its fragments, or whole frames (the rest of a cut one first)."""
+        first, start = backlog[0], self._handed
+        if len(first) - start > CHUNK and fragmented(first):
+            self._handed = start + CHUNK
+            self._waiting -= CHUNK
+            return memoryview(first)[start:start + CHUNK]
+        backlog.popleft()
+        self._handed = 0
+        pieces: list[bytes | memoryview] = [memoryview(first)[start:] if start else first]
+        size = len(first) - start
+        while backlog and size + len(backlog[0]) <= CHUNK:
             pieces.append(backlog.popleft())
             size += len(pieces[-1])
         self._waiting -= size

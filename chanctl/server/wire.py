@@ -15,7 +15,7 @@ import functools
 import logging
 from collections.abc import Callable
 
-from chanctl.protocol.messages import Broadcast, Message, Reply
+from chanctl.protocol.messages import Broadcast, Encoded, Message, Reply
 from chanctl.protocol.serializers import BinaryFrame, Serializer
 
 __all__ = ["FRAGMENT", "FrameEncoder", "Flusher", "SharedEncoding", "fragmented", "shared_encoding", "ws_frame"]
@@ -55,6 +55,18 @@ def ws_frame(data: bytes) -> bytes:
         parts += (b"\x00", _FRAGMENT_LENGTH, view[offset:offset + _FRAGMENT_PAYLOAD])
     tail = size - last
     parts += (bytes((0x80, tail)) if tail < 126 else b"\x80\x7e" + tail.to_bytes(2, "big"), view[last:])
+    return b"".join(parts)
+
+
+def continuation(data: bytes) -> bytes:
+    """``data`` as continuation fragments of :data:`FRAGMENT` bytes (the last shorter), none final:
+    the middle of a message whose first and last fragments are sent apart."""
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = []
+    for offset in range(0, len(data), _FRAGMENT_PAYLOAD):
+        piece = view[offset:offset + _FRAGMENT_PAYLOAD]
+        size = len(piece)
+        parts += (b"\x00" + (bytes((size,)) if size < 126 else b"\x7e" + size.to_bytes(2, "big")), piece)
     return b"".join(parts)
 
 
@@ -98,6 +110,8 @@ class FrameEncoder:
     def __init__(self, serializer: Serializer):
         self.serializer = serializer
         self.shared = shared_encoding(serializer)
+        self.shared_payload = SharedEncoding()
+        """The last :meth:`around` payload's fragments (keyed by the payload's identity)."""
 
     @classmethod
     def of(cls, serializer: Serializer) -> FrameEncoder:
@@ -116,6 +130,25 @@ class FrameEncoder:
 
     frame = staticmethod(ws_frame)
     """Serialized bytes (a reply, a push) as their WebSocket frame."""
+
+    def around(self, message: Message, payload: Encoded) -> list[bytes] | None:
+        """``message`` with ``payload`` (replacing its own) as WebSocket fragments whose middle,
+        ``payload`` itself, is the same bytes object for every message around the same payload:
+        a presence list goes to every joiner of a window without a copy per joiner. None when
+        the serializer does not write the payload last (vsn 1.0.0's objects): then encode as usual.
+        """
+        if len(payload.data) <= _FRAGMENT_PAYLOAD:
+            return None  # small: one frame, as any other
+        head = self.serializer.encode(message)  # payload None: [J, R, topic, event, null]
+        if head[-6:] != b",null]" or head[:1] != b"[":
+            return None
+        head = head[:-5]
+        shared = self.shared_payload
+        if shared.message is not payload:
+            shared.data = continuation(payload.data)
+            shared.message = payload
+        start = bytes((_FIN_TEXT & 0x0F, len(head))) if len(head) < 126 else b"\x01\x7e" + len(head).to_bytes(2, "big")
+        return [start + head, shared.data, b"\x80\x01]"]
 
 
 class Flusher:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from chanctl.client.presence import Presence
 from chanctl.config.load import load_config_text
+from chanctl.server.connection import Connection
 from chanctl.server.runtime import ChannelServer, build_server
 from chanctl.tokens import TokenSigner
 from tests.support import SECRET, TIMEOUT, ManualClock, RawClient
@@ -29,7 +30,7 @@ server: {{rate_limit: null}}
 topics:
   "room:{{id}}":
     join: true
-    presence: {{meta: {{typing: false}}, batch: {WINDOW}, max_updates: {{updates: 1000, per: 1s}}}}
+    presence: {{meta: {{typing: false{{pad}}}}, batch: {WINDOW}, max_updates: {{updates: 1000, per: 1s}}}}
     events:
       typing: {{schema: {{typing: {{type: boolean}}}}, do: presence}}
 """
@@ -87,8 +88,13 @@ async def server_is_done_with_closed_sockets(srv: ChannelServer, open_sockets: i
     await asyncio.wait_for(srv.until_connections(open_sockets), TIMEOUT)
 
 
-async def play(ops: list[tuple[str, int]]) -> None:
-    loaded = load_config_text(CONFIG, "<test>", {"CHANCTL_SECRET": SECRET})
+PAD = ', pad: "%s"' % ("x" * 20_000)
+"""A meta field that makes every list larger than a WebSocket fragment: the list then goes to every
+joiner of a window as one shared body between each joiner's own first and last fragments."""
+
+
+async def play(ops: list[tuple[str, int]], pad: str = "") -> None:
+    loaded = load_config_text(CONFIG.replace("{pad}", pad), "<test>", {"CHANCTL_SECRET": SECRET})
     signer = TokenSigner(SECRET)
     clock = ManualClock()
     async with build_server(loaded, host="127.0.0.1", port=0) as srv:
@@ -138,3 +144,35 @@ operations = st.lists(
 @given(ops=operations)
 def test_with_batching_every_clients_list_ends_equal_to_the_servers(ops: list[tuple[str, int]]) -> None:
     asyncio.run(play(ops))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=operations)
+def test_lists_sent_as_a_shared_body_end_equal_to_the_servers_too(ops: list[tuple[str, int]]) -> None:
+    asyncio.run(play(ops, PAD))
+
+
+async def test_the_joiners_of_a_window_share_one_copy_of_a_large_list(monkeypatch) -> None:
+    loaded = load_config_text(CONFIG.replace("{pad}", PAD), "<test>", {"CHANCTL_SECRET": SECRET})
+    signer = TokenSigner(SECRET)
+    delivered: dict[int, list[bytes]] = {}
+
+    def deliver(connection: Connection, frame: bytes) -> None:
+        delivered.setdefault(connection.user["id"], []).append(frame)
+        real_deliver(connection, frame)
+
+    real_deliver = Connection.deliver
+    monkeypatch.setattr(Connection, "deliver", deliver)
+    async with build_server(loaded, host="127.0.0.1", port=0) as srv:
+        srv.presence.clock = ManualClock()
+        sessions = [Session(await RawClient.connect(srv.url, signer.mint(user), max_size=None)) for user in (1, 2, 3)]
+        for session in sessions:  # the first opens a window; the other two join inside it
+            assert (await session.call("phx_join"))["status"] == "ok"
+        large = [{id(frame): frame for frame in delivered[user] if len(frame) > 20_000} for user in (2, 3)]
+        assert set(large[0]) & set(large[1])  # the same bytes object in both joiners' frames
+        srv.presence.clock.advance(WINDOW)
+        for session in sessions:
+            await session.synced()
+            assert normal(session.presence.list()) == normal(srv.presence.list(TOPIC))
+        for session in sessions:
+            await session.close()
