@@ -34,6 +34,7 @@ def serve(
     node: Annotated[str | None, typer.Option("--node", help="This node's name in the cluster (sets cluster.node); default host-pid.")] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=256, help="Run N processes on one port (SO_REUSEPORT) that form a cluster through the config's Redis.")] = 1,
     reuse_port: Annotated[bool, typer.Option("--reuse-port", hidden=True, help="Listen with SO_REUSEPORT (what --workers gives each worker).")] = False,
+    worker: Annotated[int, typer.Option("--worker", hidden=True, min=0, help="This process is worker N of --workers: past the first, its banner is one line.")] = 0,
 ) -> None:
     """Run the server described by CONFIG (default ./chanctl.yaml) until Ctrl+C or SIGTERM.
 
@@ -55,7 +56,7 @@ def serve(
         if loaded.config.cluster is None:
             die("--workers needs a cluster: give --redis URL, or a cluster: section in the config", ExitCode.USAGE)
         raise typer.Exit(run_workers(workers, config, loaded, host=host, port=port, log_level=log_level, redis=redis))
-    asyncio.run(_run(compiled, host, port, reuse_port))
+    asyncio.run(_run(compiled, host, port, reuse_port, worker))
 
 
 def _with_cluster(loaded: LoadedConfig, redis: str | None, node: str | None) -> LoadedConfig:
@@ -123,7 +124,7 @@ def banner(server: ChannelServer, loaded: LoadedConfig) -> list[str]:
     return lines
 
 
-async def _run(compiled: CompiledConfig, host: str | None, port: int | None, reuse_port: bool = False) -> None:
+async def _run(compiled: CompiledConfig, host: str | None, port: int | None, reuse_port: bool = False, worker: int = 0) -> None:
     from chanctl.server.runtime import build_server  # here, so other commands start without the server
 
     loaded = compiled.loaded
@@ -153,7 +154,9 @@ async def _run(compiled: CompiledConfig, host: str | None, port: int | None, reu
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     # The banner only once the handlers are in: whoever reads the URL from it may signal at once.
-    for line in banner(server, loaded):
+    # The workers of --workers share a config: the first says it all, the others who they are.
+    lines = banner(server, loaded) if worker <= 1 else [f"chanctl worker {worker}: node {server.node} at {server.url}"]
+    for line in lines:
         err(line)
     try:
         await stop.wait()

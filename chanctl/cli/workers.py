@@ -54,7 +54,7 @@ def run_workers(count: int, config: str, loaded: LoadedConfig, *, host: str | No
         name = [] if cluster.node is None else ["--node", f"{cluster.node}-{index}"]
         # Their own session: a terminal's Ctrl+C reaches the parent only, which forwards one
         # SIGTERM (a worker that got both would take the second for "force exit").
-        procs.append(subprocess.Popen([*base, *name], start_new_session=True))
+        procs.append(subprocess.Popen([*base, *name, "--worker", str(index)], start_new_session=True))
     holder.close()
     err(f"chanctl: {count} workers on {host}:{port} (pids {', '.join(str(p.pid) for p in procs)})")
     stopping = threading.Event()

@@ -66,7 +66,7 @@ def test_serve_redis_and_node_options_set_the_section(tmp_path, monkeypatch):
     (tmp_path / "app.yaml").write_text(BASE)
     seen = []
 
-    async def fake_run(loaded, host, port, workers=1):
+    async def fake_run(loaded, host, port, reuse_port=False, worker=0):
         seen.append(loaded.config.cluster)
 
     monkeypatch.setattr("chanctl.cli.serve._run", fake_run)
