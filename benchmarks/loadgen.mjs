@@ -155,6 +155,12 @@ async function connectRate() {
   const sockets = await connectMany(n, (i) => `bench:c${i % 100}`, () => () => {}, concurrency);
   const elapsed = (now() - t0) / 1000;
   const cpu = cpuShare(cpu0, t0);
+  if (opts.hold) {
+    // Every socket joined: say so, and close only when told (the caller reads the server's CPU in between).
+    process.stdout.write(JSON.stringify({ joined: n }) + "\n");
+    const rl = createInterface({ input: process.stdin });
+    for await (const _ of rl) break;
+  }
   for (const ws of sockets) ws.terminate();
   return { per_s: n / elapsed, gen_cpu: cpu };
 }
