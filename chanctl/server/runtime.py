@@ -68,7 +68,7 @@ class _FrontDoor:
     did not move with it (13.36 KiB both, ``benchmarks/run.py --only "idle RSS 10"``): the 1.2 KiB
     per connection the front door added in fee450c lies elsewhere (not the pause/resume of reading)."""
 
-    __slots__ = ("head", "held", "sniffed", "tail")
+    __slots__ = ("head", "held", "paused", "sniffed", "tail")
 
     def __init__(self) -> None:
         self.head = b""
@@ -78,6 +78,8 @@ class _FrontDoor:
         """The last 3 bytes passed on before the first request's head ended (its end may straddle reads)."""
         self.held: bytes | None = None
         """What came after the first request's head, until the handshake is answered."""
+        self.paused = False
+        """Whether reading is paused for what is held."""
 
 
 _PASSED = _FrontDoor()
@@ -94,8 +96,8 @@ class _WebSocket(FairReadConnection):
     and ends this connection as one that closed before its request: websockets' handler then
     finishes without touching the transport (it is swapped for a detached one first).
 
-    Bytes that follow the first request's head wait (with reading paused) until the handshake is
-    answered: websockets would parse them as WebSocket frames at once, and a second pipelined HTTP
+    Bytes that follow the first request's head wait (with reading paused once there are any) until
+    the handshake is answered: websockets would parse them as WebSocket frames at once, and a second pipelined HTTP
     request (``GET /healthz`` twice in one write) makes it fail the connection, then trip its own
     assertion when it answers the first (an unauthenticated traceback in the log, and the first
     answer lost). After a 101 they are handed to websockets as the client's first frames; after any
@@ -129,7 +131,8 @@ class _WebSocket(FairReadConnection):
         if door is None:
             door = self._door = _FrontDoor()
         if door.held is not None:
-            door.held += data  # what the read in progress carried when reading was paused
+            door.held += data  # read after the head, before the answer: held, and no more read
+            self._pause(door)
         elif door.sniffed or self.longpoll is None:
             self._first_request(door, data)
         else:
@@ -160,10 +163,19 @@ class _WebSocket(FairReadConnection):
             return
         cut = end + 4 - len(door.tail)
         door.held = data[cut:]
-        self.transport.pause_reading()
+        if door.held:
+            self._pause(door)
+        # Else reading goes on: a client normally waits for the answer before it sends more, and
+        # pausing and resuming costs two epoll_ctl calls per connection (issue 15, connect CPU).
         super().data_received(data[:cut])
         if self.protocol.eof_sent:  # not a request websockets could parse: it is closing already
             self._pass_through(b"")
+
+    def _pause(self, door: _FrontDoor) -> None:
+        """Hold what came after the head: read no more until the answer (one read's bytes at most)."""
+        if not door.paused:
+            door.paused = True
+            self.transport.pause_reading()
 
     def answering(self, response: Response) -> None:
         """Called with the answer about to be sent (websockets' ``process_response``): what came
@@ -193,9 +205,10 @@ class _WebSocket(FairReadConnection):
 
     def _pass_through(self, held: bytes) -> None:
         """The first request is answered: read on, and hand websockets everything from ``held`` on."""
-        self._door = _PASSED  # the door's state goes with it: nothing more kept per connection
-        # Resumed first: websockets may pause reading again for what the held frames queue.
-        self.transport.resume_reading()
+        door, self._door = self._door, _PASSED  # the door's state goes with it: nothing more kept per connection
+        if door is not None and door.paused:
+            # Resumed first: websockets may pause reading again for what the held frames queue.
+            self.transport.resume_reading()
         if held:
             super().data_received(held)  # frames the client sent right behind its upgrade
 

@@ -29,6 +29,7 @@ import websockets
 
 from chanctl.channel import Channel, ok
 from chanctl.server.metrics import render_metrics
+from chanctl.server.runtime import ChannelServer
 from tests.support import TIMEOUT, RawClient, closed_with
 
 OPEN = """
@@ -402,6 +403,19 @@ async def test_the_rule_input_bound_is_a_setting(make_server, mint):
 # -- the front door: unauthenticated HTTP ---------------------------------------------------------
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+HEARTBEAT = b'[null,"1","phoenix","heartbeat",{}]'
+
+
+def _upgrade(token: str) -> bytes:
+    """A WebSocket upgrade request, as raw bytes."""
+    return (f"GET /socket/websocket?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: localhost\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+def _masked(text: bytes) -> bytes:
+    """One masked text frame (under 126 bytes), as a client sends it."""
+    return bytes([0x81, 0x80 | len(text), 1, 2, 3, 4]) + bytes(b ^ (1, 2, 3, 4)[i % 4] for i, b in enumerate(text))
 
 
 @pytest.mark.parametrize("longpoll", [False, True], ids=["websocket only", "longpoll on"])
@@ -427,12 +441,41 @@ async def test_frames_sent_right_behind_the_upgrade_request_still_arrive(make_se
     after a 101: a heartbeat written in the same TCP write as the upgrade is answered."""
     async with make_server(config()) as srv:
         reader, writer = await asyncio.open_connection(srv.host, srv.port)
-        upgrade = (f"GET /socket/websocket?vsn=2.0.0&token={mint(1)} HTTP/1.1\r\nHost: localhost\r\n"
-                   "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-        beat = b'[null,"1","phoenix","heartbeat",{}]'
-        frame = bytes([0x81, 0x80 | len(beat), 1, 2, 3, 4]) + bytes(b ^ (1, 2, 3, 4)[i % 4] for i, b in enumerate(beat))
-        writer.write(upgrade + frame)
+        writer.write(_upgrade(mint(1)) + _masked(HEARTBEAT))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        reply = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+        body = await asyncio.wait_for(reader.readexactly(reply[1]), TIMEOUT)
+        assert body == b'[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}]'
+        writer.close()
+        assert srv.stats.pipelined_dropped == 0
+
+
+async def test_frames_read_after_the_upgrade_request_wait_for_the_answer(make_server, mint, monkeypatch):
+    """A first frame that arrives in a read of its own, after the upgrade request's head and before
+    the answer, is held (reading paused for it) and reaches websockets after the 101. (Reading is
+    paused only once something is held: a client that waits for the answer costs no pause.)"""
+    requested = asyncio.Event()
+    process = ChannelServer._process_request
+
+    async def answer_once_held(self, ws, request):
+        paused, pause = asyncio.Event(), ws.transport.pause_reading
+
+        def spy() -> None:
+            pause()
+            paused.set()
+
+        ws.transport.pause_reading = spy
+        requested.set()
+        await paused.wait()  # the frame was read and held
+        return process(self, ws, request)
+
+    monkeypatch.setattr(ChannelServer, "_process_request", answer_once_held)
+    async with make_server(config()) as srv:
+        reader, writer = await asyncio.open_connection(srv.host, srv.port)
+        writer.write(_upgrade(mint(1)))
+        await asyncio.wait_for(requested.wait(), TIMEOUT)
+        writer.write(_masked(HEARTBEAT))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         assert head.startswith(b"HTTP/1.1 101 ")
         reply = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
