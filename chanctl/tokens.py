@@ -11,17 +11,17 @@ signature, expired (with the age and the limit).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
 import re
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from itsdangerous import BadData, BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.signer import HMACAlgorithm
 
 from chanctl.errors import TokenExpired, TokenInvalid, TokenMissing
@@ -37,18 +37,24 @@ compressed (long claims). Matched whole (``fullmatch``)."""
 _CLOCK_SKEW = 5  # seconds a token may be stamped ahead of our clock (another node's clock)
 
 
-def _canonical(part: str) -> bool:
-    """Whether ``part`` is the one base64url spelling of its bytes.
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _decoded(part: str) -> bytes | None:
+    """The bytes of a base64url ``part`` (unpadded, of url-safe characters: ``_SHAPE`` checked
+    that), or None when ``part`` is not the one base64url spelling of them.
 
     base64 decoding ignores the spare low bits of the last character (2 bits when the length is 3
     mod 4, 4 when it is 2 mod 4), so several spellings decode alike and would all verify. One
     token must have one spelling, or a deny list or a log search could be dodged by retyping it.
     """
+    spelled = part.encode()  # bytes: their translate is a table lookup, str's a dict lookup per character
     try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError):
-        return False
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == part
+        raw = binascii.a2b_base64(spelled.translate(_FROM_URLSAFE) + b"=" * (-len(spelled) % 4))
+    except binascii.Error:
+        return None
+    return raw if binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=") == spelled else None
 
 
 class _KeyedHMAC(HMACAlgorithm):
@@ -123,8 +129,11 @@ class TokenSigner:
         self._serializer = URLSafeTimedSerializer(
             secret, salt=salt, signer=_Signer, signer_kwargs={"digest_method": hashlib.sha1, "algorithm": _KeyedHMAC()},
         )
-        self._signer = self._serializer.make_signer()
-        """What ``loads`` would build anew for every token (the serializer has no fallback signers)."""
+        signer = self._serializer.make_signer()
+        self._key = signer.derive_key()
+        self._algorithm = signer.algorithm
+        self._loads = self._serializer.serializer.loads
+        """The serializer's own JSON reader (itsdangerous's, the stdlib's ``json``)."""
 
     def mint(self, user_id: Any, claims: dict[str, Any] | None = None, *, ttl: float | None = None) -> str:
         """A token for ``user_id`` with extra ``claims``; ``ttl`` shortens its life below ``max_age``."""
@@ -144,22 +153,30 @@ class TokenSigner:
             raise TokenMissing("no token was given")
         if not isinstance(token, str) or not _SHAPE.fullmatch(token):
             raise TokenInvalid("malformed: not a chanctl token (expected three dot-separated parts)")
-        if not all(map(_canonical, token.split("."))):
+        # What URLSafeTimedSerializer.loads checks, read directly: payload.timestamp.signature, the
+        # signature an HMAC of "payload.timestamp" with the derived key, the timestamp a big-endian
+        # integer, the payload JSON (zlib-compressed after a leading "."). itsdangerous's own path
+        # decodes each part twice, through some twenty Python calls, on every connect (issue 15).
+        signed, _, signature = token.rpartition(".")
+        payload, _, stamp = signed.rpartition(".")
+        compressed = payload.startswith(".")
+        body, stamp_bytes, mac = _decoded(payload[1:] if compressed else payload), _decoded(stamp), _decoded(signature)
+        if body is None or stamp_bytes is None or mac is None:
             raise TokenInvalid("malformed: not in canonical base64url (altered?)")
         now = self._clock()
+        if not hmac.compare_digest(mac, self._algorithm.get_signature(self._key, signed.encode())):
+            raise TokenInvalid("bad signature: signed with another secret or salt, or altered")
         try:
-            # URLSafeTimedSerializer.loads, less the signer it builds per call.
-            payload, signed = self._signer.unsign(token, return_timestamp=True)
-            claims = self._serializer.load_payload(payload)
-        except SignatureExpired as exc:  # pragma: no cover - we pass no max_age to loads
-            raise TokenInvalid(str(exc)) from None
-        except BadSignature as exc:
-            raise TokenInvalid("bad signature: signed with another secret or salt, or altered") from exc
-        except BadData as exc:
-            raise TokenInvalid(f"malformed: {exc}") from None
+            body = zlib.decompress(body) if compressed else body
+        except zlib.error:
+            raise TokenInvalid("malformed: Could not zlib decompress the payload before decoding the payload") from None
+        try:
+            claims = self._loads(body.decode())
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the parser
+            raise TokenInvalid("malformed: Could not load the payload because an exception occurred on unserializing the data.") from None
         if not isinstance(claims, dict) or "id" not in claims:
             raise TokenInvalid("malformed: the claims carry no user id")
-        signed_at = signed.timestamp()
+        signed_at = float(int.from_bytes(stamp_bytes, "big"))
         age = now - signed_at
         if age < -_CLOCK_SKEW:
             raise TokenInvalid("signed in the future: check the clocks of the minting host")
