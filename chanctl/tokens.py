@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import json
 import re
 import time
 import zlib
@@ -132,8 +133,6 @@ class TokenSigner:
         signer = self._serializer.make_signer()
         self._key = signer.derive_key()
         self._algorithm = signer.algorithm
-        self._loads = self._serializer.serializer.loads
-        """The serializer's own JSON reader (itsdangerous's, the stdlib's ``json``)."""
 
     def mint(self, user_id: Any, claims: dict[str, Any] | None = None, *, ttl: float | None = None) -> str:
         """A token for ``user_id`` with extra ``claims``; ``ttl`` shortens its life below ``max_age``."""
@@ -171,7 +170,7 @@ class TokenSigner:
         except zlib.error:
             raise TokenInvalid("malformed: Could not zlib decompress the payload before decoding the payload") from None
         try:
-            claims = self._loads(body.decode())
+            claims = json.loads(body.decode())  # what the serializer's reader (itsdangerous's _CompactJSON) calls
         except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the parser
             raise TokenInvalid("malformed: Could not load the payload because an exception occurred on unserializing the data.") from None
         if not isinstance(claims, dict) or "id" not in claims:

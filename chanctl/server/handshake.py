@@ -1,4 +1,4 @@
-"""Pure checks of the upgrade request (PROTOCOL.md §1): the token subprotocol (origins: :mod:`chanctl.origins`).
+"""Pure checks of the upgrade request (PROTOCOL.md §1): its query, the token subprotocol (origins: :mod:`chanctl.origins`).
 
 Kept apart from the runtime so each rule is a plain function tested with plain strings.
 """
@@ -10,8 +10,9 @@ import binascii
 import logging
 import re
 from collections.abc import Sequence
+from urllib.parse import parse_qs
 
-__all__ = ["AUTH_PROTOCOL_PREFIX", "PHOENIX_PROTOCOL", "REALTIME_TOKEN_PARAM", "TokenRedactor", "token_from_subprotocols"]
+__all__ = ["AUTH_PROTOCOL_PREFIX", "PHOENIX_PROTOCOL", "REALTIME_TOKEN_PARAM", "TokenRedactor", "query_params", "token_from_subprotocols"]
 
 PHOENIX_PROTOCOL = "phoenix"
 """The subprotocol phoenix.js offers next to its token, and the one the server must echo."""
@@ -20,6 +21,20 @@ AUTH_PROTOCOL_PREFIX = "base64url.bearer.phx."
 REALTIME_TOKEN_PARAM = "apikey"
 """The query parameter Supabase's realtime-js carries its token in (``params: {apikey}``); taken
 when ``?token=`` is absent and the config has a ``realtime: true`` topic."""
+
+
+def query_params(query: str) -> dict[str, str]:
+    """Each query parameter's last non-blank value, as ``parse_qs(query)[name][-1]`` gives it: read
+    directly when nothing in it is escaped (no ``%``, no ``+``, as in the URLs clients build), else
+    by ``parse_qs``, which costs a connect some forty Python calls."""
+    if "%" in query or "+" in query:
+        return {name: values[-1] for name, values in parse_qs(query).items()}
+    found = {}
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if value:  # parse_qs drops a blank value, and a pair without "="
+            found[name] = value
+    return found
 
 
 def token_from_subprotocols(offered: Sequence[str]) -> str | None:

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -46,7 +46,7 @@ from chanctl.server.fairread import FairReadConnection
 from chanctl.origins import OriginPolicy
 from chanctl.server.longpoll import LongPollEndpoint
 from chanctl.server import realtime
-from chanctl.server.handshake import PHOENIX_PROTOCOL, REALTIME_TOKEN_PARAM, TokenRedactor, token_from_subprotocols
+from chanctl.server.handshake import PHOENIX_PROTOCOL, REALTIME_TOKEN_PARAM, TokenRedactor, query_params, token_from_subprotocols
 from chanctl.server.metrics import LatencyHistogram, render_metrics
 from chanctl.server.sessions import Grant, Sessions, SessionStats
 from chanctl.server.transport import Transport, WebSocketTransport
@@ -81,6 +81,10 @@ class _FrontDoor:
         self.paused = False
         """Whether reading is paused for what is held."""
 
+
+_SWITCHING_PROTOCOLS = HTTPStatus.SWITCHING_PROTOCOLS.value
+_OPEN = State.OPEN
+"""Read once: an enum member read through its class is a descriptor call each time (Python 3.11)."""
 
 _PASSED = _FrontDoor()
 """The door of every connection whose first request was answered: its reads go to websockets."""
@@ -181,7 +185,7 @@ class _WebSocket(FairReadConnection):
         """Called with the answer about to be sent (websockets' ``process_response``): what came
         after a request that gets no upgrade is dropped here, before the client can see the end."""
         held = self._held()
-        if response.status_code == HTTPStatus.SWITCHING_PROTOCOLS or held is None:
+        if response.status_code == _SWITCHING_PROTOCOLS or held is None:
             return
         if held:
             self.stats.pipelined_dropped += 1
@@ -196,7 +200,7 @@ class _WebSocket(FairReadConnection):
         finally:
             held = self._held()
             if held is not None:
-                self._pass_through(held if self.protocol.state is State.OPEN else b"")
+                self._pass_through(held if self.protocol.state is _OPEN else b"")
 
     def _held(self) -> bytes | None:
         """What waits behind the first request, or None when nothing is held (yet, or any more)."""
@@ -351,6 +355,8 @@ class ChannelServer:
         self.connections: set[Connection] = set()
         self.flusher = Flusher()
         self.origins = OriginPolicy(self.config.server.origins) if self.config.server.origins else None
+        self._realtime = self.config.realtime
+        """A topic serves Supabase's clients (``?apikey=``, their serializer): read once, not per connect."""
         self._by_socket_id: dict[str, set[Connection]] = {}
         self._by_user: Counter[str] = Counter()
         """Open connections by ``user.id``, for ``server.max_connections_per_user``."""
@@ -530,15 +536,17 @@ class ChannelServer:
             return _body(HTTPStatus.OK, body, content_type)
         if url.path != self._ws_path:
             return ws.respond(HTTPStatus.NOT_FOUND, f"not found; the socket is at {self._ws_path}\n")
-        query = parse_qs(url.query)
-        token = query.get("token", [None])[-1]
-        if token is None and self.config.realtime:
-            token = query.get(REALTIME_TOKEN_PARAM, [None])[-1]  # realtime-js: ?apikey=<token>
+        query = query_params(url.query)
+        token = query.get("token")
+        if token is None and self._realtime:
+            token = query.get(REALTIME_TOKEN_PARAM)  # realtime-js: ?apikey=<token>
         if token is None:
             offered = [p for value in request.headers.get_all("Sec-WebSocket-Protocol") for p in parse_subprotocol(value)]
             token = token_from_subprotocols(offered)
+        # The Origin header only when an origin policy reads it (a missing header costs websockets a KeyError).
+        origin = request.headers.get("Origin") if self.origins is not None else None
         try:
-            ws.session = self.admit(ws.remote_address, request.headers.get("Origin"), query.get("vsn", [None])[-1], token)
+            ws.session = self.admit(ws.remote_address, origin, query.get("vsn"), token)
         except HandshakeRefused as exc:
             return ws.respond(HTTPStatus.FORBIDDEN, exc.reason + "\n")
         return None
@@ -554,7 +562,7 @@ class ChannelServer:
         try:
             if self.origins is not None and not self.origins.allows(origin):
                 raise HandshakeRefused(f"origin {origin!r} is not allowed")
-            serializer = negotiate(vsn, realtime=self.config.realtime, max_ref_bytes=self.config.server.max_ref_bytes)
+            serializer = negotiate(vsn, realtime=self._realtime, max_ref_bytes=self.config.server.max_ref_bytes)
             if serializer is None:
                 raise HandshakeRefused(f"unsupported vsn {vsn!r}; this server speaks 1.0.x and 2.0.x")
             try:
@@ -595,6 +603,8 @@ class ChannelServer:
     def _over_limit(self, user_key: str, address: str) -> str | None:
         """The close reason when a new connection would pass a connection limit, else None."""
         limits = self.config.server
+        if limits.max_connections is None and limits.max_connections_per_user is None and limits.max_connections_per_address is None:
+            return None  # no limit set: nothing to count against
         for setting, limit, count, whose in (
             ("max_connections", limits.max_connections, len(self.connections), "in all"),
             ("max_connections_per_user", limits.max_connections_per_user, self._by_user[user_key], "for this user"),

@@ -1,13 +1,16 @@
-"""Pure handshake rules: origin lists with wildcards, the phoenix.js token subprotocol."""
+"""Pure handshake rules: origin lists with wildcards, the query, the phoenix.js token subprotocol."""
 
 from __future__ import annotations
 
 import base64
+from urllib.parse import parse_qs
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chanctl.origins import OriginPolicy
-from chanctl.server.handshake import token_from_subprotocols
+from chanctl.server.handshake import query_params, token_from_subprotocols
 
 POLICY = OriginPolicy(["https://app.example.com", "//chanctl.dev", "*.example.org", "http://localhost:8080"])
 
@@ -40,3 +43,16 @@ def test_token_from_subprotocols_takes_btoa_without_padding_and_urlsafe_too():
     assert token_from_subprotocols(["base64url.bearer.phx." + urlsafe, "phoenix"]) == token
     assert token_from_subprotocols(["phoenix"]) is None
     assert token_from_subprotocols(["base64url.bearer.phx.!!!"]) is None
+
+
+@pytest.mark.parametrize("query", [
+    "token=a.b.c&vsn=2.0.0", "vsn=1.0.0&vsn=2.0.0", "token=&vsn=2.0.0", "token&vsn", "=x&&a=1", "",
+    "token=a%2Eb&vsn=2.0.0", "token=a+b", "a=b=c", "apikey=k&token=t",
+])
+def test_query_params_are_parse_qs_last_values(query):
+    assert query_params(query) == {name: values[-1] for name, values in parse_qs(query).items()}
+
+
+@given(st.text(alphabet="ab=&%+.2E-_ ", max_size=30))
+def test_query_params_agree_with_parse_qs_on_any_query(query):
+    assert query_params(query) == {name: values[-1] for name, values in parse_qs(query).items()}
