@@ -379,7 +379,10 @@ class PresenceTracker:
 
     def _record(self, topic: _Topic, diff: Diff) -> None:
         if diff:
-            topic.pending.add(diff)
+            if topic.pending:
+                topic.pending.add(diff)
+            else:
+                topic.pending = diff  # nothing pending (every unbatched join): the diff is the whole of it
             topic.changed = True
 
     def _changed(self, topic: _Topic, diff: Diff) -> None:
