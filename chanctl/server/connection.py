@@ -63,7 +63,7 @@ class Connection:
     # Slots: an idle server holds one of these per client (benchmarks/README.md, idle RSS).
     __slots__ = (
         "server", "transport", "user", "socket_id", "assigns", "serializer", "encoder", "proto", "_pending",
-        "_pending_bytes", "_max_buffered", "_closing", "_dispatch", "_closed", "_last_seen", "_idle_timer",
+        "_pending_bytes", "_max_buffered", "_closing", "_dispatch", "_closed", "_last_seen", "_idle_key",
         "_close_code", "_close_reason", "connected_at", "session", "__weakref__",
     )
 
@@ -98,7 +98,8 @@ class Connection:
         """Held while a handler callback runs: client events and handle_info never interleave."""
         self._closed: asyncio.Task[None] | None = None
         self._last_seen = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_key: int | None = None
+        """The idle deadline's key in ``server.deadlines`` while one is set."""
         self._close_code: int | None = None
         self._close_reason = ""
         self.connected_at = time.time()
@@ -217,19 +218,21 @@ class Connection:
             return code, "", "dropped"
         return code, transport.close_reason, "server" if transport.closed_here else "client"
 
-    # -- idle timeout (the runtime owns time; a lazy timer costs one float store per frame) ---
+    # -- idle timeout (the runtime owns time; a lazy deadline costs one float store per frame) --
 
     def _arm_idle(self, loop: asyncio.AbstractEventLoop, idle: float) -> None:
         self._last_seen = loop.time()
-        self._idle_timer = loop.call_at(self._last_seen + idle, self._check_idle)  # no args tuple held
+        self._idle_key = self.server.deadlines.add(self._last_seen + idle, self)
 
-    def _check_idle(self) -> None:
+    def deadline_passed(self) -> None:
+        """The idle deadline (:class:`~chanctl.server.deadlines.Deadlines`): close, or set it
+        again from the last frame seen."""
         loop, idle = asyncio.get_running_loop(), self.server.config.server.idle_timeout
         due = self._last_seen + idle
         if due > loop.time():
-            self._idle_timer = loop.call_at(due, self._check_idle)
+            self._idle_key = self.server.deadlines.add(due, self)
         else:
-            self._idle_timer = None
+            self._idle_key = None
             self.close(1001, f"idle timeout: no frame for {idle:g}s")
 
     # -- inbound -----------------------------------------------------------------------------
@@ -280,8 +283,8 @@ class Connection:
                     await asyncio.sleep(0)  # let other clients' frames in (see FAIR_BURST)
         finally:
             try:
-                if self._idle_timer is not None:
-                    self._idle_timer.cancel()
+                if self._idle_key is not None:
+                    self.server.deadlines.drop(self._idle_key, self)
                 self._closing = True
                 self._drop_pending()
                 for leave in proto.close_all():

@@ -42,6 +42,7 @@ from chanctl.server.admin import ADMIN_TOPIC, AdminChannel, AdminTap
 from chanctl.server.compile import CompiledConfig, compile_config
 from chanctl.server.cluster import Cluster, replica_id
 from chanctl.server.connection import Connection, peer_address
+from chanctl.server.deadlines import Deadlines
 from chanctl.server.fairread import FairReadConnection
 from chanctl.origins import OriginPolicy
 from chanctl.server.longpoll import LongPollEndpoint
@@ -327,7 +328,10 @@ class ChannelServer:
         self.admin_tap = AdminTap(self)
         self.router.add(ADMIN_TOPIC, lambda: AdminChannel(self.admin_tap, auth.admin_claim))
         self.signer = TokenSigner(auth.secret, salt=auth.salt, max_age=auth.max_age)
-        self.sessions = Sessions(self.signer, warning=auth.expiry_warning, grace=auth.expiry_grace, max_age=auth.max_age)
+        self.deadlines = Deadlines()
+        """Every socket's idle and token deadlines, on a few loop timers (chanctl.server.deadlines)."""
+        self.sessions = Sessions(self.signer, warning=auth.expiry_warning, grace=auth.expiry_grace, max_age=auth.max_age,
+                                 deadlines=self.deadlines)
         """Every socket's token: expiry, refresh, revocation (chanctl.server.sessions)."""
         cluster = self.config.cluster
         self.node = default_node_name() if cluster is None else cluster.node_name

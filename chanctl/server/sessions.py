@@ -20,9 +20,9 @@ until it would have expired anyway, and the server closes the sockets it names w
 :data:`TOKEN_REVOKED` (4403). Its entries are plain JSON-able dicts and applying one twice changes
 nothing, so a cluster can publish them to every node and replay them to a node that joins.
 
-Timers: each socket has at most one ``loop.call_at`` handle at a time (the warning, then the
-close), re-armed by a refresh and cancelled when the socket ends, so a closed socket leaves
-nothing behind. ``benchmarks/bench_expiry.py`` measured it against one shared heap.
+Timers: each socket has at most one deadline at a time (the warning, then the close) in the
+server's :class:`~chanctl.server.deadlines.Deadlines` (met at most 50 ms late), moved by a refresh
+and dropped when the socket ends, so a closed socket leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from chanctl.channel import Outcome, error, ok
 from chanctl.errors import TokenError
 from chanctl.protocol.messages import ACCESS_TOKEN
+from chanctl.server.deadlines import Deadlines
 from chanctl.tokens import TokenSigner, VerifiedToken
 
 if TYPE_CHECKING:
@@ -167,8 +168,10 @@ class Sessions:
     """
 
     def __init__(self, signer: TokenSigner, *, warning: float, grace: float, max_age: float,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, deadlines: Deadlines | None = None):
         self.signer = signer
+        self.deadlines = Deadlines() if deadlines is None else deadlines
+        """Where sessions set their deadlines (the server's, shared with the idle timeouts)."""
         self.warning = warning
         self.grace = grace
         self.max_age = max_age
@@ -222,14 +225,15 @@ class Sessions:
 class Session:
     """One socket's token: its expiry, the one timer that warns and then closes, and refresh."""
 
-    __slots__ = ("connection", "ended", "grant", "_handle", "_owner", "_warned")
+    __slots__ = ("connection", "ended", "grant", "_key", "_owner", "_warned")
 
     def __init__(self, owner: Sessions, connection: Connection, grant: Grant):
         self._owner = owner
         self.connection = connection
         self.grant = grant
         self.ended = False
-        self._handle: asyncio.TimerHandle | None = None
+        self._key: int | None = None
+        """The next step's key in ``owner.deadlines`` while one is set."""
         self._warned = False
 
     @property
@@ -237,28 +241,35 @@ class Session:
         """Unix time the socket's current token expires (the admin plane shows it)."""
         return self.grant.expires_at
 
+    def _warns_next(self) -> bool:
+        """Whether the next step is the warning (one is due and not yet sent), else the close."""
+        return self._owner.warning > 0 and not self._warned
+
     def arm(self) -> None:
         """(Re)schedule the next step: the warning if one is due and not yet sent, else the close."""
-        if self._handle is not None:
-            self._handle.cancel()
         owner = self._owner
-        if owner.warning > 0 and not self._warned:
-            due, step = self.grant.expires_at - owner.warning, self._warn
-        else:
-            due, step = self.grant.expires_at + owner.grace, self._expire
-        loop = asyncio.get_running_loop()
-        # Tokens live in wall-clock time, timers in the loop's monotonic time: convert once here.
-        self._handle = loop.call_at(loop.time() + max(0.0, due - owner.clock()), step)
+        if self._key is not None:
+            owner.deadlines.drop(self._key, self)
+        due = self.grant.expires_at - owner.warning if self._warns_next() else self.grant.expires_at + owner.grace
+        # Tokens live in wall-clock time, deadlines in the loop's monotonic time: convert once here.
+        self._key = owner.deadlines.add(asyncio.get_running_loop().time() + max(0.0, due - owner.clock()), self)
 
     def end(self) -> None:
-        """The socket is gone: drop its timer (and with it the last reference to the socket)."""
+        """The socket is gone: drop its deadline (and with it the last reference to the socket)."""
         self.ended = True
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        if self._key is not None:
+            self._owner.deadlines.drop(self._key, self)
+            self._key = None
+
+    def deadline_passed(self) -> None:
+        """The step :meth:`arm` set is due."""
+        self._key = None
+        if self._warns_next():
+            self._warn()
+        else:
+            self._expire()
 
     def _warn(self) -> None:
-        self._handle = None
         if self.ended:
             return
         self._warned = True
@@ -267,7 +278,6 @@ class Session:
         self.arm()
 
     def _expire(self) -> None:
-        self._handle = None
         if self.ended:
             return
         self._owner.stats.expired += 1
