@@ -260,7 +260,8 @@ def table(results: dict[str, dict[str, list[dict]]], kinds: tuple[str, str] = ("
         "fanout": [("deliveries/s", "per_s", "{:,.0f}"), ("p50 latency ms", "p50_ms", "{:.1f}"), ("p99 latency ms", "p99_ms", "{:.1f}"),
                    ("server CPU µs/delivery", None, "{:.2f}")],
         "chat": [("p50 latency ms", "p50_ms", "{:.2f}"), ("p99 latency ms", "p99_ms", "{:.2f}"),
-                 ("server CPU µs/message", None, "{:.1f}"), ("delivered/expected", None, "{}")],
+                 ("server CPU µs/message", None, "{:.1f}"), ("steal s in the window (both CPUs)", "window_steal_s", "{:.2f}"),
+                 ("delivered/expected", None, "{}")],
         "connect": [("connections+joins/s", "per_s", "{:,.0f}")],
         "idle": [("KiB RSS per joined connection", "kib_per_conn", "{:.1f}")],
     }
