@@ -63,11 +63,7 @@ log = logging.getLogger("chanctl.server")
 class _FrontDoor:
     """What the front door keeps of one connection until its first request is answered.
 
-    One attribute on the connection, replaced (never deleted) once the request is answered:
-    deleting instance attributes, as this did before, gives a connection's ``__dict__`` a table of
-    its own (``sys.getsizeof(vars(ws))`` 1,584 bytes against 296). Idle RSS at 10,000 connections
-    did not move with it (13.36 KiB both, ``benchmarks/run.py --only "idle RSS 10"``): the 1.2 KiB
-    per connection the front door added in fee450c lies elsewhere (not the pause/resume of reading)."""
+    One slot on the connection, replaced (never deleted) once the request is answered."""
 
     __slots__ = ("head", "held", "paused", "sniffed", "tail")
 
@@ -112,15 +108,32 @@ class _WebSocket(FairReadConnection):
     pyproject.toml allows; tests/server/test_longpoll.py and test_hostile.py cover it.
     """
 
-    session: tuple[dict[str, Any], Serializer, Grant] | None = None
-    """Claims, serializer and the token's grant."""
+    __slots__ = ("session", "_door", "drained")  # beside the instance __dict__, not in it: see __init__
+
     longpoll: LongPollEndpoint | None = None
     stats: ServerStats
-    _door: _FrontDoor | None = None
-    """The front door's state until the first request is answered, then :data:`_PASSED`."""
-    drained: Callable[[], None] | None = None
-    """Set by a :class:`~chanctl.server.transport.WebSocketTransport` holding frames back until
-    asyncio's write buffer is empty: called then (see its docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Every attribute a connection will have, set while it is the only one being built.
+
+        CPython shares one table of attribute names among a class's instances (each keeps only its
+        values, about 290 bytes here) only while that table has room, at most 30 names, and each
+        instance created before the names are all in takes one of them. A burst of connections
+        accepted at once (a reconnect storm, the idle benchmark's 200 at a time) makes those
+        instances before the first one reaches ``connection_made``: the names websockets adds
+        there and the ones chanctl added later no longer fit, and every connection gets a whole
+        table of its own, 1,584 bytes (about 1.3 KiB RSS per idle connection,
+        benchmarks/README.md). So chanctl's own are slots, and the two websockets sets in
+        ``connection_made`` are set here first (to None: nothing reads them before it runs)."""
+        super().__init__(*args, **kwargs)
+        self.session: tuple[dict[str, Any], Serializer, Grant] | None = None
+        """Claims, serializer and the token's grant."""
+        self._door: _FrontDoor | None = None
+        """The front door's state until the first request is answered, then :data:`_PASSED`."""
+        self.drained: Callable[[], None] | None = None
+        """Set by a :class:`~chanctl.server.transport.WebSocketTransport` holding frames back until
+        asyncio's write buffer is empty: called then (see its docstring)."""
+        self.recv_messages = self.transport = None  # type: ignore[assignment]
 
     def resume_writing(self) -> None:
         super().resume_writing()

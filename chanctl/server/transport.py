@@ -233,7 +233,8 @@ class WebSocketTransport:
             self._backlog = None
             self._handed = self._waiting = 0
             ws = self.ws
-            if vars(ws).pop("drained", None) is not None:
+            if getattr(ws, "drained", None) is not None:
+                ws.drained = None  # type: ignore[attr-defined]  # _WebSocket's slot, set by _pump
                 self._transport.set_write_buffer_limits(ws.write_limit_high, ws.write_limit_low)
 
     def _hand_over_backlog(self) -> None:
