@@ -81,7 +81,7 @@ class TopicPattern:
         return (0 if self.is_literal else 1, -self.literal_chars, 1 if self.wildcard else 0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route(Generic[T]):
     """A topic matched to its pattern: the captures, and whatever the router was given for it."""
 

@@ -55,7 +55,7 @@ class LeaveReason(enum.Enum):
     """The handler asked to stop."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class ChannelState:
     """One joined (socket, topic) incarnation, identified by its join_ref."""
 
@@ -154,6 +154,9 @@ class SocketProtocol:
         max_join_payload: bytes of a ``phx_join`` frame; a larger one gets an error reply.
     """
 
+    __slots__ = ("serializer", "router", "max_channels", "max_name_length", "max_join_payload", "rate_limit",
+                 "_refused_in_a_row", "channels", "stats", "_out")
+
     def __init__(
         self, serializer: Serializer, router: Router[Any], *, max_channels: int = 100, stats: Stats | None = None,
         rate_limit: TokenBucket | None = None, max_name_length: int = 255, max_join_payload: int = 64 * 1024,
@@ -169,7 +172,9 @@ class SocketProtocol:
         self.channels: dict[str, ChannelState] = {}
         self.stats = Stats() if stats is None else stats
         """Counters; the runtime passes one object shared by every socket, for server-wide metrics."""
-        self._out: list[bytes] = []
+        self._out: list[bytes] | tuple[()] = ()
+        """Frames encoded since the last :meth:`data_to_send`; an empty tuple, not an empty list,
+        between calls (an idle server holds one per client)."""
 
     # -- input -------------------------------------------------------------------------------
 
@@ -350,11 +355,18 @@ class SocketProtocol:
 
     def data_to_send(self) -> list[bytes]:
         """The encoded frames queued since the last call; the queue empties."""
-        out, self._out = self._out, []
-        return out
+        out = self._out
+        if not out:
+            return []
+        self._out = ()
+        return out  # type: ignore[return-value]  # a list once it holds a frame
 
     def _queue(self, message: Message | Reply) -> None:
-        self._out.append(self.serializer.encode(message))
+        frame = self.serializer.encode(message)
+        if self._out:
+            self._out.append(frame)  # type: ignore[union-attr]  # a list once it holds a frame
+        else:
+            self._out = [frame]
 
     def _remove(self, channel: ChannelState) -> None:
         channel.closed = True

@@ -274,9 +274,10 @@ class Connection:
                     self._queue_output()
                 finally:
                     dispatch.release()
-                # Else the last action (a Leave: the channel, its handler, its join params) would
-                # stay reachable from this frame until the client's next message, maybe never.
-                actions = action = None  # type: ignore[assignment]
+                # Else the last action (a Leave: the channel, its handler, its join params) and
+                # the frame's text would stay reachable from this frame until the client's next
+                # message, maybe never.
+                actions = action = data = None  # type: ignore[assignment]
                 burst += 1
                 if burst == FAIR_BURST:
                     burst = 0

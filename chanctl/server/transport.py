@@ -137,6 +137,8 @@ class WebSocketTransport:
     still land between frames.
     """
 
+    __slots__ = ("ws", "remote_address", "_protocol", "_transport", "_backlog", "_handed", "_waiting")  # one per client
+
     needs_idle_timeout = True
 
     def __init__(self, ws: ServerConnection):
