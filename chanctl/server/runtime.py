@@ -637,10 +637,11 @@ class ChannelServer:
         # connection. The handshake's request and response (headers and all, about 3 KiB, the
         # token in the path) are not needed past it, and websockets would keep them for the
         # connection's life. The request is emptied in place: websockets' parser keeps it too, and
-        # ``ws.request`` being set is how websockets knows the handshake is done.
+        # ``ws.request`` being set is how websockets knows the handshake is done. websockets reads
+        # its done ``request_rcvd`` future only during the handshake (about 140 bytes).
         assert ws.session is not None and ws.request is not None
         user, serializer, grant = ws.session
-        ws.session = ws.response = None
+        ws.session = ws.response = ws.request_rcvd = None  # type: ignore[assignment]
         ws.request.headers.clear()
         ws.request.path = ""
         return self.accept(WebSocketTransport(ws), user, serializer, grant)
