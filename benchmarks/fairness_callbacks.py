@@ -5,7 +5,7 @@ on a shared machine the wall clock of those turns is mostly other processes. Thi
 flood and probe against a server in this process, times every loop callback with the thread's
 CPU clock (and the wall clock beside it), and reports the longest ones: what one client's frames
 can hold every other client for, whatever the machine's load. GC collections during the flood
-are counted too.
+are counted too, and the loop's CPU per push (every callback's, the probe's few included).
 
     python benchmarks/fairness_callbacks.py                          # this checkout, 3 runs
     python benchmarks/fairness_callbacks.py --baseline /tmp/before   # and another, interleaved
@@ -84,6 +84,7 @@ def measure(pushes: int) -> dict[str, float]:
             "longest callback wall ms": max(wall) * 1e3,
             "GC collections": float(len(collections)),
             "GC CPU ms": sum(collections) * 1e3,
+            "loop CPU µs per push": sum(cpu) * 1e6 / pushes,
             "probe p99 ms": bench_fairness.percentile(rtts, 0.99),
             "flood pushes/s": float(rate),
         }

@@ -11,7 +11,9 @@ const { default: WebSocket } = await import(new URL("../tests/js/node_modules/ws
 
 const opts = JSON.parse(process.argv[2]);
 const now = () => performance.now();
-const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+// Resolved once the line is written: process.exit() with a pipe's write pending cuts the line at
+// 64 KiB (a probe's round trips over a long flood on a loaded machine are more than that).
+const say = (obj) => new Promise((resolve) => process.stdout.write(JSON.stringify(obj) + "\n", resolve));
 
 const ws = await new Promise((resolve, reject) => {
   const socket = new WebSocket(opts.url, { perMessageDeflate: false });
@@ -29,7 +31,7 @@ if (opts.role === "flood") {
   const start = now();
   for (let i = 0; i < opts.pushes; i++) ws.send(JSON.stringify(["1", String(i + 2), "bench:flood", "msg", { n: i }]));
   const end = await done;
-  say({ flood_rate: opts.pushes / ((end - start) / 1000) });
+  await say({ flood_rate: opts.pushes / ((end - start) / 1000) });
 } else {
   const rtts = [], pending = new Map();
   let ref = 1;
@@ -47,6 +49,6 @@ if (opts.role === "flood") {
   for await (const _ of process.stdin) break;
   clearInterval(beat);
   await new Promise((r) => setTimeout(r, 50));
-  say({ rtts, lost: pending.size });
+  await say({ rtts, lost: pending.size });
 }
 process.exit(0);
