@@ -55,7 +55,7 @@ const CAPACITY = 4 * N + 64;
 // Payloads parsed so far, by event, newest first: [{bytes, found}, ...] (bytes: the payload and the
 // message's closing "]").
 const seen = { presence_state: [], presence_diff: [], presence_count: [] };
-const KEEP = 16;
+const KEEP = 64; // distinct payloads in flight at once: a slow session may be many windows behind
 
 function resolve(event, bytes) {
   for (const entry of seen[event]) if (entry.bytes.equals(bytes)) return entry.found;
@@ -155,11 +155,14 @@ function session(token, source) {
     return len7 === 126 ? 4 : len7 === 127 ? 10 : 2;
   };
   // The seen payload that matches the one read so far (pos bytes) and then buf[off, off + n).
+  // The one it matched so far first; another only if it has the same bytes so far (compared last:
+  // up to the whole payload read so far).
   const matching = (buf, off, n) => {
+    if (cand !== null && cand.bytes.length >= pos + n && buf.compare(cand.bytes, pos, pos + n, off, off + n) === 0) return cand;
     for (const entry of seen[event]) {
       const bytes = entry.bytes;
-      if (bytes.length >= pos + n && (cand === null || entry === cand || bytes.compare(cand.bytes, 0, pos, 0, pos) === 0)
-          && buf.compare(bytes, pos, pos + n, off, off + n) === 0) {
+      if (entry !== cand && bytes.length >= pos + n && buf.compare(bytes, pos, pos + n, off, off + n) === 0
+          && (cand === null || bytes.compare(cand.bytes, 0, pos, 0, pos) === 0)) {
         return entry;
       }
     }
