@@ -436,17 +436,22 @@ async def test_two_pipelined_http_requests_get_one_answer_and_no_traceback(make_
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
+async def _upgraded_then_heartbeat_answered(reader: asyncio.StreamReader) -> None:
+    """The 101, then the reply to the client's first frame, :data:`HEARTBEAT`."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    reply = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+    body = await asyncio.wait_for(reader.readexactly(reply[1]), TIMEOUT)
+    assert body == b'[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}]'
+
+
 async def test_frames_sent_right_behind_the_upgrade_request_still_arrive(make_server, mint):
     """What the front door holds back until the handshake is answered is the client's first frames
     after a 101: a heartbeat written in the same TCP write as the upgrade is answered."""
     async with make_server(config()) as srv:
         reader, writer = await asyncio.open_connection(srv.host, srv.port)
         writer.write(_upgrade(mint(1)) + _masked(HEARTBEAT))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-        assert head.startswith(b"HTTP/1.1 101 ")
-        reply = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
-        body = await asyncio.wait_for(reader.readexactly(reply[1]), TIMEOUT)
-        assert body == b'[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}]'
+        await _upgraded_then_heartbeat_answered(reader)
         writer.close()
         assert srv.stats.pipelined_dropped == 0
 
@@ -476,11 +481,7 @@ async def test_frames_read_after_the_upgrade_request_wait_for_the_answer(make_se
         writer.write(_upgrade(mint(1)))
         await asyncio.wait_for(requested.wait(), TIMEOUT)
         writer.write(_masked(HEARTBEAT))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-        assert head.startswith(b"HTTP/1.1 101 ")
-        reply = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
-        body = await asyncio.wait_for(reader.readexactly(reply[1]), TIMEOUT)
-        assert body == b'[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}]'
+        await _upgraded_then_heartbeat_answered(reader)
         writer.close()
         assert srv.stats.pipelined_dropped == 0
 
