@@ -32,6 +32,7 @@ import argparse
 import json
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -197,6 +198,9 @@ def main() -> None:
     parser.add_argument("--generators", type=int, default=None,
                         help="load generator processes (default: one per 15,000 sessions)")
     args = parser.parse_args()
+    # SIGTERM (`timeout`, a CI runner) ends the run like Ctrl+C, through run_once's cleanup of the
+    # servers, generators and redis-server it started; by default it killed this process alone.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     node = shutil.which("node")
     if node is None or not (ROOT / "tests" / "js" / "node_modules" / "ws").is_dir():
         sys.exit("needs Node and tests/js/node_modules (npm ci --prefix tests/js)")
