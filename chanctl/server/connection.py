@@ -296,10 +296,9 @@ class Connection:
             finally:
                 self.server.connection_ended(self)  # run() is what ChannelServer.accept's caller awaits
 
-    async def _apply(self, action: Join | Deliver | Leave | Refresh) -> None:
-        if isinstance(action, Deliver):
-            await self._handle_in(action)
-        elif isinstance(action, Join):
+    async def _apply(self, action: Join | Leave | Refresh) -> None:
+        """Every action but a client event (the read loop awaits ``_handle_in`` for those itself)."""
+        if isinstance(action, Join):
             await self._join(action)
         elif isinstance(action, Refresh):
             self._refresh(action)
