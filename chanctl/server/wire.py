@@ -50,24 +50,28 @@ def ws_frame(data: bytes) -> bytes:
         return bytes((first, 126)) + size.to_bytes(2, "big") + data
     view = memoryview(data)
     last = (size - 1) // _FRAGMENT_PAYLOAD * _FRAGMENT_PAYLOAD
-    parts: list[bytes | memoryview] = [bytes((first & 0x0F,)), _FRAGMENT_LENGTH, view[:_FRAGMENT_PAYLOAD]]
-    for offset in range(_FRAGMENT_PAYLOAD, last, _FRAGMENT_PAYLOAD):
-        parts += (b"\x00", _FRAGMENT_LENGTH, view[offset:offset + _FRAGMENT_PAYLOAD])
     tail = size - last
-    parts += (bytes((0x80, tail)) if tail < 126 else b"\x80\x7e" + tail.to_bytes(2, "big"), view[last:])
-    return b"".join(parts)
+    return b"".join((
+        bytes((first & 0x0F,)), _FRAGMENT_LENGTH, view[:_FRAGMENT_PAYLOAD],
+        *_continuation_parts(view[_FRAGMENT_PAYLOAD:last]),
+        bytes((0x80, tail)) if tail < 126 else b"\x80\x7e" + tail.to_bytes(2, "big"), view[last:],
+    ))
 
 
 def continuation(data: bytes) -> bytes:
     """``data`` as continuation fragments of :data:`FRAGMENT` bytes (the last shorter), none final:
     the middle of a message whose first and last fragments are sent apart."""
-    view = memoryview(data)
+    return b"".join(_continuation_parts(memoryview(data)))
+
+
+def _continuation_parts(view: memoryview) -> list[bytes | memoryview]:
+    """Header and payload of each non-final continuation fragment of ``view``, in order."""
     parts: list[bytes | memoryview] = []
-    for offset in range(0, len(data), _FRAGMENT_PAYLOAD):
+    for offset in range(0, len(view), _FRAGMENT_PAYLOAD):
         piece = view[offset:offset + _FRAGMENT_PAYLOAD]
         size = len(piece)
         parts += (b"\x00" + (bytes((size,)) if size < 126 else b"\x7e" + size.to_bytes(2, "big")), piece)
-    return b"".join(parts)
+    return parts
 
 
 def fragmented(frame: bytes) -> bool:
