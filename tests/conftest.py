@@ -55,6 +55,14 @@ class ServeProcess:
         self.proc = proc
         self.url = url
         self.banner = banner
+        """Every line of its stderr so far, the banner first."""
+        self.log_ended = threading.Event()
+        """Set once its stderr is closed (every process writing it has exited) and read to the end."""
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        self.banner.extend(self.proc.stderr)
+        self.log_ended.set()
 
 
 @pytest.fixture
@@ -85,7 +93,7 @@ def serve_process() -> Iterator[Callable[..., ServeProcess]]:
                     banner.append(line)
                 served = ServeProcess(proc, url, banner)
                 # Keep reading stderr so that a chatty server never blocks on a full pipe.
-                threading.Thread(target=lambda: banner.extend(proc.stderr), daemon=True).start()
+                threading.Thread(target=served._read_log, daemon=True).start()
                 return served
 
     yield start

@@ -31,9 +31,7 @@ async def test_two_workers_share_the_port_and_act_as_one_server(serve_process, r
         assert (await client.recv_until(lambda f: f[3] == "shout"))[4]["n"] == 1
     served.proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(served.proc.wait, 3 * TIMEOUT) == 0
-    async with asyncio.timeout(TIMEOUT):  # the workers' last lines reach the fixture's reader after their exit
-        while "".join(served.banner).count("chanctl: stopped") < 2:
-            await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(served.log_ended.wait, TIMEOUT)  # the workers' last lines read too
     log = "".join(served.banner)
     assert "2 workers on 127.0.0.1:" in log
     # One full banner (the config's topics, auth and warnings once), one line from the other worker.
