@@ -48,6 +48,7 @@ from chanctl.origins import OriginPolicy
 from chanctl.server.longpoll import LongPollEndpoint
 from chanctl.server import realtime
 from chanctl.server.handshake import PHOENIX_PROTOCOL, REALTIME_TOKEN_PARAM, TokenRedactor, query_params, token_from_subprotocols
+from chanctl.server.upgrade import read_upgrade, switching_protocols
 from chanctl.server.metrics import LatencyHistogram, render_metrics
 from chanctl.server.sessions import Grant, Sessions, SessionStats
 from chanctl.server.transport import Transport, WebSocketTransport
@@ -65,9 +66,11 @@ class _FrontDoor:
 
     One slot on the connection, replaced (never deleted) once the request is answered."""
 
-    __slots__ = ("head", "held", "paused", "sniffed", "tail")
+    __slots__ = ("deadline", "head", "held", "paused", "refused", "sniffed", "tail")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: int) -> None:
+        self.deadline = deadline
+        """The open timeout's key in the server's deadlines (see :meth:`_WebSocket.deadline_passed`)."""
         self.head = b""
         """The request line read so far (LongPoll sniff)."""
         self.sniffed = False
@@ -77,14 +80,25 @@ class _FrontDoor:
         """What came after the first request's head, until the handshake is answered."""
         self.paused = False
         """Whether reading is paused for what is held."""
+        self.refused: HandshakeRefused | None = None
+        """The fast path's refusal of the upgrade, for websockets to answer (see :meth:`_WebSocket._open`)."""
 
 
 _SWITCHING_PROTOCOLS = HTTPStatus.SWITCHING_PROTOCOLS.value
 _OPEN = State.OPEN
 """Read once: an enum member read through its class is a descriptor call each time (Python 3.11)."""
 
-_PASSED = _FrontDoor()
+_PASSED = _FrontDoor(0)
 """The door of every connection whose first request was answered: its reads go to websockets."""
+
+OPEN_TIMEOUT = 10.0
+"""Seconds a client has from its TCP connect until its first request is answered (websockets'
+``open_timeout`` default), met at most one deadline resolution (50 ms) late; then the connection is
+dropped, as websockets drops it."""
+
+_UPGRADED = Request("", Headers())
+"""``request`` of every connection whose upgrade the front door answered: websockets reads the
+first event as the request until one is set, and chanctl keeps nothing of it (see ``_handle``)."""
 
 
 class _WebSocket(FairReadConnection):
@@ -104,14 +118,22 @@ class _WebSocket(FairReadConnection):
     answer lost). After a 101 they are handed to websockets as the client's first frames; after any
     other answer (websockets answers one request per connection) they are dropped and counted.
 
+    A plain upgrade of the socket path read whole in one read is answered here, without
+    websockets' handshake (:meth:`_open`, :mod:`chanctl.server.upgrade`): about a third of a
+    connect's instructions. Anything else goes to websockets as before. The open timeout is the
+    server's (:meth:`deadline_passed`), not websockets' ``asyncio.timeout`` per handshake.
+
     This leans on websockets' connection being the asyncio protocol, within the 17.x range
-    pyproject.toml allows; tests/server/test_longpoll.py and test_hostile.py cover it.
+    pyproject.toml allows; tests/server/test_longpoll.py, test_hostile.py and test_upgrade.py
+    cover it.
     """
 
     __slots__ = ("session", "_door", "drained")  # beside the instance __dict__, not in it: see __init__
 
     longpoll: LongPollEndpoint | None = None
     stats: ServerStats
+    front: ChannelServer
+    """The server this port belongs to (the per-server subclass made in ``_listen`` sets these three)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Every attribute a connection will have, set while it is the only one being built.
@@ -141,13 +163,31 @@ class _WebSocket(FairReadConnection):
         if drained is not None:
             drained()
 
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._door = _FrontDoor(self.front.deadlines.add(self.loop.time() + OPEN_TIMEOUT, self))
+
+    def deadline_passed(self) -> None:
+        """The open timeout passed: a connection whose first request is not answered yet is dropped,
+        as websockets drops it (its own ``open_timeout`` is off: one timer per handshake)."""
+        if self._door is not _PASSED:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        door = self._door
+        if door is not None and door is not _PASSED:
+            self.front.deadlines.drop(door.deadline, self)
+        super().connection_lost(exc)
+        received = self.request_rcvd
+        if received is not None and not received.done():
+            received.set_result(None)  # the handshake waits on it alone (see handshake)
+
     def data_received(self, data: bytes) -> None:
         door = self._door
         if door is _PASSED:
             super().data_received(data)
             return
-        if door is None:
-            door = self._door = _FrontDoor()
+        assert door is not None  # set in connection_made
         if door.held is not None:
             door.held += data  # read after the head, before the answer: held, and no more read
             self._pause(door)
@@ -180,6 +220,9 @@ class _WebSocket(FairReadConnection):
             super().data_received(data)
             return
         cut = end + 4 - len(door.tail)
+        if not door.tail and self._open(door, data[:cut]):  # the whole head in this read, answered here
+            self._pass_through(data[cut:])
+            return
         door.held = data[cut:]
         if door.held:
             self._pause(door)
@@ -188,6 +231,42 @@ class _WebSocket(FairReadConnection):
         super().data_received(data[:cut])
         if self.protocol.eof_sent:  # not a request websockets could parse: it is closing already
             self._pass_through(b"")
+
+    def _open(self, door: _FrontDoor, head: bytes) -> bool:
+        """The fast path: a plain upgrade of the socket path, admitted, is answered here with the
+        bytes websockets would write, and websockets' protocol set OPEN as its handshake leaves it
+        (a frame parser, ``request`` set, ``request_rcvd`` done). False: websockets reads the head
+        (anything :func:`~chanctl.server.upgrade.read_upgrade` does not take, debug logging on,
+        the server closing) and answers it, a refusal found here included (``door.refused``)."""
+        front, protocol = self.front, self.protocol
+        if front.fast_path is None or self.debug or not self.server.is_serving():
+            return False  # websockets logs every header at debug level, and answers 503 while closing
+        upgrade = read_upgrade(head, front.fast_path)
+        if upgrade is None:
+            return False
+        try:
+            self.session = front.admit_upgrade(self.remote_address, upgrade.query, upgrade.protocol_values, upgrade.origin)
+        except HandshakeRefused as exc:
+            door.refused = exc
+            return False
+        except Exception:  # a bug: on websockets' path it is logged and answered 500, as before
+            return False
+        subprotocol = _select_subprotocol(self, upgrade.protocols)
+        self.transport.write(switching_protocols(upgrade.key, subprotocol, front.server_header))
+        protocol.subprotocol, protocol.origin = subprotocol, upgrade.origin  # type: ignore[assignment]
+        protocol.state = _OPEN
+        protocol.parser = protocol.parse()  # OPEN: a frame parser (the one made at connect waits for a request)
+        next(protocol.parser)
+        self.request = _UPGRADED
+        self.request_rcvd.set_result(None)
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info("connection open")  # as websockets logs it
+        return True
+
+    def refused(self) -> HandshakeRefused | None:
+        """The fast path's refusal of this connection's upgrade, for ``_process_request`` to answer."""
+        door = self._door
+        return None if door is None else door.refused
 
     def _pause(self, door: _FrontDoor) -> None:
         """Hold what came after the head: read no more until the answer (one read's bytes at most)."""
@@ -209,6 +288,17 @@ class _WebSocket(FairReadConnection):
         self._pass_through(b"")
 
     async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        # One future awaited until the first request is in (or the connection is lost: see
+        # connection_lost), not websockets' asyncio.wait over two; then websockets' handshake
+        # only if the front door did not answer the request itself.
+        try:
+            await self.request_rcvd
+        except asyncio.CancelledError:
+            # Awaiting a future cancels it with the task; websockets would still set it on a request.
+            self.request_rcvd = self.loop.create_future()
+            raise
+        if self.protocol.state is _OPEN:
+            return  # answered by _open
         try:
             await super().handshake(*args, **kwargs)
         finally:
@@ -224,6 +314,8 @@ class _WebSocket(FairReadConnection):
     def _pass_through(self, held: bytes) -> None:
         """The first request is answered: read on, and hand websockets everything from ``held`` on."""
         door, self._door = self._door, _PASSED  # the door's state goes with it: nothing more kept per connection
+        if door is not None and door is not _PASSED:
+            self.front.deadlines.drop(door.deadline, self)
         if door is not None and door.paused:
             # Resumed first: websockets may pause reading again for what the held frames queue.
             self.transport.resume_reading()
@@ -238,7 +330,7 @@ class _WebSocket(FairReadConnection):
         http.connection_made(transport)
         http.data_received(head)
         self.transport = _Detached()  # type: ignore[assignment]
-        super().connection_lost(None)
+        self.connection_lost(None)
 
 
 def _answering(ws: _WebSocket, request: Request, response: Response) -> None:
@@ -386,6 +478,10 @@ class ChannelServer:
         """Set, then replaced, each time a connection's handler finishes (see :meth:`until_connections`)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ws_path = self.config.server.path.rstrip("/") + "/websocket"
+        self.fast_path: bytes | None = _fast_path(self._ws_path)
+        """The socket path as the front door's fast path compares it (None: websockets reads every upgrade)."""
+        self.server_header = f"chanctl/{__version__}"
+        """The Server header of every answer."""
         longpoll = self.config.server.longpoll
         self.longpoll = LongPollEndpoint(
             self.config.server.path.rstrip("/") + "/longpoll", self.admit, self.accept, self.spawn,
@@ -421,12 +517,13 @@ class ChannelServer:
             self.port,
             process_request=self._process_request,
             process_response=_answering,
-            create_connection=type("_WebSocket", (_WebSocket,), {"longpoll": self.longpoll, "stats": self.stats}),
+            create_connection=type("_WebSocket", (_WebSocket,), {"longpoll": self.longpoll, "stats": self.stats, "front": self}),
             select_subprotocol=_select_subprotocol,
             max_size=self.config.server.max_frame_size,
             compression=None,
             ping_interval=None,  # Phoenix liveness is the client's heartbeat plus our idle timeout.
-            server_header=f"chanctl/{__version__}",
+            open_timeout=None,  # the front door's, on the server's deadlines (_WebSocket.deadline_passed)
+            server_header=self.server_header,
             reuse_port=self.reuse_port or None,
         )
 
@@ -553,20 +650,33 @@ class ChannelServer:
             return _body(HTTPStatus.OK, body, content_type)
         if url.path != self._ws_path:
             return ws.respond(HTTPStatus.NOT_FOUND, f"not found; the socket is at {self._ws_path}\n")
-        query = query_params(url.query)
-        token = query.get("token")
-        if token is None and self._realtime:
-            token = query.get(REALTIME_TOKEN_PARAM)  # realtime-js: ?apikey=<token>
-        if token is None:
-            offered = [p for value in request.headers.get_all("Sec-WebSocket-Protocol") for p in parse_subprotocol(value)]
-            token = token_from_subprotocols(offered)
-        # The Origin header only when an origin policy reads it (a missing header costs websockets a KeyError).
-        origin = request.headers.get("Origin") if self.origins is not None else None
-        try:
-            ws.session = self.admit(ws.remote_address, origin, query.get("vsn"), token)
-        except HandshakeRefused as exc:
-            return ws.respond(HTTPStatus.FORBIDDEN, exc.reason + "\n")
+        refused = ws.refused()  # the front door's fast path judged it already (and counted, logged it)
+        if refused is None:
+            # The Origin header only when an origin policy reads it (a missing header costs websockets a KeyError).
+            origin = request.headers.get("Origin") if self.origins is not None else None
+            try:
+                ws.session = self.admit_upgrade(ws.remote_address, url.query, request.headers.get_all("Sec-WebSocket-Protocol"), origin)
+            except HandshakeRefused as exc:
+                refused = exc
+        if refused is not None:
+            return ws.respond(HTTPStatus.FORBIDDEN, refused.reason + "\n")
         return None
+
+    def admit_upgrade(self, remote: Any, query: str, protocol_values: list[str],
+                      origin: str | None) -> tuple[dict[str, Any], Serializer, Grant]:
+        """:meth:`admit` for a WebSocket upgrade: the token from ``?token=`` (realtime-js:
+        ``?apikey=``) or phoenix.js's ``authToken`` subprotocol, the vsn from ``?vsn=``.
+
+        Raises:
+            HandshakeRefused: why not (counted and logged).
+        """
+        params = query_params(query)
+        token = params.get("token")
+        if token is None and self._realtime:
+            token = params.get(REALTIME_TOKEN_PARAM)  # realtime-js: ?apikey=<token>
+        if token is None:
+            token = token_from_subprotocols([p for value in protocol_values for p in parse_subprotocol(value)])
+        return self.admit(remote, origin, params.get("vsn"), token)
 
     def admit(self, remote: Any, origin: str | None, vsn: str | None, token: str | None) -> tuple[dict[str, Any], Serializer, Grant]:
         """Authenticate a client at connect, whatever its transport (PROTOCOL.md §1): the origin
@@ -642,8 +752,10 @@ class ChannelServer:
         assert ws.session is not None and ws.request is not None
         user, serializer, grant = ws.session
         ws.session = ws.response = ws.request_rcvd = None  # type: ignore[assignment]
-        ws.request.headers.clear()
-        ws.request.path = ""
+        request = ws.request
+        if request is not _UPGRADED:  # read by websockets
+            request.headers.clear()
+            request.path = ""
         return self.accept(WebSocketTransport(ws), user, serializer, grant)
 
     def accept(self, transport: Transport, claims: dict[str, Any], serializer: Serializer,
@@ -705,6 +817,14 @@ class ChannelServer:
             same_id.discard(connection)
             if not same_id:
                 del self._by_socket_id[socket_id]
+
+
+def _fast_path(ws_path: str) -> bytes | None:
+    """``ws_path`` as the fast path compares a request's target with it, or None when that could
+    differ from websockets' reading (urlsplit): a path of visible ASCII not starting with ``//``."""
+    if ws_path.startswith("//") or not ws_path.isascii() or not ws_path.isprintable() or " " in ws_path:
+        return None
+    return ws_path.encode("ascii")
 
 
 def _who(connection: Connection) -> str:

@@ -29,6 +29,7 @@ import websockets
 
 from chanctl.channel import Channel, ok
 from chanctl.server.metrics import render_metrics
+from chanctl.server import runtime
 from chanctl.server.runtime import ChannelServer
 from tests.support import TIMEOUT, RawClient, closed_with
 
@@ -459,9 +460,11 @@ async def test_frames_sent_right_behind_the_upgrade_request_still_arrive(make_se
 async def test_frames_read_after_the_upgrade_request_wait_for_the_answer(make_server, mint, monkeypatch):
     """A first frame that arrives in a read of its own, after the upgrade request's head and before
     the answer, is held (reading paused for it) and reaches websockets after the 101. (Reading is
-    paused only once something is held: a client that waits for the answer costs no pause.)"""
+    paused only once something is held: a client that waits for the answer costs no pause.) On
+    websockets' path: the front door's fast path answers a plain upgrade within the read itself."""
     requested = asyncio.Event()
     process = ChannelServer._process_request
+    monkeypatch.setattr(runtime, "read_upgrade", lambda head, path: None)
 
     async def answer_once_held(self, ws, request):
         paused, pause = asyncio.Event(), ws.transport.pause_reading
