@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeaderFormat
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -675,7 +676,12 @@ class ChannelServer:
         if token is None and self._realtime:
             token = params.get(REALTIME_TOKEN_PARAM)  # realtime-js: ?apikey=<token>
         if token is None:
-            token = token_from_subprotocols([p for value in protocol_values for p in parse_subprotocol(value)])
+            try:
+                token = token_from_subprotocols([p for value in protocol_values for p in parse_subprotocol(value)])
+            except InvalidHeaderFormat as exc:  # was a traceback in the log and a 500
+                refused = HandshakeRefused(f"no token: {exc}")
+                self._refused(remote, refused)
+                raise refused from None
         return self.admit(remote, origin, params.get("vsn"), token)
 
     def admit(self, remote: Any, origin: str | None, vsn: str | None, token: str | None) -> tuple[dict[str, Any], Serializer, Grant]:
@@ -702,9 +708,13 @@ class ChannelServer:
                 raise HandshakeRefused("token revoked")
             return verified.claims, serializer, grant
         except HandshakeRefused as exc:
-            self.stats.refused += 1
-            log.info("connection refused: from %s: %s", peer_address(remote), shown(exc.reason))
+            self._refused(remote, exc)
             raise
+
+    def _refused(self, remote: Any, exc: HandshakeRefused) -> None:
+        """Count and log a refused client."""
+        self.stats.refused += 1
+        log.info("connection refused: from %s: %s", peer_address(remote), shown(exc.reason))
 
     def health(self) -> dict[str, Any]:
         """``GET /healthz``: answered while the server accepts connections; ``degraded`` (still

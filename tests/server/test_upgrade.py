@@ -336,3 +336,18 @@ def test_any_head_gets_the_same_answer_with_the_fast_path_as_without(make_server
             assert fast == slow
 
     asyncio.run(compare())
+
+
+async def test_a_malformed_subprotocol_header_without_a_token_is_a_403_not_a_traceback(make_server, caplog):
+    """The token is looked for in phoenix.js's authToken subprotocol when the query has none, and a
+    Sec-WebSocket-Protocol websockets cannot parse made that raise: "process_request failed" with a
+    traceback in the log, and a 500."""
+    caplog.set_level(logging.INFO)
+    async with make_server(CONFIG % "") as srv:
+        answer = await exchange(srv, head(*PLAIN, "Sec-WebSocket-Protocol: phoenix base64url.bearer.phx.YQ",
+                                          target="/socket/websocket?vsn=2.0.0"))
+        assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+        assert answer.endswith(b"no token: invalid Sec-WebSocket-Protocol header: expected comma at 8 in "
+                               b"phoenix base64url.bearer.phx.YQ\n")
+        assert srv.stats.refused == 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
