@@ -228,15 +228,20 @@ def authtoken(token: str) -> str:
     return "Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx." + base64.b64encode(token.encode()).decode().rstrip("=")
 
 
-async def test_the_fast_answer_is_websockets_answer(make_server, mint, monkeypatch):
-    async with make_server(CONFIG % "") as srv:
+@pytest.mark.parametrize("server, path", [("", "/socket/websocket"), ("longpoll: {enabled: true}", "/socket/websocket"),
+                                          ("path: /live/", "/live/websocket"), ("path: /", "/websocket")])
+async def test_the_fast_answer_is_websockets_answer(make_server, mint, monkeypatch, server, path):
+    answered = []
+    monkeypatch.setattr(runtime, "switching_protocols", lambda *args: answered.append(args) or switching_protocols(*args))
+    async with make_server(CONFIG % server) as srv:
         token = mint(1)
-        for request in (head(*PLAIN, target=f"/socket/websocket?token={token}&vsn=2.0.0"),
-                        head(*PLAIN, authtoken(token), "Origin: https://app.example.com", target="/socket/websocket?vsn=1.0.0")):
+        for request in (head(*PLAIN, target=f"{path}?token={token}&vsn=2.0.0"),
+                        head(*PLAIN, authtoken(token), "Origin: https://app.example.com", target=f"{path}?vsn=1.0.0")):
             fast, slow = await answers(srv, monkeypatch, request)
             assert fast.startswith(b"HTTP/1.1 101 ") and fast == slow
         assert b"Sec-WebSocket-Protocol: phoenix\r\n" in fast
         assert srv.stats.refused == 0
+    assert len(answered) == 2  # once per request: the first answers were the fast path's
 
 
 @pytest.mark.parametrize("target", ["/socket/websocket?token=forged&vsn=2.0.0", "/socket/websocket?token={token}&vsn=3.0.0",
