@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from websockets.client import ClientProtocol
 from websockets.http11 import MAX_NUM_HEADERS, Request
 from websockets.server import ServerProtocol
+from websockets.asyncio.server import Server
 from websockets.uri import parse_uri
 
 from chanctl.server import runtime
@@ -356,3 +357,12 @@ async def test_a_malformed_subprotocol_header_without_a_token_is_a_403_not_a_tra
                                b"phoenix base64url.bearer.phx.YQ\n")
         assert srv.stats.refused == 1
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_an_upgrade_read_while_the_server_closes_gets_websockets_503(make_server, mint, monkeypatch):
+    """websockets answers 503 to an upgrade it reads once its server stopped serving (a connection
+    accepted just before): the fast path leaves those to it."""
+    async with make_server(CONFIG % "") as srv:
+        monkeypatch.setattr(Server, "is_serving", lambda self: False)
+        answer = await exchange(srv, head(*PLAIN, target=f"/socket/websocket?token={mint(1)}&vsn=2.0.0"))
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and answer.endswith(b"Server is shutting down.\n")
