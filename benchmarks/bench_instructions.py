@@ -6,11 +6,12 @@ Each server (plain loop, chanctl on bench.yaml, chanctl with ``presence: true``)
 with ``callgrind_control -i on`` right before loadgen.mjs runs one scenario, and dumped after it
 (``connect``: once every socket has joined, then again ``--settle`` seconds after the generator
 dropped them all). Reported: the server's instructions per connect+join (``connect``, the closes
-apart) or per delivered message (``chat``), and the ratio to the plain loop's. The count includes the interpreter and the kernel-facing libc, not the kernel.
+apart), per delivered message (``chat``) or per delivery (``fanout``, the subscribers' connects included), and the ratio to the plain loop's. The count includes the interpreter and the kernel-facing libc, not the kernel.
 
     python benchmarks/bench_instructions.py connect '{"n": 300, "concurrency": 50}'
     python benchmarks/bench_instructions.py chat '{"rooms": 50, "rate": 2, "seconds": 3}' --kinds plain chanctl
     python benchmarks/bench_instructions.py connect '{"n": 300, "concurrency": 50}' --kinds chanctl before --baseline /tmp/before
+    python benchmarks/bench_instructions.py fanout '{"subs": 1000, "messages": 300, "window": 20}' --kinds chanctl before --baseline /tmp/before
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def count(kind: str, mode: str, opts: dict, presence_config: Path, workdir: Path
         found = re.search(r"^summary:\s+(\d+)", dump.read_text(errors="replace"), re.M)
         if found:
             counts.append(int(found.group(1)))
-    units = opts["n"] if mode == "connect" else result["delivered"]
+    units = opts["n"] if mode == "connect" else result["delivered"] if mode == "chat" else result["deliveries"]
     total = counts[0] if counts else 0
     extra = {"close_per_unit": counts[1] / units} if mode == "connect" and len(counts) > 1 else {}
     return {"instructions": total, "units": units, "per_unit": total / units, **extra, **result}
@@ -97,7 +98,7 @@ def count(kind: str, mode: str, opts: dict, presence_config: Path, workdir: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["connect", "chat"])
+    parser.add_argument("mode", choices=["connect", "chat", "fanout"])
     parser.add_argument("opts", help="loadgen.mjs options as JSON")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS + BEFORE)
     parser.add_argument("--baseline", type=Path, help="another checkout's chanctl, counted as the kinds 'before', 'before+presence'")
@@ -115,7 +116,7 @@ def main() -> None:
         for kind in args.kinds:
             results[kind] = count(kind, args.mode, opts, presence_config, workdir, args.settle, args.baseline)
             print(f"# {kind}: {json.dumps(results[kind])}", file=sys.stderr, flush=True)
-    unit = "connect+join" if args.mode == "connect" else "delivered message"
+    unit = "connect+join" if args.mode == "connect" else "delivered message" if args.mode == "chat" else "delivery"
     print(f"{args.mode} {json.dumps(opts)}: server instructions per {unit} (callgrind)")
     base = results.get("plain")
     for kind, result in results.items():
