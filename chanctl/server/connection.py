@@ -3,9 +3,10 @@
 Frames are read and dispatched strictly in order (a join blocks the socket until its callback
 returns, as in Phoenix). The link itself is a :class:`~chanctl.server.transport.Transport`, so
 nothing here knows the socket library. Outbound frames are what the transport's encoder makes
-(for a WebSocket, complete frames; see :mod:`chanctl.server.wire`): ``deliver`` appends them to a
-pending list and the server's :class:`~chanctl.server.wire.Flusher` hands the list to the
-transport once per loop tick, so a broadcast costs no task and no await per subscriber. What a
+(for a WebSocket, complete frames; see :mod:`chanctl.server.wire`): ``deliver`` writes a
+connection's first frame of a loop tick at once (for the first few connections of the tick) and
+appends the rest to a pending list that the server's :class:`~chanctl.server.wire.Flusher` hands
+to the transport at the end of the tick, so a broadcast costs no task and no await per subscriber. What a
 client has not read stays in its transport's buffer; past ``outbound_buffer`` bytes the connection
 is closed (1013, "slow consumer") and counted, instead of growing server memory.
 """
@@ -88,9 +89,9 @@ class Connection:
             max_name_length=limits.max_name_length, max_join_payload=limits.max_join_payload,
             rate_limit=None if rate is None else TokenBucket(rate.per_second, rate.burst, last=asyncio.get_running_loop().time()),
         )
-        self._pending: list[bytes] | tuple[()] = ()
-        """This tick's frames; an empty tuple, not an empty list, between ticks (an idle server holds
-        one per client)."""
+        self._pending: list[bytes] | None = None
+        """This tick's frames (empty once its first went at once); None, not an empty list, between
+        ticks (an idle server holds one per client)."""
         self._pending_bytes = 0
         self._max_buffered = limits.outbound_buffer
         self._closing = False
@@ -109,14 +110,24 @@ class Connection:
     # -- outbound ----------------------------------------------------------------------------
 
     def deliver(self, frame: bytes) -> None:
-        """Queue one complete WebSocket frame for this client; never blocks, never awaits."""
+        """Queue one complete WebSocket frame for this client; never blocks, never awaits.
+
+        The first frame of a tick may go at once (:meth:`Flusher.mark
+        <chanctl.server.wire.Flusher.mark>` says); what follows in the tick waits for its end
+        and goes in one write, after it."""
         if self._closing:
             return
         pending = self._pending
-        if pending:
-            pending.append(frame)  # type: ignore[union-attr]  # a list once it holds a frame
+        if pending is not None:  # this tick has begun for this connection
+            pending.append(frame)
+        elif self.server.flusher.mark(self._write_pending):
+            self._pending = [frame]
+            self._pending_bytes = len(frame)
+            self._write_pending()
+            if not self._closing:
+                self._pending = []  # the rest of the tick's frames wait for its end
+            return
         else:
-            self.server.flusher.mark(self._write_pending)
             self._pending = [frame]
         self._pending_bytes += len(frame)
         if self._pending_bytes > self._max_buffered:
@@ -124,7 +135,7 @@ class Connection:
 
     def _write_pending(self) -> None:
         """Write this tick's frames with one ``transport.write`` (called by the Flusher)."""
-        pending, self._pending = self._pending, ()
+        pending, self._pending = self._pending, None
         size, self._pending_bytes = self._pending_bytes, 0
         if self._closing or not pending:
             return
@@ -159,7 +170,7 @@ class Connection:
         return self._pending_bytes + self.transport.unsent()
 
     def _drop_pending(self) -> None:
-        self._pending = ()
+        self._pending = None
         self._pending_bytes = 0
 
     def _queue_output(self) -> None:

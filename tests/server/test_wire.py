@@ -9,7 +9,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 
 from chanctl.protocol.serializers import BinaryFrame
-from chanctl.server.wire import FRAGMENT, Flusher, fragmented, ws_frame
+from chanctl.server.wire import AT_ONCE, FRAGMENT, Flusher, fragmented, ws_frame
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, FRAGMENT - 4])
@@ -51,3 +51,12 @@ async def test_flusher_runs_each_marked_flush_once_per_tick_and_survives_a_faili
     assert calls == []  # nothing is written before the tick ends
     await done
     assert calls == ["a", "b"]
+
+
+async def test_flusher_lets_the_first_connections_of_a_tick_write_at_once():
+    flusher, done = Flusher(), asyncio.get_running_loop().create_future()
+    at_once = [flusher.mark(lambda: None) for _ in range(AT_ONCE + 2)]
+    assert at_once == [True] * AT_ONCE + [False, False]
+    flusher.mark(lambda: done.set_result(None))
+    await done  # the tick's end: the next tick starts with the whole allowance again
+    assert flusher.mark(lambda: None)
