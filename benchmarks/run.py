@@ -75,12 +75,15 @@ def steal_seconds() -> float:
 class Server:
     """One server process on core 0; ``url`` is what the generator connects to."""
 
-    def __init__(self, kind: str, config: Path | None = None, root: Path = ROOT):
+    def __init__(self, kind: str, config: Path | None = None, root: Path = ROOT, wrap: Path | None = None,
+                 env: dict[str, str] | None = None):
         """``config``: the chanctl config to serve (default benchmarks/bench.yaml); ``root``: the
-        checkout whose chanctl serves (another one: a before/after comparison in one run)."""
+        checkout whose chanctl serves (another one: a before/after comparison in one run);
+        ``wrap``: a script the server's Python runs instead, with the server's own arguments
+        (chat_residence.py's hooks); ``env``: more environment for the server."""
         self.kind = kind
         port = free_port()
-        env = {**os.environ, "CHANCTL_SECRET": SECRET, "PYTHONPATH": str(root)}
+        env = {**os.environ, **(env or {}), "CHANCTL_SECRET": SECRET, "PYTHONPATH": str(root)}
         if kind == "plain":
             argv = [sys.executable, str(ROOT / "benchmarks" / "plain_server.py"), str(port)]
             self.url = f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"
@@ -92,6 +95,8 @@ class Server:
 
             token = TokenSigner(SECRET).mint(1, {})
             self.url = f"ws://127.0.0.1:{port}/socket/websocket?token={token}&vsn=2.0.0"
+        if wrap is not None:
+            argv = [sys.executable, str(wrap), *argv[1:]]
         self.proc = subprocess.Popen(pinned(0, argv), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while True:  # the port accepting is the readiness signal for both servers
