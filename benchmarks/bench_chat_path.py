@@ -85,6 +85,9 @@ def measure(n: int) -> dict[str, float]:
             if self.ready is not None and not self.ready.done():
                 self.ready.set_result(None)
 
+        def has_more(self) -> bool:
+            return bool(self.incoming)
+
         def write(self, frames: list[bytes]) -> bool:
             self.written += len(frames)
             self.written_at = time.perf_counter()

@@ -64,7 +64,7 @@ class Connection:
     # Slots: an idle server holds one of these per client (benchmarks/README.md, idle RSS).
     __slots__ = (
         "server", "transport", "user", "socket_id", "assigns", "serializer", "encoder", "proto", "_pending",
-        "_pending_bytes", "_max_buffered", "_closing", "_dispatch", "_closed", "_last_seen", "_idle_key",
+        "_pending_bytes", "_max_buffered", "_closing", "_handling", "_dispatch", "_closed", "_last_seen", "_idle_key",
         "_close_code", "_close_reason", "connected_at", "session", "__weakref__",
     )
 
@@ -95,6 +95,8 @@ class Connection:
         self._pending_bytes = 0
         self._max_buffered = limits.outbound_buffer
         self._closing = False
+        self._handling = False
+        """True while a message of this client is handled: its own frames then wait for the answer."""
         self._dispatch = asyncio.Lock()
         """Held while a handler callback runs: client events and handle_info never interleave."""
         self._closed: asyncio.Task[None] | None = None
@@ -113,14 +115,15 @@ class Connection:
         """Queue one complete WebSocket frame for this client; never blocks, never awaits.
 
         The first frame of a tick may go at once (:meth:`Flusher.mark
-        <chanctl.server.wire.Flusher.mark>` says); what follows in the tick waits for its end
-        and goes in one write, after it."""
+        <chanctl.server.wire.Flusher.mark>` says), unless this client's own message is being
+        handled (its frames then go with the reply, see :meth:`run`); what follows in the tick
+        waits for its end and goes in one write, after it."""
         if self._closing:
             return
         pending = self._pending
         if pending is not None:  # this tick has begun for this connection
             pending.append(frame)
-        elif self.server.flusher.mark(self._write_pending):
+        elif self.server.flusher.mark(self._write_pending) and not self._handling:
             self._pending = [frame]
             self._pending_bytes = len(frame)
             self._write_pending()
@@ -252,10 +255,10 @@ class Connection:
         loop = asyncio.get_running_loop()
         if self.transport.needs_idle_timeout:
             self._arm_idle(loop, self.server.config.server.idle_timeout)
-        proto, stats, dispatch = self.proto, self.server.stats, self._dispatch
+        proto, stats, dispatch, transport = self.proto, self.server.stats, self._dispatch, self.transport
         burst = 0
         try:
-            async for data in self.transport:
+            async for data in transport:
                 if self._closing:
                     # Read on and discard until the client's close frame: a client still sending
                     # would otherwise stall the close handshake behind its unread frames.
@@ -275,6 +278,7 @@ class Connection:
                     self.close(exc.code, exc.reason.encode()[:123].decode(errors="ignore"))
                     continue
                 # acquire/release, not ``async with``: one coroutine per message instead of three.
+                self._handling = True
                 await dispatch.acquire()
                 try:
                     for action in actions:
@@ -285,6 +289,11 @@ class Connection:
                     self._queue_output()
                 finally:
                     dispatch.release()
+                    self._handling = False
+                if self._pending and not transport.has_more():
+                    # The client sent nothing more yet: what its message made for it (its own copy
+                    # of a broadcast, the reply) goes now, in one write, not after the loop's turn.
+                    self._write_pending()
                 # Else the last action (a Leave: the channel, its handler, its join params) and
                 # the frame's text would stay reachable from this frame until the client's next
                 # message, maybe never.

@@ -105,6 +105,9 @@ class LongPollSession:
     def encoder(self, serializer: Serializer) -> FrameEncoder:
         return LongPollEncoder.of(serializer)
 
+    def has_more(self) -> bool:
+        return not self._incoming.empty()
+
     async def __aiter__(self) -> AsyncIterator[str | bytes]:
         while (data := await self._incoming.get()) is not None:
             yield data

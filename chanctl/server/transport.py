@@ -77,6 +77,11 @@ class Transport(Protocol):
         """Write this tick's frames at once; False (nothing written) when the link cannot take them."""
         ...
 
+    def has_more(self) -> bool:
+        """Whether more client messages are already here, not yet taken by iterating: the
+        connection then leaves what it wrote for the end of the tick, with the answers to those."""
+        ...
+
     def unsent(self) -> int:
         """Bytes written and not yet taken by the client (the kernel's share not counted)."""
         ...
@@ -170,6 +175,9 @@ class WebSocketTransport:
             return await self.ws.recv()
         except ConnectionClosed:  # whoever closed it, however: the iteration ends
             raise StopAsyncIteration from None
+
+    def has_more(self) -> bool:
+        return bool(self.ws.recv_messages.frames)  # parsed frames websockets holds for recv()
 
     def write(self, frames: list[bytes]) -> bool:
         if self._protocol.state is not _OPEN:

@@ -177,6 +177,9 @@ class _InMemoryTransport:
             raise StopAsyncIteration
         return data
 
+    def has_more(self) -> bool:
+        return not self._incoming.empty()
+
     def write(self, frames: list[bytes]) -> bool:
         if self.close_code is not None:
             return False

@@ -47,3 +47,26 @@ async def test_a_reply_follows_the_broadcast_its_handler_made(conformance_server
         assert (await other.recv())[2:] == ["room:lobby", "shout", {"body": "hi"}]
         for client in (sender, other):
             await client.close()
+
+
+async def test_a_senders_own_copy_and_its_reply_go_in_one_write_right_after_its_handling(conformance_server, mint, monkeypatch):
+    async with conformance_server() as server:
+        sender, other = [await RawClient.connect(server.url, mint(i + 1)) for i in range(2)]
+        for client in (sender, other):
+            await client.call(["1", "1", "room:lobby", "phx_join", {}])
+        writes: dict[int, int] = {1: 0, 2: 0}
+        for connection in server.connections:
+            sock = connection.transport.ws.transport  # asyncio's transport: every write is a send
+
+            def counted(data, write=sock.write, user=connection.user["id"]):
+                writes[user] += 1
+                return write(data)
+
+            monkeypatch.setattr(sock, "write", counted)
+        await sender.send(["1", "2", "room:lobby", "shout", {"body": "hi"}])
+        assert (await other.recv())[3:] == ["shout", {"body": "hi"}]
+        assert (await sender.recv())[3] == "shout"
+        assert (await sender.recv())[3] == "phx_reply"
+        assert writes == {1: 1, 2: 1}  # not the sender's copy at once and its reply at the tick's end
+        for client in (sender, other):
+            await client.close()
