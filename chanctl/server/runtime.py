@@ -174,10 +174,13 @@ class _WebSocket(FairReadConnection):
         if self._door is not _PASSED:
             self.transport.abort()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        door = self._door
+    def _drop_open_timeout(self, door: _FrontDoor | None) -> None:
+        """The first request was answered, or the connection is gone: ``door``'s open timeout goes."""
         if door is not None and door is not _PASSED:
             self.front.deadlines.drop(door.deadline, self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._drop_open_timeout(self._door)
         super().connection_lost(exc)
         received = self.request_rcvd
         if received is not None and not received.done():
@@ -315,8 +318,7 @@ class _WebSocket(FairReadConnection):
     def _pass_through(self, held: bytes) -> None:
         """The first request is answered: read on, and hand websockets everything from ``held`` on."""
         door, self._door = self._door, _PASSED  # the door's state goes with it: nothing more kept per connection
-        if door is not None and door is not _PASSED:
-            self.front.deadlines.drop(door.deadline, self)
+        self._drop_open_timeout(door)
         if door is not None and door.paused:
             # Resumed first: websockets may pause reading again for what the held frames queue.
             self.transport.resume_reading()
