@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from run import ROOT, callgrind, checkout_args  # benchmarks/run.py (it imports no chanctl)
 
 
 BURST = 8
@@ -162,20 +162,13 @@ def instructions(root: Path, n: int) -> float:
     """Instructions per message under callgrind: runs of 2n and n messages, subtracted."""
     counts = []
     for size in (n, 2 * n):
-        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c",
-                              _code(root, size)], capture_output=True, text=True, cwd="/", check=True)
-        counts.append(int(next(line for line in out.stderr.splitlines() if "Collected :" in line).split()[-1]))
+        counts.append(callgrind(_code(root, size))[0])
     return (counts[1] - counts[0]) / n  # the warm-up and the bursts are the same in both runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", type=Path, help="the checkout to compare against (e.g. a git archive of main)")
-    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout measured (default: this one)")
-    parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--n", type=int, default=20000, help="messages per run (at least 1000)")
-    parser.add_argument("--one", action="store_true", help="measure --root once and print JSON")
-    parser.add_argument("--instructions", action="store_true", help="instructions per message under callgrind instead of time")
+    checkout_args(parser, "messages per run (at least 1000)")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.n)))

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from run import ROOT, callgrind, checkout_args  # benchmarks/run.py (it imports no chanctl)
 
 
 def measure(n: int, only: str | None = None) -> dict[str, float]:
@@ -113,22 +113,19 @@ def instructions(root: Path, n: int, case: str) -> float | None:
     n messages (each run passes twice: warm and measured), so start-up and set-up cancel out."""
     counts = []
     for size in (n, 2 * n):
-        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c",
-                              _code(root, size, case)], capture_output=True, text=True, cwd="/")
-        if out.returncode != 0 or json.loads(out.stdout.strip().splitlines()[-1]) == {}:
+        try:
+            count, printed = callgrind(_code(root, size, case))
+        except subprocess.CalledProcessError:
             return None
-        counts.append(int(next(line for line in out.stderr.splitlines() if "Collected :" in line).split()[-1]))
+        if json.loads(printed.strip().splitlines()[-1]) == {}:
+            return None  # the case does not exist in that checkout
+        counts.append(count)
     return (counts[1] - counts[0]) / (2 * n)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", type=Path, help="the checkout to compare against (e.g. a git archive of main)")
-    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout measured (default: this one)")
-    parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--n", type=int, default=20000, help="messages per case and run")
-    parser.add_argument("--one", action="store_true", help="measure --root once and print JSON")
-    parser.add_argument("--instructions", action="store_true", help="instructions per message under callgrind instead of time")
+    checkout_args(parser, "messages per case and run")
     args = parser.parse_args()
     if args.instructions:
         print(f"| case | before instructions/msg | after | after/before |  (callgrind, {args.n} vs {2 * args.n} msgs)")

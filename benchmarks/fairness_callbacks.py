@@ -126,9 +126,7 @@ def instructions(root: Path, pushes: int) -> float:
     for size in (pushes, 3 * pushes):
         code = (f"import sys; sys.path[:0] = [{str(root)!r}, {str(HERE)!r}]; import fairness_callbacks; "
                 f"fairness_callbacks.flood_only({size})")
-        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c", code],
-                             check=True, capture_output=True, text=True, cwd="/")
-        counts.append(int(next(line for line in out.stderr.splitlines() if "Collected :" in line).split()[-1]))
+        counts.append(run.callgrind(code)[0])
     return (counts[1] - counts[0]) / (2 * pushes)
 
 

@@ -51,6 +51,28 @@ def pinned(core: int, argv: list[str]) -> list[str]:
     return [*FIFO, *argv]
 
 
+def callgrind(code: str) -> tuple[int, str]:
+    """``python -c code`` under valgrind's callgrind: the instructions it executed (its start-up
+    included: callers subtract two runs of different sizes) and what it printed.
+
+    Raises:
+        subprocess.CalledProcessError: the run failed.
+    """
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c", code],
+                         capture_output=True, text=True, cwd="/", check=True)
+    return int(next(line for line in out.stderr.splitlines() if "Collected :" in line).split()[-1]), out.stdout
+
+
+def checkout_args(parser: argparse.ArgumentParser, n_help: str) -> None:
+    """The options of a benchmark that measures two checkouts, each in a process of its own."""
+    parser.add_argument("--before", type=Path, help="the checkout to compare against (e.g. a git archive of main)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout measured (default: this one)")
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--n", type=int, default=20000, help=n_help)
+    parser.add_argument("--one", action="store_true", help="measure --root once and print JSON")
+    parser.add_argument("--instructions", action="store_true", help="instructions per message under callgrind instead of time")
+
+
 def rss_kib(pid: int) -> int:
     """A process's resident memory now (VmRSS), from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
