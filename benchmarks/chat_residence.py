@@ -2,8 +2,9 @@
 
 The chat scenario's latencies are the generator's clock: they include the generator's own turns,
 the kernel's loopback, and the machine's steal. This measures the servers' share alone. Each
-server runs with two hooks (the same for both): websockets' ``Connection.process_event`` notes when
-a frame carrying ``"t": <sent at>`` is parsed (unmasked), and asyncio's socket transport ``write``
+server runs with two hooks (the same for both): websockets' ``Protocol.events_received`` notes when
+a frame carrying ``"t": <sent at>`` is parsed (unmasked; chanctl may handle a frame before
+websockets' ``process_event`` would see it), and asyncio's socket transport ``write``
 matches every ``"t"`` in what it writes against those notes. Both servers write their broadcasts
 and replies through that ``write``, so every delivery of every message is measured, the sender's
 own copy included.
@@ -36,20 +37,22 @@ def hooked() -> None:
     from array import array
     from asyncio import selector_events
 
-    import websockets.asyncio.connection as ws_connection
+    import websockets.protocol as ws_protocol
 
     clock = time.perf_counter_ns
     parsed: dict[bytes, int] = {}
     residences = array("q")  # not tracked by the collector, unlike a list of ints would be growing
-    process_event = ws_connection.Connection.process_event
+    events_received = ws_protocol.Protocol.events_received
     transport_write = selector_events._SelectorSocketTransport.write
 
-    def noting(self, event):  # type: ignore[no-untyped-def]
-        data = getattr(event, "data", None)
-        found = T_VALUE.search(data) if data else None
-        if found:
-            parsed[found.group(1)] = clock()
-        return process_event(self, event)
+    def noting(self):  # type: ignore[no-untyped-def]
+        events = events_received(self)
+        for event in events:
+            data = getattr(event, "data", None)
+            found = T_VALUE.search(data) if data else None
+            if found:
+                parsed[found.group(1)] = clock()
+        return events
 
     def matching(self, data):  # type: ignore[no-untyped-def]
         if len(data) < 4096:
@@ -60,7 +63,7 @@ def hooked() -> None:
                     residences.append(now - at)
         return transport_write(self, data)
 
-    ws_connection.Connection.process_event = noting
+    ws_protocol.Protocol.events_received = noting
     selector_events._SelectorSocketTransport.write = matching
 
     def dump(*_: object) -> None:

@@ -12,7 +12,9 @@ core and the server figure is a lower bound. ``--baseline DIR`` adds that checko
 ``git archive`` of the commit before a change) to the rotation as "before", and a second table of
 chanctl against it. ``--fifo`` runs servers and generator under SCHED_FIFO, so that other work on
 a shared machine does not decide the latencies (the chat scenario's p99; benchmarks/README.md,
-"Latency at low load").
+"Latency at low load"). ``--control`` runs the plain loop twice in each run, so that the chat
+scenario's per-run lines also show the plain loop against itself: the noise floor of a per-run p99
+ratio on the machine at hand.
 """
 
 from __future__ import annotations
@@ -231,8 +233,12 @@ def scenarios(full: bool, chat_seconds: int | None = None) -> list[tuple[str, st
     ]
 
 
+CONTROL = "plain again"
+"""``--control``'s kind: a second plain loop, so that the chat pairs show the plain loop against itself."""
+
+
 def measure(kind: str, mode: str, opts: dict, baseline: Path | None = None) -> dict:
-    server = Server("chanctl", root=baseline) if kind == "before" and baseline else Server(kind)
+    server = Server("chanctl", root=baseline) if kind == "before" and baseline else Server("plain" if kind == CONTROL else kind)
     try:
         if mode == "idle":
             return idle_rss(server, opts["n"])
@@ -253,10 +259,15 @@ def main() -> None:
     parser.add_argument("--fifo", action="store_true",
                         help="run the servers and the generator under SCHED_FIFO (chrt -f 10; root or CAP_SYS_NICE): "
                              "the rest of a shared machine cannot delay them, so latencies are the servers' own")
+    parser.add_argument("--control", action="store_true",
+                        help="also run the plain loop a second time in each run (chat): how often the plain loop's p99 is "
+                             "within 1.2x of its own, the measurement's noise floor on this machine")
     args = parser.parse_args()
     if args.fifo:
         FIFO[:] = ["chrt", "-f", "10"]
     kinds = ("plain", "chanctl", "before") if args.baseline else ("plain", "chanctl")
+    if args.control:
+        kinds += (CONTROL,)
     if shutil.which("node") is None or not (NODE_MODULES / "ws").is_dir():
         raise SystemExit("needs Node and tests/js/node_modules: run `npm ci --prefix tests/js`")
     results: dict[str, dict[str, list[dict]]] = {}
@@ -305,6 +316,10 @@ def pairs(by_kind: dict[str, list[dict]], kinds: tuple[str, ...], seconds: float
         lines.append(f"run {run + 1}: p99 " + ", ".join(cells) + f": chanctl/plain {ratio:.2f}x" + ("" if is_clean else " (steal over limit)"))
     lines.append(f"chanctl's p99 within {within}x of the plain loop's in {met} of {len(by_kind['plain'])} runs; "
                  f"{met_clean} of the {clean} runs with steal under {limit:.2f} s per window")
+    if CONTROL in by_kind:
+        ratios = [again["p99_ms"] / plain["p99_ms"] for plain, again in zip(by_kind["plain"], by_kind[CONTROL])]
+        lines.append(f"the plain loop against itself ({CONTROL} / plain): " + ", ".join(f"{r:.2f}x" for r in ratios)
+                     + f"; within {within}x in {sum(r <= within for r in ratios)} of {len(ratios)} runs")
     return "\n".join(lines)
 
 

@@ -138,6 +138,10 @@ def limit_reply(reason: str, limit: str, maximum: int) -> dict[str, Any]:
     return {"reason": reason, "limit": limit, "max": maximum}
 
 
+_CHANNEL_CHANGES = frozenset((PHX_JOIN, PHX_LEAVE, ACCESS_TOKEN))
+"""The events :meth:`SocketProtocol.receive_message` may answer with a Join, a Leave or a Refresh."""
+
+
 def _longer_than(name: str, limit: int) -> bool:
     """Whether ``name`` has more than ``limit`` bytes of UTF-8 (encoded only when it may)."""
     return len(name) > limit or (len(name) * 4 > limit and len(name.encode("utf-8", "surrogatepass")) > limit)
@@ -186,6 +190,14 @@ class SocketProtocol:
                 closes the connection.
         """
         return self.receive_message(self.serializer.decode(data), now, len(data))
+
+    @staticmethod
+    def settles(msg: Message) -> bool:
+        """Whether :meth:`receive_message` can give ``msg`` nothing but client events (:class:`Deliver`)
+        and the socket's own replies: no :class:`Join`, :class:`Leave` or :class:`Refresh`, the
+        actions whose handling a runtime may have to wait for (a join's callback, a leave's
+        terminate). Decided on the event alone, before anything is changed."""
+        return msg.event not in _CHANNEL_CHANGES
 
     def receive_message(self, msg: Message, now: float = 0.0, size: int = 0) -> list[Join | Deliver | Leave | Refresh]:
         """Dispatch a decoded message in Phoenix's precedence (PROTOCOL.md §3, rules 1-7); ``size``

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from chanctl.channel import Channel, Outcome, error
@@ -24,6 +25,7 @@ from chanctl.protocol.messages import ACCESS_TOKEN, Broadcast, Encoded, Message,
 from chanctl.protocol.ratelimit import TokenBucket
 from chanctl.protocol.serializers import Serializer
 from chanctl.protocol.socket import ChannelState, Deliver, Join, Leave, LeaveReason, Refresh, SocketProtocol
+from chanctl.server.behaviours import DeclarativeChannel
 from chanctl.server.context import ChannelContext
 from chanctl.server.sessions import token_key
 from chanctl.escape import shown
@@ -50,6 +52,16 @@ SLOW_CONSUMER_GRACE = 1.0
 """Seconds a slow consumer gets to take its close frame before the TCP connection is aborted."""
 
 
+def _to_the_end(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that never suspends (see :meth:`Connection.take`) to its end, here."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise RuntimeError("a client event handled at once suspended")  # a bug in DeclarativeChannel's handle_in
+
+
 def peer_address(address: Any) -> str | None:
     """``host:port`` (``[v6]:port``) of a peer, as the log and the admin plane show it."""
     if not address:
@@ -64,7 +76,7 @@ class Connection:
     # Slots: an idle server holds one of these per client (benchmarks/README.md, idle RSS).
     __slots__ = (
         "server", "transport", "user", "socket_id", "assigns", "serializer", "encoder", "proto", "_pending",
-        "_pending_bytes", "_max_buffered", "_closing", "_handling", "_dispatch", "_closed", "_last_seen", "_idle_key",
+        "_pending_bytes", "_max_buffered", "_closing", "_handling", "_taken", "_ahead", "_dispatch", "_closed", "_last_seen", "_idle_key",
         "_close_code", "_close_reason", "connected_at", "session", "__weakref__",
     )
 
@@ -97,6 +109,11 @@ class Connection:
         self._closing = False
         self._handling = False
         """True while a message of this client is handled: its own frames then wait for the answer."""
+        self._taken = 0
+        """Messages of the current read handled by :meth:`take` (at most :data:`FAIR_BURST`)."""
+        self._ahead: tuple[str | bytes, Message] | None = None
+        """A message :meth:`take` decoded and left to the reader task, whose next message it is:
+        decoded once, not again there."""
         self._dispatch = asyncio.Lock()
         """Held while a handler callback runs: client events and handle_info never interleave."""
         self._closed: asyncio.Task[None] | None = None
@@ -257,8 +274,10 @@ class Connection:
             self._arm_idle(loop, self.server.config.server.idle_timeout)
         proto, stats, dispatch, transport = self.proto, self.server.stats, self._dispatch, self.transport
         burst = 0
+        transport.read_at_once(self)
         try:
             async for data in transport:
+                ahead, self._ahead = self._ahead, None
                 if self._closing:
                     # Read on and discard until the client's close frame: a client still sending
                     # would otherwise stall the close handshake behind its unread frames.
@@ -267,15 +286,12 @@ class Connection:
                 stats.messages_in += 1
                 stats.bytes_in += len(data)
                 try:
-                    actions = proto.receive(data, now)
+                    if ahead is not None and ahead[0] == data:
+                        actions = proto.receive_message(ahead[1], now, len(data))
+                    else:
+                        actions = proto.receive(data, now)
                 except ProtocolViolation as exc:
-                    log.info("closing %s: %s", peer_address(self.transport.remote_address), shown(exc.reason))
-                    stats.protocol_violations += 1
-                    if exc.limit is not None:
-                        stats.over_limit[exc.limit] += 1
-                    self._queue_output()
-                    # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
-                    self.close(exc.code, exc.reason.encode()[:123].decode(errors="ignore"))
+                    self._violated(exc)
                     continue
                 # acquire/release, not ``async with``: one coroutine per message instead of three.
                 self._handling = True
@@ -297,12 +313,14 @@ class Connection:
                 # Else the last action (a Leave: the channel, its handler, its join params) and
                 # the frame's text would stay reachable from this frame until the client's next
                 # message, maybe never.
-                actions = action = data = None  # type: ignore[assignment]
+                actions = action = data = ahead = None  # type: ignore[assignment]
                 burst += 1
                 if burst == FAIR_BURST:
                     burst = 0
                     await asyncio.sleep(0)  # let other clients' frames in (see FAIR_BURST)
         finally:
+            transport.read_at_once(None)
+            self._ahead = None
             try:
                 if self._idle_key is not None:
                     self.server.deadlines.drop(self._idle_key, self)
@@ -315,6 +333,77 @@ class Connection:
                     await asyncio.shield(self._closed)
             finally:
                 self.server.connection_ended(self)  # run() is what ChannelServer.accept's caller awaits
+
+    def take(self, data: str | bytes) -> bool:
+        """Handle a client message as soon as it is read, without waking the reader task for it;
+        False leaves it to the reader task (:meth:`run`), and the transport then sends every
+        message after it that way too, so the order holds.
+
+        The transport offers a message only while the reader task waits with nothing read ahead
+        (:meth:`Transport.read_at_once <chanctl.server.transport.Transport.read_at_once>`). It is
+        handled here when nothing in its handling can suspend: a heartbeat, an answer the socket
+        gives itself (an unmatched topic, a stale join_ref, a limit), or an event of a plain
+        declarative topic, whose ``handle_in`` (and the ``terminate`` a crash would run) never
+        awaits. Joins, leaves, token refreshes and Python channels' events go to the reader task,
+        where a handler may await, and use what needs a current task (``asyncio.timeout``, a
+        TaskGroup); such a message goes there decoded (it is the task's next one). A chat message
+        handled here skips the reader's wake-up (a future, a loop turn, four coroutine frames):
+        benchmarks/README.md, "Latency at low load".
+
+        The frames it makes for this client wait for the end of the read (:meth:`read_ended`), as
+        the reader's wait for the end of a message; others' go as :meth:`deliver` says. At most
+        :data:`FAIR_BURST` messages of one read are taken; the rest go to the reader task, which
+        yields between bursts.
+        """
+        if self._closing or self._handling or self._taken >= FAIR_BURST or self._dispatch.locked():
+            return False
+        try:
+            msg = self.serializer.decode(data)
+        except ProtocolViolation:
+            return False  # the reader task decodes it again and closes the socket, as for any bad frame
+        proto = self.proto
+        channel = proto.channels.get(msg.topic)
+        if not proto.settles(msg) or (channel is not None and channel.handler.__class__ is not DeclarativeChannel):
+            self._ahead = (data, msg)
+            return False
+        self._taken += 1
+        self._last_seen = now = asyncio.get_running_loop().time()
+        stats = self.server.stats
+        stats.messages_in += 1
+        stats.bytes_in += len(data)
+        try:
+            actions = proto.receive_message(msg, now, len(data))
+        except ProtocolViolation as exc:  # a flood past the rate limit
+            self._violated(exc)
+            return True
+        self._handling = True
+        try:
+            for action in actions:  # client events only: proto.settles
+                _to_the_end(self._handle_in(action))  # type: ignore[arg-type]
+            self._queue_output()
+        finally:
+            self._handling = False
+        return True
+
+    def read_ended(self) -> None:
+        """The read whose messages :meth:`take` handled is done: what they made for this client
+        goes now in one write, unless messages of it wait for the reader task (their answers then
+        go with those, at the end of the tick)."""
+        if self._taken:
+            self._taken = 0
+            if self._pending and not self.transport.has_more():
+                self._write_pending()
+
+    def _violated(self, exc: ProtocolViolation) -> None:
+        """The client broke the protocol (a frame that cannot be decoded, a flood): say why, and close."""
+        log.info("closing %s: %s", peer_address(self.transport.remote_address), shown(exc.reason))
+        stats = self.server.stats
+        stats.protocol_violations += 1
+        if exc.limit is not None:
+            stats.over_limit[exc.limit] += 1
+        self._queue_output()
+        # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
+        self.close(exc.code, exc.reason.encode()[:123].decode(errors="ignore"))
 
     async def _apply(self, action: Join | Leave | Refresh) -> None:
         """Every action but a client event (the read loop awaits ``_handle_in`` for those itself)."""

@@ -11,14 +11,24 @@ below its low-water mark), so parsing keeps pace with handling, each in its own 
 
 Order is kept (every byte goes through the one ``_unfed`` buffer, front first) and nothing is
 dropped while the connection lives; what is unfed when the connection is lost goes with it.
+
+A read that goes straight through is also where a message can be handled at once: each of its
+messages is offered to the connection's :class:`~chanctl.server.transport.AtOnceReader` (the
+``reader`` slot) while the connection's reader task waits in ``recv`` with nothing queued ahead,
+instead of waking that task for it. A message the reader refuses goes to websockets' queue as
+usual, and so does every message after it (the queue is no longer empty), so the order holds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.protocol import State
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event, State
+
+if TYPE_CHECKING:
+    from chanctl.server.transport import AtOnceReader
 
 __all__ = ["READ_SLICE", "FairReadConnection"]
 
@@ -29,6 +39,7 @@ Reads this size or smaller, which is nearly every read of a client that is not f
 straight through."""
 
 _OPEN = State.OPEN
+_TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY
 
 
 class FairReadConnection(ServerConnection):
@@ -41,8 +52,18 @@ class FairReadConnection(ServerConnection):
     ``paused``), within the range pyproject.toml allows; tests/server/test_fairness.py covers it.
     """
 
+    __slots__ = ("reader", "_direct")
+
     _unfed: memoryview | None = None
     """What the last big read brought that websockets has not been handed yet (None: nothing)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reader: AtOnceReader | None = None
+        """Takes a message as soon as it is read (set and cleared through the connection's transport)."""
+        self._direct = False
+        """True while a read that goes straight through is parsed: only its messages are offered
+        to :attr:`reader` (a big read's slices are parsed for the reader task, a slice per turn)."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -50,7 +71,15 @@ class FairReadConnection(ServerConnection):
 
     def data_received(self, data: bytes) -> None:
         if self._unfed is None and (len(data) <= READ_SLICE or self.protocol.state is not _OPEN):
-            super().data_received(data)  # the usual read; and the handshake's own bytes, whole
+            # The usual read; and the handshake's own bytes, whole.
+            self._direct = True
+            try:
+                super().data_received(data)
+            finally:
+                self._direct = False
+            reader = self.reader
+            if reader is not None:
+                reader.read_ended()
             return
         self.transport.pause_reading()
         if self._unfed is None:
@@ -58,6 +87,15 @@ class FairReadConnection(ServerConnection):
             self._feed_slice()
         else:  # reading was resumed by someone else meanwhile: behind what waits, in order
             self._unfed = memoryview(bytes(self._unfed) + data)
+
+    def process_event(self, event: Event) -> None:
+        reader = self.reader
+        if reader is not None and self._direct and not self.recv_messages.frames and self.recv_messages.get_in_progress:
+            # The reader task is waiting for a message and none is queued ahead of this one.
+            data = _whole_message(event)  # type: ignore[arg-type]  # an open connection's events are frames
+            if data is not None and reader.take(data):
+                return
+        super().process_event(event)
 
     def _feed_slice(self) -> None:
         unfed = self._unfed
@@ -83,3 +121,20 @@ class FairReadConnection(ServerConnection):
     def connection_lost(self, exc: Exception | None) -> None:
         self._unfed = None
         super().connection_lost(exc)
+
+
+def _whole_message(frame: Frame) -> str | bytes | None:
+    """A frame that is a whole message, as ``recv`` would return it; None for anything else (a
+    fragment, a control frame, text that is not UTF-8), which websockets handles as usual."""
+    if not frame.fin:
+        return None
+    opcode = frame.opcode
+    if opcode is _TEXT:
+        try:
+            return frame.data.decode()
+        except UnicodeDecodeError:  # websockets closes with 1007 for it
+            return None
+    if opcode is _BINARY:
+        data = frame.data
+        return data if data.__class__ is bytes else bytes(data)
+    return None

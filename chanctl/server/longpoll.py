@@ -30,7 +30,7 @@ import binascii
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -40,6 +40,9 @@ from chanctl.errors import HandshakeRefused
 from chanctl.protocol.messages import Encoded, Message
 from chanctl.protocol.serializers import BinaryFrame, Serializer
 from chanctl.server.wire import FrameEncoder
+
+if TYPE_CHECKING:
+    from chanctl.server.transport import AtOnceReader
 
 __all__ = ["LongPollEndpoint", "LongPollSession", "MAX_BATCH", "SESSION_PREFIX"]
 
@@ -107,6 +110,9 @@ class LongPollSession:
 
     def has_more(self) -> bool:
         return not self._incoming.empty()
+
+    def read_at_once(self, reader: AtOnceReader | None) -> None:
+        """Not offered: a POST's messages go through the iteration (the POST is answered once they are handled)."""
 
     async def __aiter__(self) -> AsyncIterator[str | bytes]:
         while (data := await self._incoming.get()) is not None:

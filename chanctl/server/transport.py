@@ -20,16 +20,16 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from websockets.protocol import State
 
 from chanctl.protocol.messages import Broadcast
 from chanctl.protocol.serializers import Serializer
+from chanctl.server.fairread import FairReadConnection
 from chanctl.server.wire import FRAGMENT, FrameEncoder, fragmented
 
-__all__ = ["Transport", "TransportEncoder", "WebSocketTransport"]
+__all__ = ["AtOnceReader", "Transport", "TransportEncoder", "WebSocketTransport"]
 
 
 class TransportEncoder(Protocol):
@@ -42,6 +42,18 @@ class TransportEncoder(Protocol):
 
     def frame(self, data: bytes) -> bytes:
         """Bytes a serializer produced (a reply, a push) as written bytes."""
+        ...
+
+
+class AtOnceReader(Protocol):
+    """Who takes a client message as soon as it is read (the connection), where the transport can offer it."""
+
+    def take(self, data: str | bytes) -> bool:
+        """Handle ``data`` now, when that needs no await; False: it goes to the iteration instead."""
+        ...
+
+    def read_ended(self) -> None:
+        """The read that brought messages to :meth:`take` is done (its last message included)."""
         ...
 
 
@@ -80,6 +92,13 @@ class Transport(Protocol):
     def has_more(self) -> bool:
         """Whether more client messages are already here, not yet taken by iterating: the
         connection then leaves what it wrote for the end of the tick, with the answers to those."""
+        ...
+
+    def read_at_once(self, reader: AtOnceReader | None) -> None:
+        """Offer each client message to ``reader.take`` as it is read, while the iteration is
+        waiting with nothing read ahead of it; None stops the offers. Order is kept: a message
+        ``take`` refuses, and every message after it, comes through the iteration. A transport
+        may never offer (all messages then come through the iteration)."""
         ...
 
     def unsent(self) -> int:
@@ -146,7 +165,7 @@ class WebSocketTransport:
 
     needs_idle_timeout = True
 
-    def __init__(self, ws: ServerConnection):
+    def __init__(self, ws: FairReadConnection):
         self.ws = ws
         self.remote_address = ws.remote_address
         self._protocol = ws.protocol
@@ -178,6 +197,9 @@ class WebSocketTransport:
 
     def has_more(self) -> bool:
         return bool(self.ws.recv_messages.frames)  # parsed frames websockets holds for recv()
+
+    def read_at_once(self, reader: AtOnceReader | None) -> None:
+        self.ws.reader = reader
 
     def write(self, frames: list[bytes]) -> bool:
         if self._protocol.state is not _OPEN:

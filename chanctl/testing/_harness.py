@@ -180,6 +180,10 @@ class _InMemoryTransport:
     def has_more(self) -> bool:
         return not self._incoming.empty()
 
+    def read_at_once(self, reader: Any) -> None:
+        """Not offered: the test's frames go through the iteration, one loop turn each, as
+        ``Phoenix.ChannelTest`` pushes go through the channel process."""
+
     def write(self, frames: list[bytes]) -> bool:
         if self.close_code is not None:
             return False
