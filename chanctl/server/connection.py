@@ -274,7 +274,6 @@ class Connection:
             self._arm_idle(loop, self.server.config.server.idle_timeout)
         proto, stats, dispatch, transport = self.proto, self.server.stats, self._dispatch, self.transport
         burst = 0
-        transport.read_at_once(self)
         try:
             async for data in transport:
                 ahead, self._ahead = self._ahead, None
@@ -340,7 +339,9 @@ class Connection:
         message after it that way too, so the order holds.
 
         The transport offers a message only while the reader task waits with nothing read ahead
-        (:meth:`Transport.read_at_once <chanctl.server.transport.Transport.read_at_once>`). It is
+        (:meth:`Transport.read_at_once <chanctl.server.transport.Transport.read_at_once>`), and
+        only once the socket has joined a plain declarative topic: before that, a socket's messages
+        are its joins (a connect pays nothing for this path), or a Python channel's events. It is
         handled here when nothing in its handling can suspend: a heartbeat, an answer the socket
         gives itself (an unmatched topic, a stale join_ref, a limit), or an event of a plain
         declarative topic, whose ``handle_in`` (and the ``terminate`` a crash would run) never
@@ -467,6 +468,10 @@ class Connection:
                 return
             context.channel = channel
             self.server.pubsub.subscribe(join.topic, self, channel, frozenset(handler.intercept))
+            if handler.__class__ is DeclarativeChannel:
+                # From now on this socket has messages take() may handle (see there); until then
+                # none worth offering: a join, or a Python channel's event, is left to this task.
+                self.transport.read_at_once(self)
             if recovery is not None:
                 for event, payload in recovery.missed:  # after the reply, before anything new
                     self.proto.push(channel, event, payload)
