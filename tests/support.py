@@ -109,6 +109,26 @@ class RawClient:
         await self.close()
 
 
+async def flood_past_the_rate_limit(flood: RawClient, calm: RawClient, topic: str, event: str) -> None:
+    """``flood`` pushes 100 ``event`` messages at once on ``topic``, which both clients have joined,
+    into a bucket of ``{per_second: 5, burst: 10}``: 9 pass (the join took one of 10), 20 are
+    refused, the 21st closes the socket (1008), whose close handshake still completes though the
+    client sends on; ``calm`` gets the 9 that passed, in order, and is answered after. Each message's
+    payload is ``{"body": "<its number>"}``."""
+    for ref in range(100):
+        await flood.send(["1", str(ref), topic, event, {"body": str(ref)}])
+    replies = []
+    with pytest.raises(websockets.ConnectionClosedError) as info:
+        while True:
+            replies.append(await flood.recv())
+    assert info.value.rcvd.code == 1008 and "rate limit" in info.value.rcvd.reason
+    limited = [r for r in replies if r[3] == "phx_reply" and r[4]["response"].get("reason") == "rate limited"]
+    assert len(limited) == 20 and limited[0][4]["response"]["retry_after_ms"] > 0
+    passed = [(await calm.recv_until(lambda f: f[3] == event))[4]["body"] for _ in range(9)]
+    assert passed == [str(n) for n in range(9)]
+    assert (await calm.call([None, "2", "phoenix", "heartbeat", {}]))[4]["status"] == "ok"
+
+
 async def closed_with(client: RawClient) -> websockets.frames.Close:
     """The close frame the server sent, after asserting no data frame came before it."""
     with pytest.raises(websockets.ConnectionClosed) as info:
