@@ -37,7 +37,9 @@ def history_yaml(redis_server, node: str) -> str:
 
 
 async def joined(node, mint, user: int, topic: str = "news:1", params: dict | None = None) -> tuple[RawClient, dict]:
-    client = await RawClient.connect(node.url, mint(user), ignore=PRESENCE_EVENTS)
+    # An unbounded queue of unread frames: a sender that reads none of the broadcasts it gets would
+    # otherwise stop reading its socket, and the nodes' shutdown wait 10 s for its close frame.
+    client = await RawClient.connect(node.url, mint(user), ignore=PRESENCE_EVENTS, max_queue=None)
     reply = await client.call(["1", "1", topic, "phx_join", params or {}])
     assert reply[4]["status"] == "ok", reply
     return client, reply[4]["response"]

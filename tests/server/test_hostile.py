@@ -270,7 +270,9 @@ topics:
 
 async def test_an_operator_can_watch_and_remove_a_user_holding_huge_topic_names(make_server, mint):
     """Five 900 KB topic names (limits raised by the operator) closed every admin join as a slow consumer."""
-    async with make_server(PRESENCE_TYPING) as srv, await RawClient.connect(srv.url, mint(66), max_size=None) as attacker:
+    # max_queue=None: an attacker that reads none of its 15 frames would stop reading its socket
+    # (websockets' queue of 16), miss the server's close frame and wait 10 s to close.
+    async with make_server(PRESENCE_TYPING) as srv, await RawClient.connect(srv.url, mint(66), max_size=None, max_queue=None) as attacker:
         for n in range(5):
             topic = f"room:{n}" + "x" * 900_000
             assert (await attacker.call([str(n), str(n), topic, "phx_join", {}]))[4]["status"] == "ok"
