@@ -272,7 +272,7 @@ class Connection:
         loop = asyncio.get_running_loop()
         if self.transport.needs_idle_timeout:
             self._arm_idle(loop, self.server.config.server.idle_timeout)
-        proto, stats, dispatch, transport = self.proto, self.server.stats, self._dispatch, self.transport
+        proto, dispatch, transport = self.proto, self._dispatch, self.transport
         burst = 0
         try:
             async for data in transport:
@@ -281,9 +281,7 @@ class Connection:
                     # Read on and discard until the client's close frame: a client still sending
                     # would otherwise stall the close handshake behind its unread frames.
                     continue
-                self._last_seen = now = loop.time()
-                stats.messages_in += 1
-                stats.bytes_in += len(data)
+                now = self._counted_in(data)
                 try:
                     if ahead is not None and ahead[0] == data:
                         actions = proto.receive_message(ahead[1], now, len(data))
@@ -305,10 +303,7 @@ class Connection:
                 finally:
                     dispatch.release()
                     self._handling = False
-                if self._pending and not transport.has_more():
-                    # The client sent nothing more yet: what its message made for it (its own copy
-                    # of a broadcast, the reply) goes now, in one write, not after the loop's turn.
-                    self._write_pending()
+                self._answer()
                 # Else the last action (a Leave: the channel, its handler, its join params) and
                 # the frame's text would stay reachable from this frame until the client's next
                 # message, maybe never.
@@ -368,10 +363,7 @@ class Connection:
             self._ahead = (data, msg)
             return False
         self._taken += 1
-        self._last_seen = now = asyncio.get_running_loop().time()
-        stats = self.server.stats
-        stats.messages_in += 1
-        stats.bytes_in += len(data)
+        now = self._counted_in(data)
         try:
             actions = proto.receive_message(msg, now, len(data))
         except ProtocolViolation as exc:  # a flood past the rate limit
@@ -392,8 +384,21 @@ class Connection:
         go with those, at the end of the tick)."""
         if self._taken:
             self._taken = 0
-            if self._pending and not self.transport.has_more():
-                self._write_pending()
+            self._answer()
+
+    def _counted_in(self, data: str | bytes) -> float:
+        """A client message arrived: the idle deadline's clock and the counters; returns now."""
+        self._last_seen = now = asyncio.get_running_loop().time()
+        stats = self.server.stats
+        stats.messages_in += 1
+        stats.bytes_in += len(data)
+        return now
+
+    def _answer(self) -> None:
+        """After a client's message: if it has sent nothing more yet, what its message made for it
+        (its own copy of a broadcast, the reply) goes now, in one write, not after the loop's turn."""
+        if self._pending and not self.transport.has_more():
+            self._write_pending()
 
     def _violated(self, exc: ProtocolViolation) -> None:
         """The client broke the protocol (a frame that cannot be decoded, a flood): say why, and close."""
