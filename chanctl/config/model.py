@@ -142,6 +142,10 @@ class ServerConfig(_Model):
     """Phoenix's LongPoll transport (off by default)."""
     rate_limit: RateLimitConfig | None = RateLimitConfig()
     """Per-connection limit on client messages; ``null`` turns it off (benchmarks, trusted peers)."""
+    memory_trim: Duration | None = 5.0
+    """How long after a connection closes the server gives the C heap's free pages back to the
+    operating system (glibc's ``malloc_trim``), at most once per this period, so RSS falls after a
+    burst of sockets or large frames; ``null``: never (RSS then stays at its high-water mark)."""
 
 
 class AuthConfig(_Model):

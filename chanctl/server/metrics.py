@@ -144,6 +144,10 @@ class ServerCollector:
             yield CounterMetricFamily("chanctl_history_replayed", "Broadcasts sent again to recovering joiners.",
                                       value=history.stats.replayed)
             yield GaugeMetricFamily("chanctl_history_topics", "Topics with a history kept.", value=history.topics())
+        yield CounterMetricFamily("chanctl_memory_trims", "Times free heap pages were given back after closes.",
+                                  value=stats.memory.trims)
+        yield CounterMetricFamily("chanctl_memory_returned_bytes", "RSS given back by those trims.",
+                                  value=stats.memory.returned_bytes)
         latency = stats.handler_latency
         yield HistogramMetricFamily("chanctl_handler_latency_seconds", "Time spent in handle_in.",
                                     buckets=latency.cumulative(), sum_value=latency.sum)

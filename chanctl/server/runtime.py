@@ -50,6 +50,7 @@ from chanctl.server.longpoll import LongPollEndpoint
 from chanctl.server import realtime
 from chanctl.server.handshake import PHOENIX_PROTOCOL, REALTIME_TOKEN_PARAM, TokenRedactor, query_params, token_from_subprotocols
 from chanctl.server.upgrade import read_upgrade, switching_protocols
+from chanctl.server.memory import MemoryTrim, TrimStats
 from chanctl.server.metrics import LatencyHistogram, render_metrics
 from chanctl.server.sessions import Grant, Sessions, SessionStats
 from chanctl.server.transport import Transport, WebSocketTransport
@@ -408,6 +409,8 @@ class ServerStats:
     """The presence tracker's: diffs, states, counts, rate-limited updates."""
     sessions: SessionStats = field(default_factory=SessionStats)
     """Token refreshes, expiry warnings, expiries, revocations."""
+    memory: TrimStats = field(default_factory=TrimStats)
+    """Free heap pages given back after closes (chanctl.server.memory)."""
 
 
 class ChannelServer:
@@ -465,6 +468,8 @@ class ChannelServer:
                 self.history = self.pubsub.history = History(self._history_spec)
         self.stats = ServerStats(presence=self.presence.stats, sessions=self.sessions.stats)
         self.connections: set[Connection] = set()
+        self.memory_trim = MemoryTrim(self.config.server.memory_trim, self.stats.memory)
+        """Gives freed memory back to the system after closes (chanctl.server.memory)."""
         self.flusher = Flusher()
         self.origins = OriginPolicy(self.config.server.origins) if self.config.server.origins else None
         self._realtime = self.config.realtime
@@ -572,6 +577,7 @@ class ChannelServer:
         for task in list(self._tasks):
             task.cancel()
         self.presence.close()
+        self.memory_trim.close()
         if self.cluster is not None:
             await self.cluster.close()
 
@@ -813,6 +819,7 @@ class ChannelServer:
         self.connections.discard(connection)
         _decrement(self._by_user, str(connection.user.get("id")))
         _decrement(self._by_address, _address(connection.transport))
+        self.memory_trim.connection_closed()
         # Waiters wake at the next await, after this method has counted and logged the close.
         ended, self._ended = self._ended, asyncio.Event()
         ended.set()

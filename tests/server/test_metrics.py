@@ -110,3 +110,15 @@ async def test_the_tasks_gauge_falls_back_when_connections_end(rooms_server, min
         during = (await scrape(rooms_server))[("chanctl_tasks", ())]
     await asyncio.wait_for(rooms_server.until_connections(0), TIMEOUT)
     assert during > before == (await scrape(rooms_server))[("chanctl_tasks", ())]
+
+
+async def test_memory_trims_are_counted(make_server, mint):
+    """The trims that closes schedule (chanctl.server.memory), and the RSS they gave back."""
+    async with make_server(ROOMS.replace("topics:", "server: {memory_trim: 0.05s}\ntopics:")) as server:
+        await (await RawClient.connect(server.url, mint(1))).close()
+        async with asyncio.timeout(TIMEOUT):
+            while server.stats.memory.trims < 1:
+                await asyncio.sleep(0.01)
+        samples = await scrape(server)
+    assert samples[("chanctl_memory_trims_total", ())] == 1
+    assert samples[("chanctl_memory_returned_bytes_total", ())] == server.stats.memory.returned_bytes
