@@ -8,10 +8,11 @@ fuzz socket gone; a ``malloc_trim(0)`` then brought it back to within 0.7 MiB, s
 free memory, not a leak. A server in a container with a memory limit, or an operator watching RSS,
 cannot tell the two apart, so the server trims: ``server.memory_trim`` seconds after the first
 close since the last trim, one ``malloc_trim(0)`` gives every whole free page back (``madvise``).
-A churning server trims at most that often and an idle one never. It costs about 0.1 ms per MiB
-given back and under 2 ms to walk a 400 MiB heap with nothing to give (benchmarks/README.md,
-"Memory trim"); it runs on the loop, between two callbacks, as nothing else may touch the heap
-meanwhile anyway (glibc holds the arena's lock while it trims).
+A churning server trims at most that often and an idle one never. It costs 0.1-0.13 ms per MiB
+given back (a burst that freed 350 MiB stalls the loop once for some 45 ms) and about 2.4 ms to
+walk a 400 MiB heap with nothing to give (benchmarks/README.md, "Memory trim"). It runs on the
+loop, between two callbacks: in a thread it would gain little, as glibc holds the heap's lock
+while it trims and every frame the loop reads meanwhile needs that heap.
 
 Python's own small-object arenas go back to the system when they empty; this is for the rest
 (frames, buffers, large strings and containers). Where the C library has no ``malloc_trim``
@@ -64,6 +65,8 @@ class TrimStats:
     trims: int = 0
     returned_bytes: int = 0
     """RSS given back, as the process's RSS fell across each trim."""
+    seconds: float = 0.0
+    """Time the trims took, all of it on the event loop."""
 
 
 class MemoryTrim:
@@ -100,6 +103,7 @@ class MemoryTrim:
         returned = max(0, before - after) if before is not None and after is not None else 0
         self.stats.trims += 1
         self.stats.returned_bytes += returned
+        self.stats.seconds += seconds
         log.debug("memory trim: %d KiB given back in %.2f ms", returned // 1024, seconds * 1000)
 
     def close(self) -> None:

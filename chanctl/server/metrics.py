@@ -148,6 +148,8 @@ class ServerCollector:
                                   value=stats.memory.trims)
         yield CounterMetricFamily("chanctl_memory_returned_bytes", "RSS given back by those trims.",
                                   value=stats.memory.returned_bytes)
+        yield CounterMetricFamily("chanctl_memory_trim_seconds", "Event loop time those trims took.",
+                                  value=stats.memory.seconds)
         latency = stats.handler_latency
         yield HistogramMetricFamily("chanctl_handler_latency_seconds", "Time spent in handle_in.",
                                     buckets=latency.cumulative(), sum_value=latency.sum)

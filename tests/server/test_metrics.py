@@ -122,3 +122,4 @@ async def test_memory_trims_are_counted(make_server, mint):
         samples = await scrape(server)
     assert samples[("chanctl_memory_trims_total", ())] == 1
     assert samples[("chanctl_memory_returned_bytes_total", ())] == server.stats.memory.returned_bytes
+    assert 0 < samples[("chanctl_memory_trim_seconds_total", ())] == server.stats.memory.seconds
