@@ -31,8 +31,9 @@ answers; every control message arrives at user 2 once and in order; the admin fe
 ticks; no ``Traceback`` and no ERROR line in the server log; after the fuzz sockets close, the
 server holds only the control sockets' connections, channels and topics, no more asyncio tasks
 (``chanctl_tasks``) or file descriptors than at the baseline, and its RSS is back within ``--rss-slack`` of the
-baseline taken after a warm-up round (Python keeps freed memory in its arenas, so the baseline
-is RSS after a first round of fuzzing, not before any).
+baseline taken after a warm-up round, each read once the server's memory trim after the last closes
+has run (``server.memory_trim``; Python keeps some freed memory in its arenas, so the baseline is
+RSS after a first round of fuzzing, not before any).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ from chanctl.tokens import TokenSigner  # noqa: E402
 
 SECRET = "fuzz-secret-0123456789abcdef0123456789abcdef"
 MAX_FRAME = 64 * 1024
+TRIM_WAIT = 6.0
+"""Seconds the server's trim may take to come after the last close (``server.memory_trim``'s 5 s default, and one)."""
 CONFIG = """
 server:
   host: 127.0.0.1
@@ -699,9 +702,14 @@ class Report:
 
 
 async def settle(server: ServerUnderTest, connections: int, timeout: float = 60.0) -> None:
-    """Wait until the server holds ``connections`` sockets (the fuzzers' closes are handled)."""
+    """Wait until the server holds ``connections`` sockets (the fuzzers' closes are handled) and
+    has given the freed memory back: the trim that the last closes scheduled
+    (``server.memory_trim``, 5 s by default) has run, or had run before the last close was handled."""
     deadline = time.monotonic() + timeout
     while server.health()["connections"] != connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    trims, deadline = server.metric("chanctl_memory_trims_total"), time.monotonic() + TRIM_WAIT
+    while server.metric("chanctl_memory_trims_total") == trims and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)  # the closes' leaves and presence diffs, then RSS is read
 
