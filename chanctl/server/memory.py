@@ -37,7 +37,7 @@ log = logging.getLogger("chanctl.memory")
 def _find_malloc_trim() -> Callable[[int], int] | None:
     try:
         trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # no such symbol; no dlopen(NULL) (Windows)
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim  # type: ignore[no-any-return]
