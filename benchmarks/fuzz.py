@@ -64,8 +64,6 @@ from chanctl.tokens import TokenSigner  # noqa: E402
 
 SECRET = "fuzz-secret-0123456789abcdef0123456789abcdef"
 MAX_FRAME = 64 * 1024
-TRIM_WAIT = 6.0
-"""Seconds the server's trim may take to come after the last close (``server.memory_trim``'s 5 s default, and one)."""
 CONFIG = """
 server:
   host: 127.0.0.1
@@ -701,14 +699,15 @@ class Report:
     failures: list[str] = field(default_factory=list)
 
 
-async def settle(server: ServerUnderTest, connections: int, timeout: float = 60.0) -> None:
+async def settle(server: ServerUnderTest, connections: int, memory_trim: float | None, timeout: float = 60.0) -> None:
     """Wait until the server holds ``connections`` sockets (the fuzzers' closes are handled) and
-    has given the freed memory back: the trim that the last closes scheduled
-    (``server.memory_trim``, 5 s by default) has run, or had run before the last close was handled."""
+    has given the freed memory back: the trim that the last closes scheduled ``memory_trim``
+    seconds after them has run (or had run before the last close was handled: a second more)."""
     deadline = time.monotonic() + timeout
     while server.health()["connections"] != connections and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    trims, deadline = server.metric("chanctl_memory_trims_total"), time.monotonic() + TRIM_WAIT
+    wait = memory_trim + 1 if memory_trim is not None else 0
+    trims, deadline = server.metric("chanctl_memory_trims_total"), time.monotonic() + wait
     while server.metric("chanctl_memory_trims_total") == trims and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)  # the closes' leaves and presence diffs, then RSS is read
@@ -722,13 +721,16 @@ async def fuzz_round(server: ServerUnderTest, seed: int, frames: int, connection
 
 
 async def campaign(frames: int, seed: int, connections: int = 16, warmup: float = 0.05, workdir: Path | None = None,
-                   stall_after: float = 60.0, rss_slack_kib: int = 8192, progress: bool = False) -> Report:
-    """Run the campaign and check it; ``report.failures`` lists every check that failed."""
+                   stall_after: float = 60.0, rss_slack_kib: int = 8192, progress: bool = False,
+                   memory_trim: float | None = 5.0) -> Report:
+    """Run the campaign and check it; ``report.failures`` lists every check that failed.
+    ``memory_trim``: the server's ``server.memory_trim`` in seconds (None: off)."""
     tmp = tempfile.TemporaryDirectory(prefix="chanctl-fuzz-") if workdir is None else None
     work = Path(tmp.name) if tmp is not None else workdir
     assert work is not None
     work.mkdir(parents=True, exist_ok=True)
-    server = ServerUnderTest(work)
+    trim = "null" if memory_trim is None else f"{memory_trim}s"
+    server = ServerUnderTest(work, config_text=CONFIG.replace("server:\n", f"server:\n  memory_trim: {trim}\n", 1))
     report, tally = Report(), Tally()
     started = time.monotonic()
     try:
@@ -755,13 +757,13 @@ async def campaign(frames: int, seed: int, connections: int = 16, warmup: float 
             sampler = asyncio.create_task(sample())
             first = max(1, int(frames * warmup)) if frames > 1 else frames
             await fuzz_round(server, seed, first, connections, tally, 0, stall_after)
-            await settle(server, len(CONTROL_USERS) + 1)
+            await settle(server, len(CONTROL_USERS) + 1, memory_trim)
             report.rss_baseline_kib, report.fds_baseline = server.rss_kib(), server.fds()
             tasks_baseline = server.metric("chanctl_tasks")
             report.tasks_baseline = int(tasks_baseline)
             if frames - first > 0:
                 await fuzz_round(server, seed, frames - first, connections, tally, connections, stall_after)
-            await settle(server, len(CONTROL_USERS) + 1)
+            await settle(server, len(CONTROL_USERS) + 1, memory_trim)
             sampler_stop.set()
             await sampler
             await control.finish()
@@ -867,6 +869,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--connections", type=int, default=16, help="fuzz sockets open at once")
     parser.add_argument("--rss-slack", type=int, default=8192, help="KiB RSS may end above the warm-up baseline")
+    parser.add_argument("--memory-trim", type=lambda value: None if value in ("off", "null") else float(value),
+                        default=5.0, help="the server's server.memory_trim, seconds, or off")
     parser.add_argument("--keep", type=Path, help="keep the server's config and log in this directory")
     parser.add_argument("--retained", action="store_true",
                         help="instead: what stays allocated (tracemalloc) in a server in this process, no control pair")
@@ -875,7 +879,7 @@ def main() -> None:
         asyncio.run(retained(args.frames, args.seed, args.connections))
         return
     report = asyncio.run(campaign(args.frames, args.seed, args.connections, workdir=args.keep,
-                                  rss_slack_kib=args.rss_slack, progress=True))
+                                  rss_slack_kib=args.rss_slack, progress=True, memory_trim=args.memory_trim))
     print(json.dumps(report.__dict__, indent=1, ensure_ascii=True))
     print("PASS" if not report.failures else "FAIL:\n  " + "\n  ".join(report.failures))
     raise SystemExit(1 if report.failures else 0)
