@@ -7,8 +7,9 @@ loadgen.mjs open ``--n`` sockets ``--concurrency`` at a time (connect + ``phx_jo
 hold them, then close them all, ``--rounds`` times over (bench_connect.py's
 ``connect_then_close``). The kinds take turns in a rotating order. Reported, medians of ``--runs``:
 connects+joins per second and the server's CPU per socket (connect, join and close), each as a
-ratio to the trim-off kind's (higher is better for both), the trims the server counted, and its RSS
-once the last closes have settled and the default delay has passed.
+ratio to the trim-off kind's (higher is better for both), the trims the server counted, the loop
+time they took, and its RSS once the trim after the last closes has run (for trim off, a second
+after they settled).
 
 Then, for information, what one trim costs on the loop, in this process: a heap of 20, 100 and
 400 MiB of 1-64 KiB buffers with seven in eight freed (as a burst of large frames leaves it), the
@@ -27,7 +28,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,24 +39,21 @@ from bench_connect import connect_then_close  # noqa: E402
 sys.path.insert(0, str(HERE.parent))
 from chanctl.server.memory import MemoryTrim, TrimStats, resident_bytes  # noqa: E402
 
-KINDS = {"trim off": "null", "trim 5s": "5s", "trim 50ms": "50ms"}
+KINDS = {"trim off": None, "trim 5s": 5.0, "trim 50ms": 0.05}
+"""Each kind's ``server.memory_trim``, seconds (None: off)."""
 BASELINE = "trim off"
+TRIMS = "chanctl_memory_trims_total"
 
 
-def trim_metrics(server: run.Server) -> dict[str, float]:
-    """The server's trims and the loop time they took, from /metrics."""
-    port = server.url.split(":")[2].split("/")[0]
-    found = {"trims": 0.0, "trim_ms": 0.0}
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:  # noqa: S310 (loopback)
-        for line in answer.read().decode().splitlines():
-            if line.startswith("chanctl_memory_trims_total "):
-                found["trims"] = float(line.split()[1])
-            elif line.startswith("chanctl_memory_trim_seconds_total "):
-                found["trim_ms"] = float(line.split()[1]) * 1000
-    return found
+def until_trimmed(server: run.Server, delay: float | None) -> None:
+    """Until the trim that the last closes scheduled has run: the count moves, at most ``delay``
+    and a second later (it may have run before they settled); with the trim off, a second."""
+    trims, deadline = run.metric(server.base, TRIMS), time.monotonic() + (delay or 0) + 1
+    while (delay is None or run.metric(server.base, TRIMS) == trims) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
-def measure(config: Path, n: int, concurrency: int, rounds: int) -> dict:
+def measure(config: Path, delay: float | None, n: int, concurrency: int, rounds: int) -> dict:
     server = run.Server("chanctl", config)
     try:
         per_s, cpu = [], 0.0
@@ -64,19 +61,26 @@ def measure(config: Path, n: int, concurrency: int, rounds: int) -> dict:
             result = connect_then_close(server, n, concurrency)
             per_s.append(result["per_s"])
             cpu += result["server_cpu_s"] + result["close_cpu_s"]
-        time.sleep(6)  # the default delay after the last close, and one second
+        until_trimmed(server, delay)
         return {"per_s": statistics.median(per_s), "cpu_us_per_socket": cpu * 1e6 / (n * rounds),
-                **trim_metrics(server), "rss_kib": server.rss_kib()}
+                "trims": run.metric(server.base, TRIMS),
+                "trim_ms": run.metric(server.base, "chanctl_memory_trim_seconds_total") * 1000, "rss_kib": server.rss_kib()}
     finally:
         server.stop()
 
 
-def heap_trim_cost(mib: int) -> str:
-    """One trim after freeing seven in eight of ``mib`` MiB of 1-64 KiB buffers, then one more."""
+def fragment_the_heap(mib: int) -> list[bytearray]:
+    """Allocate ``mib`` MiB of 1-64 KiB buffers and free seven in eight, as a burst of large frames
+    leaves the heap: glibc keeps the freed ones until a trim. Returns the kept ones."""
     chooser, kept, freed = random.Random(mib), [], []
     for i in range(mib * 1024 // 32):
         (kept if i % 8 == 0 else freed).append(bytearray(chooser.randint(1024, 64 * 1024)))
-    del freed
+    return kept
+
+
+def heap_trim_cost(mib: int) -> str:
+    """One trim after :func:`fragment_the_heap`, then one more with nothing left to give."""
+    kept = fragment_the_heap(mib)
     stats, times = TrimStats(), []
     before = resident_bytes() or 0
     for _ in range(2):
@@ -112,12 +116,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         text = (HERE / "bench.yaml").read_text().replace("    join: true\n", "    join: true\n    presence: true\n")
         configs = {}
-        for kind, value in KINDS.items():
+        for kind, delay in KINDS.items():
             configs[kind] = Path(tmp) / f"{kind.replace(' ', '_')}.yaml"
-            configs[kind].write_text(text.replace("server:\n", f"server:\n  memory_trim: {value}\n", 1))
+            trim = "null" if delay is None else f"{delay}s"
+            configs[kind].write_text(text.replace("server:\n", f"server:\n  memory_trim: {trim}\n", 1))
         for i in range(args.runs):
             for kind in kinds[i % len(kinds):] + kinds[: i % len(kinds)]:
-                result = measure(configs[kind], args.n, args.concurrency, args.rounds)
+                result = measure(configs[kind], KINDS[kind], args.n, args.concurrency, args.rounds)
                 results[kind].append(result)
                 print(f"# run {i + 1} {kind}: {json.dumps(result)}", file=sys.stderr, flush=True)
     median = {k: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for k, rs in results.items()}
@@ -128,7 +133,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for kind in kinds:
         m = median[kind]
-        print(f"| {KINDS[kind]} | {m['per_s']:,.0f} | {m['per_s'] / base['per_s']:.2f}x | {m['cpu_us_per_socket']:.0f} | "
+        print(f"| {kind.removeprefix('trim ')} | {m['per_s']:,.0f} | {m['per_s'] / base['per_s']:.2f}x | {m['cpu_us_per_socket']:.0f} | "
               f"{base['cpu_us_per_socket'] / m['cpu_us_per_socket']:.2f}x | {m['trims']:.0f} | {m['trim_ms']:.2f} | {m['rss_kib']:,.0f} |")
     print()
     print_heap_trim_costs()

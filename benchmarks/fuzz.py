@@ -59,7 +59,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import rss_kib  # noqa: E402
+from benchmarks.run import metric, rss_kib  # noqa: E402
 from chanctl.tokens import TokenSigner  # noqa: E402
 
 SECRET = "fuzz-secret-0123456789abcdef0123456789abcdef"
@@ -424,11 +424,7 @@ class ServerUnderTest:
 
     def metric(self, name: str) -> float:
         """The sum of a /metrics family's samples (0 when absent)."""
-        total = 0.0
-        for line in self.get("/metrics").splitlines():
-            if line.startswith(name) and line[len(name)] in " {":
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric(self.base, name)
 
     def rss_kib(self) -> int:
         return rss_kib(self.proc.pid)

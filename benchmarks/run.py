@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,14 @@ def checkout_args(parser: argparse.ArgumentParser, n_help: str) -> None:
     parser.add_argument("--instructions", action="store_true", help="instructions per message under callgrind instead of time")
 
 
+def metric(base: str, name: str) -> float:
+    """The sum of the samples of family ``name`` in a chanctl server's /metrics (0 when absent);
+    ``base`` is its ``host:port``."""
+    with urllib.request.urlopen(f"http://{base}/metrics", timeout=30) as answer:  # noqa: S310 (loopback)
+        lines = answer.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name) and line[len(name)] in " {")
+
+
 def rss_kib(pid: int) -> int:
     """A process's resident memory now (VmRSS), from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -107,6 +116,8 @@ class Server:
         (chat_residence.py's hooks); ``env``: more environment for the server."""
         self.kind = kind
         port = free_port()
+        self.base = f"127.0.0.1:{port}"
+        """``host:port``, for HTTP (/metrics, /healthz)."""
         env = {**os.environ, **(env or {}), "CHANCTL_SECRET": SECRET, "PYTHONPATH": str(root)}
         if kind == "plain":
             argv = [sys.executable, str(ROOT / "benchmarks" / "plain_server.py"), str(port)]
