@@ -129,6 +129,13 @@ async def flood_past_the_rate_limit(flood: RawClient, calm: RawClient, topic: st
     assert (await calm.call([None, "2", "phoenix", "heartbeat", {}]))[4]["status"] == "ok"
 
 
+async def until_trimmed(server: Any, trims: int) -> None:
+    """Until ``server`` has made ``trims`` memory trims (chanctl.server.memory), which its timer runs."""
+    async with asyncio.timeout(TIMEOUT):
+        while server.stats.memory.trims < trims:
+            await asyncio.sleep(0.01)
+
+
 async def closed_with(client: RawClient) -> websockets.frames.Close:
     """The close frame the server sent, after asserting no data frame came before it."""
     with pytest.raises(websockets.ConnectionClosed) as info:

@@ -7,13 +7,11 @@ until the trim that a close schedules gives them back.
 
 from __future__ import annotations
 
-import asyncio
-import random
-
 import pytest
 
+from benchmarks.bench_trim import fragment_the_heap
 from chanctl.server.memory import CAN_TRIM, resident_bytes
-from tests.support import TIMEOUT, RawClient
+from tests.support import RawClient, until_trimmed
 
 pytestmark = pytest.mark.skipif(not CAN_TRIM, reason="this C library has no malloc_trim (glibc has)")
 
@@ -23,22 +21,6 @@ auth: {secret: "${CHANCTL_SECRET}"}
 topics:
   "room:{id}": {join: true}
 """
-
-
-def fragment_the_heap(mib: int) -> list[bytearray]:
-    """Allocate ``mib`` MiB of 1-64 KiB buffers and free seven in eight; returns the kept ones."""
-    chooser = random.Random(15)
-    kept, freed = [], []
-    for i in range(mib * 1024 // 32):
-        (kept if i % 8 == 0 else freed).append(bytearray(chooser.randint(1024, 64 * 1024)))
-    del freed
-    return kept
-
-
-async def until_trimmed(server, trims: int) -> None:
-    async with asyncio.timeout(TIMEOUT):
-        while server.stats.memory.trims < trims:
-            await asyncio.sleep(0.01)
 
 
 async def connect_and_close(server, mint, count: int = 1) -> None:
@@ -66,17 +48,16 @@ async def test_closes_in_a_burst_make_one_trim_and_a_later_close_another(make_se
     async with make_server(CONFIG % "0.2s") as server:
         await connect_and_close(server, mint, count=20)
         await until_trimmed(server, 1)
-        await asyncio.sleep(0.4)  # twice the delay: no second trim without a new close
-        assert server.stats.memory.trims == 1
+        assert server.stats.memory.trims == 1 and not server.memory_trim.pending  # none more without a new close
         await connect_and_close(server, mint)
+        assert server.memory_trim.pending
         await until_trimmed(server, 2)
 
 
 async def test_memory_trim_null_never_trims(make_server, mint):
     async with make_server(CONFIG % "null") as server:
         await connect_and_close(server, mint, count=3)
-        await asyncio.sleep(0.3)
-        assert server.stats.memory.trims == 0
+        assert not server.memory_trim.pending and server.stats.memory.trims == 0
 
 
 async def test_a_pending_trim_is_dropped_at_shutdown(make_server, mint):

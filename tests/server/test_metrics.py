@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chanctl.client import Client
 from chanctl.errors import JoinRefused
-from tests.support import TIMEOUT, RawClient
+from tests.support import TIMEOUT, RawClient, until_trimmed
 
 
 async def get(url: str) -> tuple[str, bytes]:
@@ -116,9 +116,7 @@ async def test_memory_trims_are_counted(make_server, mint):
     """The trims that closes schedule (chanctl.server.memory), and the RSS they gave back."""
     async with make_server(ROOMS.replace("topics:", "server: {memory_trim: 0.05s}\ntopics:")) as server:
         await (await RawClient.connect(server.url, mint(1))).close()
-        async with asyncio.timeout(TIMEOUT):
-            while server.stats.memory.trims < 1:
-                await asyncio.sleep(0.01)
+        await until_trimmed(server, 1)
         samples = await scrape(server)
     assert samples[("chanctl_memory_trims_total", ())] == 1
     assert samples[("chanctl_memory_returned_bytes_total", ())] == server.stats.memory.returned_bytes
